@@ -1,0 +1,54 @@
+# Satlas: `make run` starts it, `make test` checks it. Both set up what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
+
+.PHONY: setup system-deps run triton test lint models train convert evaluate bench-triton lock clean
+
+setup: $(STAMP)
+
+$(STAMP): $(REQS)
+	@bash scripts/system_deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt \
+		-r requirements/runtime.txt -r requirements/train.txt -r requirements/dev.txt
+	touch $(STAMP)
+
+system-deps:
+	bash scripts/system_deps.sh
+
+# The main job. Until the service mesh lands this is the local Triton serving both models.
+run: setup
+	$(PY) -m satkit.triton_local
+
+triton: setup
+	$(PY) -m satkit.triton_local
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Retrain both models and redeploy them into model_repository/ (a few minutes on 2 cores).
+models: train convert
+
+train: setup
+	$(PY) -m scripts.train --model all
+
+convert: setup
+	bash scripts/convert_example.sh
+
+evaluate: setup
+	$(PY) -m scripts.evaluate --json bench-results/quality.json
+
+bench-triton: setup
+	$(PY) -m scripts.bench_triton --json bench-results/triton.json
+
+lock: setup
+	(echo '# Every package of the environment, pinned (pip freeze). Regenerate with `make lock` after changing requirements/*.txt.'; \
+	 $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//') > requirements/constraints.txt
+
+clean:
+	rm -rf .run bench-results .pytest_cache

@@ -1,0 +1,125 @@
+"""Synthetic univariate series: the five simulator patterns and injected anomalies.
+
+One generator feeds model training, the quality checks, the simulator and the benchmarks, so
+every part of Satlas sees the same kind of data. Everything is a pure function of a numpy
+``Generator``: the same seed gives the same series.
+
+A series is ``offset + scale * (signal + noise)``; the signal has unit order of magnitude and
+``scale``/``offset`` vary over many decades so that models must normalise per series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PATTERNS: tuple[str, ...] = ("linear", "seasonal", "random_walk", "exponential", "cyclical")
+ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift")
+
+
+@dataclass(frozen=True)
+class Series:
+    pattern: str
+    values: np.ndarray  # float64, the observed history
+    future: np.ndarray  # float64, the continuation (empty unless asked for)
+
+
+def _signal(pattern: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n, dtype=np.float64)
+    if pattern == "linear":
+        slope = rng.uniform(0.004, 0.04) * rng.choice((-1.0, 1.0))
+        sig = slope * t
+        noise = rng.uniform(0.02, 0.2)
+    elif pattern == "seasonal":
+        period = rng.uniform(6.0, 48.0)
+        phase = rng.uniform(0, 2 * np.pi)
+        harmonic = rng.uniform(0.0, 0.4)
+        trend = rng.uniform(-0.003, 0.003)
+        w = 2 * np.pi * t / period
+        sig = np.sin(w + phase) + harmonic * np.sin(2 * w + 2 * phase) + trend * t
+        noise = rng.uniform(0.02, 0.2)
+    elif pattern == "random_walk":
+        sig = np.cumsum(rng.normal(0.0, 0.1, n))
+        noise = rng.uniform(0.0, 0.02)
+    elif pattern == "exponential":
+        # Growth by a factor of 2..30 over the whole series keeps long series finite.
+        rate = np.log(rng.uniform(2.0, 30.0)) / max(n, 16)
+        sig = np.exp(rate * t)
+        noise = rng.uniform(0.01, 0.05)
+    elif pattern == "cyclical":
+        p1 = rng.uniform(40.0, 120.0)
+        p2 = rng.uniform(10.0, 30.0)
+        a2 = rng.uniform(0.2, 0.6)
+        sig = np.sin(2 * np.pi * t / p1 + rng.uniform(0, 2 * np.pi)) + a2 * np.sin(
+            2 * np.pi * t / p2 + rng.uniform(0, 2 * np.pi)
+        )
+        noise = rng.uniform(0.02, 0.15)
+    else:
+        raise ValueError(f"unknown pattern {pattern!r}; expected one of {', '.join(PATTERNS)}")
+    amplitude = max(float(np.std(sig)), 1e-3)
+    return sig + rng.normal(0.0, noise * amplitude, n)
+
+
+def generate(
+    pattern: str,
+    length: int,
+    rng: np.random.Generator,
+    *,
+    horizon: int = 0,
+    scale: float | None = None,
+    offset: float | None = None,
+) -> Series:
+    """One series of ``length`` points, plus ``horizon`` points of its future."""
+    if length < 1:
+        raise ValueError("length must be at least 1")
+    sig = _signal(pattern, length + horizon, rng)
+    if scale is None:
+        scale = float(10.0 ** rng.uniform(-2.0, 3.0))
+    if offset is None:
+        offset = float(scale * rng.uniform(-20.0, 20.0))
+    values = offset + scale * sig
+    return Series(pattern, values[:length], values[length:])
+
+
+def random_length(rng: np.random.Generator, low: int = 8, high: int = 512) -> int:
+    """Log-uniform length: short series are as common as long ones."""
+    return int(np.exp(rng.uniform(np.log(low), np.log(high + 1))))
+
+
+def random_series(
+    rng: np.random.Generator,
+    *,
+    length: int | None = None,
+    pattern: str | None = None,
+    horizon: int = 0,
+) -> Series:
+    pattern = pattern or PATTERNS[int(rng.integers(len(PATTERNS)))]
+    return generate(pattern, length or random_length(rng), rng, horizon=horizon)
+
+
+def inject_anomaly(
+    values: np.ndarray, rng: np.random.Generator, kind: str, *, window: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Returns a copy of ``values`` with one anomaly and the index where it starts.
+
+    The anomaly lands inside the last ``window`` points (the part a windowed model sees).
+    Magnitudes are relative to the series' own spread: a spike of 3-6 standard deviations,
+    a level shift of 2-4 that lasts to the end of the series.
+    """
+    out = np.array(values, dtype=np.float64, copy=True)
+    n = len(out)
+    first = max(0, n - window) if window else 0
+    spread = float(np.std(out[first:])) or 1.0
+    sign = rng.choice((-1.0, 1.0))
+    if kind == "spike":
+        pos = int(rng.integers(first, n))
+        out[pos] += sign * rng.uniform(3.0, 6.0) * spread
+    elif kind == "level_shift":
+        # Not in the first or last few points so there is a before and an after to compare.
+        lo, hi = first + (n - first) // 5, n - max(2, (n - first) // 10)
+        pos = int(rng.integers(lo, max(lo + 1, hi)))
+        out[pos:] += sign * rng.uniform(2.0, 4.0) * spread
+    else:
+        raise ValueError(f"unknown anomaly kind {kind!r}; expected one of {ANOMALY_KINDS}")
+    return out, pos

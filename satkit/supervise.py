@@ -1,0 +1,45 @@
+"""Child processes that never outlive their launcher, and a wait that any stop signal ends.
+
+Python runs signal handlers in the main thread only, and a signal delivered to another thread
+(gRPC starts several) does not interrupt a main thread blocked in ``waitpid``. So a launcher
+blocks SIGINT/SIGTERM/SIGCHLD in every thread and takes them with ``sigwait`` instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+from collections.abc import Iterable
+
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+_WAITED = STOP_SIGNALS | {signal.SIGCHLD}
+_PR_SET_PDEATHSIG = 1
+
+
+def block_signals() -> None:
+    """Call before any thread starts: threads inherit the mask, so only ``wait`` sees the signals."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+
+
+def child_setup() -> None:
+    """``preexec_fn`` for children: default signal mask, and SIGTERM when the launcher dies."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_requested() -> bool:
+    """A stop signal is pending (blocked signals wait here until taken)."""
+    return bool(STOP_SIGNALS & signal.sigpending())
+
+
+def wait(processes: Iterable[subprocess.Popen]) -> str:
+    """Block until a stop signal arrives or a process exits; says which."""
+    processes = list(processes)
+    while True:
+        for p in processes:
+            if p.poll() is not None:
+                return f"{p.args[0] if isinstance(p.args, list) else p.args} exited with code {p.returncode}"
+        signum = signal.sigwait(_WAITED)
+        if signum in STOP_SIGNALS:
+            return signal.Signals(signum).name

@@ -1,0 +1,125 @@
+"""Train the Satlas models on synthetic series and write checkpoints.
+
+    python -m scripts.train --model all --out scripts/checkpoints
+
+Deterministic: the same seed and step count give the same weights. A checkpoint is a dict
+``{"model_class", "config", "state_dict", "training"}`` that ``scripts.convert_model`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scripts import datasets
+from scripts.tsmodels import TimeSeriesTransformer, TimeSeriesVAE
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoints"
+
+
+def _seed(seed: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    return np.random.default_rng(seed)
+
+
+def _schedule(opt: torch.optim.Optimizer, step: int, steps: int, lr: float) -> None:
+    warmup = max(1, steps // 20)
+    factor = step / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+    for group in opt.param_groups:
+        group["lr"] = lr * max(factor, 0.02)
+
+
+def _log_every(steps: int) -> int:
+    return max(1, steps // 10)
+
+
+def train_transformer(steps: int, batch: int, seed: int, lr: float = 2e-3) -> tuple[TimeSeriesTransformer, dict]:
+    rng = _seed(seed)
+    model = TimeSeriesTransformer()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    started, running = time.perf_counter(), 0.0
+    for step in range(steps):
+        values, offsets, future, _ = datasets.forecast_batch(rng, batch, model.horizon)
+        _schedule(opt, step, steps, lr)
+        loss = model.loss(torch.from_numpy(values), torch.from_numpy(offsets), torch.from_numpy(future))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running += loss.item()
+        if (step + 1) % _log_every(steps) == 0:
+            print(f"transformer step {step + 1}/{steps} loss {running / _log_every(steps):.4f}", flush=True)
+            running = 0.0
+    model.eval()
+    return model, {"steps": steps, "batch": batch, "seed": seed, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def calibrate_threshold(model: TimeSeriesVAE, rng: np.random.Generator, size: int = 4000,
+                        quantile: float = 0.99) -> float:
+    """The flag threshold: this quantile of series scores on clean series."""
+    series, _ = datasets.clean_batch(rng, size)
+    values, offsets = datasets.pack(series)
+    with torch.no_grad():
+        _, _, score, _ = model(torch.from_numpy(values), torch.from_numpy(offsets))
+    return float(np.quantile(score.numpy()[:, 0], quantile))
+
+
+def train_vae(steps: int, batch: int, seed: int, lr: float = 1e-3) -> tuple[TimeSeriesVAE, dict]:
+    rng = _seed(seed)
+    model = TimeSeriesVAE()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    started, running = time.perf_counter(), 0.0
+    for step in range(steps):
+        series, _ = datasets.clean_batch(rng, batch)
+        values, offsets = datasets.pack(series)
+        _schedule(opt, step, steps, lr)
+        loss = model.elbo_loss(torch.from_numpy(values), torch.from_numpy(offsets))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running += loss.item()
+        if (step + 1) % _log_every(steps) == 0:
+            print(f"vae step {step + 1}/{steps} loss {running / _log_every(steps):.4f}", flush=True)
+            running = 0.0
+    model.eval()
+    threshold = calibrate_threshold(model, np.random.default_rng(seed + 1))
+    model.threshold.fill_(threshold)
+    print(f"vae anomaly threshold (99th percentile of clean scores): {threshold:.3f}")
+    return model, {"steps": steps, "batch": batch, "seed": seed, "threshold_quantile": 0.99,
+                   "seconds": round(time.perf_counter() - started, 1)}
+
+
+def save(model: torch.nn.Module, training: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_class": f"scripts.tsmodels:{type(model).__name__}", "config": model.config(),
+                "state_dict": model.state_dict(), "training": training}, path)
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("vae", "transformer", "all"), default="all")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 3000 vae, 4000 transformer)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.model in ("vae", "all"):
+        model, info = train_vae(args.steps or 3000, args.batch, args.seed)
+        save(model, info, args.out / "vae_timeseries.pt")
+    if args.model in ("transformer", "all"):
+        model, info = train_transformer(args.steps or 4000, args.batch, args.seed)
+        save(model, info, args.out / "transformer_timeseries.pt")
+
+
+if __name__ == "__main__":
+    main()

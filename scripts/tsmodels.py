@@ -1,0 +1,265 @@
+"""The two Satlas models as plain PyTorch modules.
+
+Both take a *ragged batch*: every series of the batch concatenated into one 1-D ``values``
+tensor, and ``offsets``, the running total of series lengths (``[3, 7]`` = a series of 3 points
+then one of 4). That is Triton's ragged-batch layout (``allow_ragged_batch`` plus a
+``BATCH_ACCUMULATED_ELEMENT_COUNT`` batch input), so series of different lengths share one
+dynamic batch with no client-side padding. Inside, each series is cut to its most recent
+``window`` points, right-aligned, padded and masked, and normalised by its own mean and
+standard deviation; outputs are returned in the series' own units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+MIN_LENGTH = 8
+MAX_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # Triton data type without the TYPE_ prefix: FP32, BOOL, ...
+    dims: tuple[int, ...]  # without the batch dimension; -1 = variable
+
+
+@dataclass(frozen=True)
+class TritonSignature:
+    """What the converter needs to write a Triton config for a ragged-batch model."""
+
+    inputs: tuple[TensorSpec, ...]  # sent by clients
+    outputs: tuple[TensorSpec, ...]
+    ragged_input: str  # the input whose requests are concatenated into one 1-D tensor
+    batch_input: str  # a model input Triton fills with accumulated element counts, shape [B]
+
+
+def ragged_window(values: torch.Tensor, offsets: torch.Tensor, window: int):
+    """Ragged batch -> right-aligned ``[B, window]`` values and mask (1 = real point)."""
+    ends = offsets.to(torch.int64)
+    starts = torch.cat([torch.zeros_like(ends[:1]), ends[:-1]])
+    pos = torch.arange(window, dtype=torch.int64)
+    idx = ends.unsqueeze(1) - window + pos.unsqueeze(0)
+    mask = (idx >= starts.unsqueeze(1)).to(values.dtype)
+    x = values[idx.clamp(min=0)] * mask
+    return x, mask
+
+
+def masked_stats(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6):
+    """Per-row mean and standard deviation over the real points."""
+    n = mask.sum(-1, keepdim=True).clamp(min=1.0)
+    mean = (x * mask).sum(-1, keepdim=True) / n
+    var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / n
+    # A constant series has no spread: fall back to a scale tied to its level.
+    std = torch.sqrt(var).clamp(min=eps) + 1e-3 * (mean.abs() + 1.0) * (var < 1e-12).to(x.dtype)
+    return mean, std
+
+
+def masked_median(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Median of each row over the real points (padding sorted past the end)."""
+    big = torch.full_like(x, 3.0e38)
+    ordered, _ = torch.sort(torch.where(mask > 0, x, big), dim=-1)
+    n = mask.sum(-1, keepdim=True).to(torch.int64).clamp(min=1)
+    return torch.gather(ordered, 1, (n - 1) // 2)
+
+
+class TimeSeriesVAE(nn.Module):
+    """Variational autoencoder over the most recent ``window`` points.
+
+    Outputs the reconstruction, a per-point anomaly score (the reconstruction residual divided
+    by the series' robust residual scale), the series' score (its highest point score) and a
+    flag: score above ``threshold``, calibrated on clean series after training.
+    """
+
+    def __init__(
+        self,
+        window: int = 128,
+        latent: int = 16,
+        hidden: int = 256,
+        threshold: float = float("inf"),
+        score_floor: float = 0.05,
+    ):
+        super().__init__()
+        self.window, self.latent, self.hidden, self.score_floor = window, latent, hidden, score_floor
+        self.encoder = nn.Sequential(
+            nn.Linear(2 * window, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU()
+        )
+        self.to_mu = nn.Linear(hidden, latent)
+        self.to_logvar = nn.Linear(hidden, latent)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(hidden, window),
+        )
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+
+    def config(self) -> dict:
+        return {"window": self.window, "latent": self.latent, "hidden": self.hidden,
+                "threshold": float(self.threshold), "score_floor": self.score_floor}
+
+    def normalise(self, values, offsets):
+        x, mask = ragged_window(values, offsets, self.window)
+        mean, std = masked_stats(x, mask)
+        return (x - mean) / std * mask, mask, mean, std
+
+    def encode(self, z, mask):
+        h = self.encoder(torch.cat([z, mask], dim=-1))
+        return self.to_mu(h), self.to_logvar(h).clamp(-10.0, 10.0)
+
+    def elbo_loss(self, values, offsets, beta: float = 0.05):
+        """Training loss: masked reconstruction error plus a weighted KL term."""
+        z, mask, _, _ = self.normalise(values, offsets)
+        mu, logvar = self.encode(z, mask)
+        sample = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        rec = self.decoder(sample)
+        err = (((rec - z) * mask) ** 2).sum(-1) / mask.sum(-1)
+        kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1) / self.window
+        return (err + beta * kl).mean()
+
+    def score(self, values, offsets):
+        z, mask, mean, std = self.normalise(values, offsets)
+        mu, _ = self.encode(z, mask)
+        rec = self.decoder(mu)
+        resid = (z - rec).abs() * mask
+        scale = (masked_median(resid, mask) * 1.4826).clamp(min=self.score_floor)
+        scores = resid / scale
+        return rec * std + mean, scores, mask
+
+    def forward(self, values, offsets):
+        rec, scores, mask = self.score(values, offsets)
+        series_score = scores.max(dim=-1, keepdim=True).values
+        return rec * mask, scores, series_score, series_score > self.threshold
+
+    def triton_signature(self) -> TritonSignature:
+        w = self.window
+        return TritonSignature(
+            inputs=(TensorSpec("values", "FP32", (-1,)),),
+            outputs=(
+                TensorSpec("reconstruction", "FP32", (w,)),
+                TensorSpec("anomaly_scores", "FP32", (w,)),
+                TensorSpec("anomaly_score", "FP32", (1,)),
+                TensorSpec("anomaly_flag", "BOOL", (1,)),
+            ),
+            ragged_input="values",
+            batch_input="offsets",
+        )
+
+    def serving_metadata(self) -> dict[str, str]:
+        return {
+            "task": "reconstruction",
+            "description": "VAE: reconstruction, per-point anomaly scores, series score and flag",
+            "window": str(self.window),
+            "min_length": str(MIN_LENGTH),
+            "max_length": str(MAX_LENGTH),
+            "anomaly_threshold": f"{float(self.threshold):.6g}",
+            "output.predictions": "reconstruction",
+            "output.anomaly_scores": "anomaly_scores",
+            "output.anomaly_score": "anomaly_score",
+            "output.anomaly_flag": "anomaly_flag",
+        }
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer encoder block written out so it exports to plain ONNX ops."""
+
+    def __init__(self, d_model: int, heads: int, ff: int):
+        super().__init__()
+        self.heads = heads
+        self.scale = 1.0 / math.sqrt(d_model // heads)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, ff), nn.GELU(), nn.Linear(ff, d_model))
+
+    def forward(self, h, key_bias):
+        b, t, d = h.shape
+        q, k, v = self.qkv(self.norm1(h)).chunk(3, dim=-1)
+        q, k, v = (x.reshape(b, t, self.heads, d // self.heads).transpose(1, 2) for x in (q, k, v))
+        att = (q @ k.transpose(-1, -2)) * self.scale + key_bias
+        out = (att.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+        h = h + self.proj(out)
+        return h + self.ff(self.norm2(h))
+
+
+class TimeSeriesTransformer(nn.Module):
+    """Patch transformer forecasting the next ``horizon`` points.
+
+    The window is cut into patches of ``patch`` points aligned on the most recent point; each
+    patch is one token. The head predicts the change from the last observed value, so a
+    series with no learnable structure (a random walk) gets a forecast near the naive one.
+    """
+
+    def __init__(self, window: int = 256, patch: int = 8, horizon: int = 16, d_model: int = 64,
+                 heads: int = 4, layers: int = 2, ff: int = 128):
+        super().__init__()
+        assert window % patch == 0
+        self.window, self.patch, self.horizon = window, patch, horizon
+        self.d_model, self.heads, self.layers, self.ff = d_model, heads, layers, ff
+        tokens = window // patch
+        self.embed = nn.Linear(2 * patch, d_model)
+        self.position = nn.Parameter(torch.randn(tokens, d_model) * 0.02)
+        self.blocks = nn.ModuleList(_Block(d_model, heads, ff) for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(tokens * d_model, horizon)
+
+    def config(self) -> dict:
+        return {"window": self.window, "patch": self.patch, "horizon": self.horizon,
+                "d_model": self.d_model, "heads": self.heads, "layers": self.layers, "ff": self.ff}
+
+    def forecast_normalised(self, values, offsets):
+        x, mask = ragged_window(values, offsets, self.window)
+        mean, std = masked_stats(x, mask)
+        z = (x - mean) / std * mask
+        b = z.shape[0]
+        tokens = self.window // self.patch
+        zp, mp = z.reshape(b, tokens, self.patch), mask.reshape(b, tokens, self.patch)
+        h = self.embed(torch.cat([zp, mp], dim=-1)) + self.position
+        # Patches with no real point are hidden from attention.
+        key_bias = ((mp.sum(-1) == 0).to(z.dtype) * -1e9).reshape(b, 1, 1, tokens)
+        for block in self.blocks:
+            h = block(h, key_bias)
+        delta = self.head(self.norm(h).reshape(b, -1))
+        return z[:, -1:] + delta, mean, std
+
+    def forward(self, values, offsets):
+        y, mean, std = self.forecast_normalised(values, offsets)
+        return (y * std + mean,)
+
+    def loss(self, values, offsets, future):
+        """Absolute error in units of each series' mean absolute step (MASE scaling).
+
+        That is the scale the quality check uses; it weighs a smooth series' error as much as a
+        noisy one's, so the model can't buy trend-following on random walks with the rest.
+        """
+        y, mean, std = self.forecast_normalised(values, offsets)
+        z, mask = ragged_window(values, offsets, self.window)
+        z = (z - mean) / std
+        both = mask[:, 1:] * mask[:, :-1]
+        step = ((z[:, 1:] - z[:, :-1]).abs() * both).sum(-1, keepdim=True) / both.sum(-1, keepdim=True).clamp(min=1)
+        return ((y - (future - mean) / std).abs() / step.clamp(min=1e-2)).mean()
+
+    def triton_signature(self) -> TritonSignature:
+        return TritonSignature(
+            inputs=(TensorSpec("values", "FP32", (-1,)),),
+            outputs=(TensorSpec("forecast", "FP32", (self.horizon,)),),
+            ragged_input="values",
+            batch_input="offsets",
+        )
+
+    def serving_metadata(self) -> dict[str, str]:
+        return {
+            "task": "forecast",
+            "description": f"Patch transformer: forecast of the next {self.horizon} points",
+            "window": str(self.window),
+            "horizon": str(self.horizon),
+            "min_length": str(MIN_LENGTH),
+            "max_length": str(MAX_LENGTH),
+            "output.predictions": "forecast",
+        }
+
+
+MODEL_CLASSES = {"TimeSeriesVAE": TimeSeriesVAE, "TimeSeriesTransformer": TimeSeriesTransformer}

@@ -1,0 +1,33 @@
+"""Shared fixtures: a real local Triton on free ports, started once per test session."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from satkit.triton_local import LocalTriton, TritonSettings, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def triton_settings(work_dir: Path, repository: Path = ROOT / "model_repository", **overrides) -> TritonSettings:
+    return dataclasses.replace(
+        TritonSettings(), model_repository=repository, work_dir=work_dir, http_port=free_port(),
+        grpc_port=free_port(), metrics_port=free_port(), **overrides)
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory) -> LocalTriton:
+    with LocalTriton(triton_settings(tmp_path_factory.mktemp("triton"))) as server:
+        yield server
+
+
+@pytest.fixture()
+def triton_client(triton):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(triton.settings.grpc_url)
+    yield client
+    client.close()
