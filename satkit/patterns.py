@@ -93,8 +93,12 @@ def random_series(
     length: int | None = None,
     pattern: str | None = None,
     horizon: int = 0,
+    weights: dict[str, float] | None = None,
 ) -> Series:
-    pattern = pattern or PATTERNS[int(rng.integers(len(PATTERNS)))]
+    """A series of a random (or the given) pattern; ``weights`` skews the pattern mix."""
+    if pattern is None:
+        p = None if weights is None else np.array([weights.get(k, 0.0) for k in PATTERNS]) / sum(weights.values())
+        pattern = PATTERNS[int(rng.choice(len(PATTERNS), p=p))]
     return generate(pattern, length or random_length(rng), rng, horizon=horizon)
 
 

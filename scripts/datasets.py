@@ -16,10 +16,11 @@ def pack(series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return values, offsets
 
 
-def forecast_batch(rng: np.random.Generator, size: int, horizon: int, max_length: int = 4096):
+def forecast_batch(rng: np.random.Generator, size: int, horizon: int, max_length: int = 4096,
+                   weights: dict[str, float] | None = None):
     """Clean series with their next ``horizon`` points."""
-    items = [patterns.random_series(rng, horizon=horizon, length=patterns.random_length(rng, 8, max_length))
-             for _ in range(size)]
+    items = [patterns.random_series(rng, horizon=horizon, length=patterns.random_length(rng, 8, max_length),
+                                    weights=weights) for _ in range(size)]
     values, offsets = pack([s.values for s in items])
     future = np.stack([s.future for s in items]).astype(np.float32)
     return values, offsets, future, [s.pattern for s in items]

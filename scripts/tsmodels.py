@@ -79,10 +79,10 @@ class TimeSeriesVAE(nn.Module):
     def __init__(
         self,
         window: int = 128,
-        latent: int = 16,
-        hidden: int = 256,
+        latent: int = 48,
+        hidden: int = 512,
         threshold: float = float("inf"),
-        score_floor: float = 0.05,
+        score_floor: float = 0.15,
     ):
         super().__init__()
         self.window, self.latent, self.hidden, self.score_floor = window, latent, hidden, score_floor
@@ -200,7 +200,7 @@ class TimeSeriesTransformer(nn.Module):
         self.window, self.patch, self.horizon = window, patch, horizon
         self.d_model, self.heads, self.layers, self.ff = d_model, heads, layers, ff
         tokens = window // patch
-        self.embed = nn.Linear(2 * patch, d_model)
+        self.embed = nn.Linear(3 * patch, d_model)
         self.position = nn.Parameter(torch.randn(tokens, d_model) * 0.02)
         self.blocks = nn.ModuleList(_Block(d_model, heads, ff) for _ in range(layers))
         self.norm = nn.LayerNorm(d_model)
@@ -216,8 +216,12 @@ class TimeSeriesTransformer(nn.Module):
         z = (x - mean) / std * mask
         b = z.shape[0]
         tokens = self.window // self.patch
-        zp, mp = z.reshape(b, tokens, self.patch), mask.reshape(b, tokens, self.patch)
-        h = self.embed(torch.cat([zp, mp], dim=-1)) + self.position
+        # Steps (first differences) as a second channel: how rough the path is tells a random
+        # walk from a noisy trend.
+        both = mask * torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=-1)
+        dz = (z - torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], dim=-1)) * both
+        zp, dp, mp = (t.reshape(b, tokens, self.patch) for t in (z, dz, mask))
+        h = self.embed(torch.cat([zp, dp, mp], dim=-1)) + self.position
         # Patches with no real point are hidden from attention.
         key_bias = ((mp.sum(-1) == 0).to(z.dtype) * -1e9).reshape(b, 1, 1, tokens)
         for block in self.blocks:

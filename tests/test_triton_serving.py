@@ -83,7 +83,8 @@ def _stats(client, model):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_series_of_different_lengths_share_one_dynamic_batch(triton_client, model):
-    lengths = [8, 9, 20, 64, 100, 128, 129, 255, 256, 512, 1000, 4096] * 4
+    # All lengths differ, so any execution that serves two requests mixes lengths.
+    lengths = sorted({int(n) for n in np.geomspace(8, 4096, 48).round()})
     series = [_series(n, seed=i) for i, n in enumerate(lengths)]
     before = _stats(triton_client, model)
     done, results, lock = threading.Event(), {}, threading.Lock()
@@ -99,7 +100,7 @@ def test_series_of_different_lengths_share_one_dynamic_batch(triton_client, mode
     assert done.wait(60)
     inferences, executions = (a - b for a, b in zip(_stats(triton_client, model), before))
     assert inferences == len(series)
-    assert executions < len(series) / 2, f"{executions} executions for {inferences} requests: no batching"
+    assert executions < len(series), f"{executions} executions for {inferences} requests: nothing was batched"
     expected = onnx_predictor(model)(series)
     for i, s in enumerate(series):
         result, error = results[i]

@@ -1,0 +1,155 @@
+"""Benchmark Triton alone: inferences/s and latency per model, series length and concurrency.
+
+    python -m scripts.bench_triton                      # starts a local Triton on free ports
+    python -m scripts.bench_triton --url 127.0.0.1:8001 # or measures a running one
+
+Each cell runs ``concurrency`` clients that send one series per request, back to back, over
+gRPC (tritonclient's asyncio client) for ``--duration`` seconds after a warm-up. Prints a
+table, writes JSON, and checks that dynamic batching pays: at length 64, concurrency 32 must
+give at least 3x the throughput of concurrency 1 (exit code 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.grpc as grpcclient
+
+from satkit import patterns
+from satkit.triton_local import LocalTriton, TritonSettings, free_port
+
+MODELS = ("vae_timeseries", "transformer_timeseries")
+BATCHING_TARGET = 3.0  # concurrency 32 vs 1 at length 64
+
+
+@dataclass
+class Cell:
+    model: str
+    length: int
+    concurrency: int
+    requests: int
+    seconds: float
+    throughput: float  # inferences per second
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+
+
+async def run_cell(url: str, model: str, length: int, concurrency: int, duration: float, warmup: float) -> Cell:
+    client = grpcaio.InferenceServerClient(url)
+    rng = np.random.default_rng(length)
+    series = [patterns.random_series(rng, length=length).values.astype(np.float32) for _ in range(64)]
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(k: int, until: float, record: bool) -> None:
+        nonlocal errors
+        i = k
+        while time.perf_counter() < until:
+            inp = grpcaio.InferInput("values", [1, length], "FP32")
+            inp.set_data_from_numpy(series[i % len(series)][None, :])
+            i += concurrency
+            started = time.perf_counter()
+            try:
+                await client.infer(model, [inp], client_timeout=30)
+            except Exception:
+                errors += record
+                continue
+            if record:
+                latencies.append(time.perf_counter() - started)
+
+    try:
+        await asyncio.gather(*(worker(k, time.perf_counter() + warmup, False) for k in range(concurrency)))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k, started + duration, True) for k in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await client.close()
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return Cell(model, length, concurrency, len(latencies), round(elapsed, 3), len(latencies) / elapsed,
+                float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), float(np.percentile(lat, 99)), errors)
+
+
+def table(cells: list[Cell]) -> str:
+    rows = [f"{'model':<24}{'length':>7}{'conc':>6}{'infer/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"]
+    for c in cells:
+        rows.append(f"{c.model:<24}{c.length:>7}{c.concurrency:>6}{c.throughput:>10.0f}{c.p50_ms:>9.2f}"
+                    f"{c.p95_ms:>9.2f}{c.p99_ms:>9.2f}{c.errors:>8}")
+    return "\n".join(rows)
+
+
+def batching_gains(cells: list[Cell]) -> dict[str, float]:
+    by = {(c.model, c.length, c.concurrency): c.throughput for c in cells}
+    return {m: by[(m, 64, 32)] / by[(m, 64, 1)] for m in {c.model for c in cells}
+            if (m, 64, 32) in by and (m, 64, 1) in by}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="gRPC address of a running Triton (default: start a local one)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 512])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--json", type=Path, default=Path("bench-results/triton.json"))
+    args = parser.parse_args(argv)
+
+    server = None
+    settings = None
+    if not args.url:
+        settings = replace(TritonSettings.from_env(), work_dir=Path(tempfile.mkdtemp(prefix="bench-triton-")),
+                           http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+        server = LocalTriton(settings).start()
+    url = args.url or settings.grpc_url
+    try:
+        cells = []
+        for model in args.models:
+            for length in args.lengths:
+                for conc in args.concurrency:
+                    cell = asyncio.run(run_cell(url, model, length, conc, args.duration, args.warmup))
+                    print(f"  {model} length {length} concurrency {conc}: {cell.throughput:.0f}/s", flush=True)
+                    cells.append(cell)
+        config = grpcclient.InferenceServerClient(url).get_model_config(args.models[0]).config
+    finally:
+        if server:
+            server.stop()
+
+    gains = batching_gains(cells)
+    print()
+    print(table(cells))
+    print()
+    ok = True
+    for model, gain in sorted(gains.items()):
+        passed = gain >= BATCHING_TARGET
+        ok &= passed
+        print(f"dynamic batching, {model}, length 64: concurrency 32 = {gain:.1f}x concurrency 1 "
+              f"(target >= {BATCHING_TARGET:.0f}x) {'PASS' if passed else 'FAIL'}")
+    report = {
+        "command": "python -m scripts.bench_triton " + " ".join(argv or []),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "triton": {"url": url, "local": server is not None,
+                   "max_queue_delay_us": config.dynamic_batching.max_queue_delay_microseconds,
+                   "instances": sum(g.count for g in config.instance_group)},
+        "cells": [asdict(c) for c in cells],
+        "batching_gain_length_64": gains,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

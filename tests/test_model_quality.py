@@ -1,0 +1,43 @@
+"""Model quality on held-out series (a seed training never saw), through the served models."""
+
+import pytest
+
+from scripts import evaluate
+
+
+@pytest.fixture(scope="module")
+def forecast(triton):
+    return evaluate.forecast_quality(evaluate.triton_predictor("transformer_timeseries", triton.settings.grpc_url),
+                                     size=2000)
+
+
+@pytest.fixture(scope="module")
+def anomalies(triton):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(triton.settings.grpc_url)
+    window = int(client.get_model_config("vae_timeseries").config.parameters["window"].string_value)
+    return evaluate.anomaly_quality(evaluate.triton_predictor("vae_timeseries", triton.settings.grpc_url),
+                                    window, size=2000)
+
+
+def test_transformer_beats_the_naive_forecast_overall(forecast):
+    assert forecast["overall"]["ratio"] <= 0.7, forecast
+
+
+@pytest.mark.parametrize("pattern", ["linear", "seasonal", "random_walk", "exponential", "cyclical"])
+def test_transformer_is_never_much_worse_than_naive(forecast, pattern):
+    # Naive is already optimal for a pure random walk: there the model must not lose more than 5 %.
+    assert forecast[pattern]["ratio"] <= 1.05, forecast[pattern]
+
+
+def test_vae_tells_anomalous_series_from_clean_ones(anomalies):
+    assert anomalies["auroc"] >= 0.95, anomalies
+
+
+def test_vae_points_at_the_spike(anomalies):
+    assert anomalies["spike_top_point_within_2"] >= 0.80, anomalies
+
+
+def test_vae_flag_rarely_fires_on_clean_series(anomalies):
+    assert anomalies["false_positive_rate"] <= 0.05, anomalies
