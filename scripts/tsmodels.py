@@ -227,10 +227,10 @@ class TimeSeriesTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, key_bias)
         delta = self.head(self.norm(h).reshape(b, -1))
-        return z[:, -1:] + delta, mean, std
+        return z[:, -1:] + delta, mean, std, z, mask
 
     def forward(self, values, offsets):
-        y, mean, std = self.forecast_normalised(values, offsets)
+        y, mean, std, _, _ = self.forecast_normalised(values, offsets)
         return (y * std + mean,)
 
     def loss(self, values, offsets, future):
@@ -239,9 +239,7 @@ class TimeSeriesTransformer(nn.Module):
         That is the scale the quality check uses; it weighs a smooth series' error as much as a
         noisy one's, so the model can't buy trend-following on random walks with the rest.
         """
-        y, mean, std = self.forecast_normalised(values, offsets)
-        z, mask = ragged_window(values, offsets, self.window)
-        z = (z - mean) / std
+        y, mean, std, z, mask = self.forecast_normalised(values, offsets)
         both = mask[:, 1:] * mask[:, :-1]
         step = ((z[:, 1:] - z[:, :-1]).abs() * both).sum(-1, keepdim=True) / both.sum(-1, keepdim=True).clamp(min=1)
         return ((y - (future - mean) / std).abs() / step.clamp(min=1e-2)).mean()
