@@ -5,17 +5,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
+SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps run triton test lint models train convert evaluate bench-triton lock clean
+.PHONY: setup system-deps run up triton test proto models train convert evaluate bench-triton lock clean
 
 setup: $(STAMP)
 
-$(STAMP): $(REQS)
+$(STAMP): $(REQS) web/package-lock.json
 	@bash scripts/system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements/constraints.txt \
 		-r requirements/runtime.txt -r requirements/train.txt -r requirements/dev.txt
+	# gen/python holds the generated satlas.v1 package; the repository root holds the services.
+	printf '%s\n' "$(CURDIR)/gen/python" "$(CURDIR)" > $(SITE)/satlas_paths.pth
+	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 system-deps:
@@ -27,6 +31,12 @@ run: setup
 
 triton: setup
 	$(PY) -m satkit.triton_local
+
+# Contracts: lint, then regenerate gen/python and gen/ts (committed; tests fail when stale).
+proto: setup
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf generate --template buf.gen.python.yaml
+	$(VENV)/bin/buf generate --template buf.gen.ts.yaml
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

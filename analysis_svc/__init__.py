@@ -1,0 +1,1 @@
+"""analysis_svc: runs jobs on Triton (Celery worker) and serves AnalysisService."""

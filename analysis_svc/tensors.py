@@ -1,0 +1,63 @@
+"""One series -> one Triton request, one Triton response -> a JobResult, for any model the
+catalogue describes."""
+
+from __future__ import annotations
+
+import numpy as np
+from satlas.v1 import job_pb2
+from tritonclient.grpc import service_pb2 as tpb
+
+from analysis_svc.catalogue import ModelInfo
+
+NUMPY = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "BOOL": np.bool_, "INT32": np.int32,
+         "INT64": np.int64}
+
+
+class ModelInputError(ValueError):
+    """The series does not fit the model (a permanent error: retrying cannot help)."""
+
+
+def check_length(model: ModelInfo, n: int) -> str | None:
+    if n < model.min_length or n > model.max_length:
+        return f"series has {n} points; {model.name} takes {model.min_length} to {model.max_length}"
+    return None
+
+
+def build_request(model: ModelInfo, values, request_id: str = "") -> tpb.ModelInferRequest:
+    problem = check_length(model, len(values))
+    if problem:
+        raise ModelInputError(problem)
+    array = np.asarray(values, dtype=NUMPY.get(model.input_datatype, np.float32)).reshape(1, -1)
+    return tpb.ModelInferRequest(
+        model_name=model.name,
+        id=request_id,
+        inputs=[tpb.ModelInferRequest.InferInputTensor(name=model.input_name, datatype=model.input_datatype,
+                                                      shape=array.shape)],
+        raw_input_contents=[array.tobytes()],
+    )
+
+
+def parse_response(model: ModelInfo, response: tpb.ModelInferResponse, n: int) -> job_pb2.JobResult:
+    """Map outputs to roles. Per-point outputs (as long as the model's window) are right-aligned:
+    only their last min(n, window) entries belong to the series, so the rest is cut off."""
+    result = job_pb2.JobResult(model_version=response.model_version)
+    role_of = {v: k for k, v in model.roles.items()}
+    for tensor, raw in zip(response.outputs, response.raw_output_contents):
+        dtype = NUMPY.get(tensor.datatype)
+        if dtype is None:
+            continue
+        flat = np.frombuffer(raw, dtype=dtype).astype(np.float64).ravel()
+        if model.window and flat.size == model.window and n < model.window:
+            flat = flat[-n:]
+        values = flat.tolist()
+        result.outputs[tensor.name].values.extend(values)
+        role = role_of.get(tensor.name)
+        if role == "predictions":
+            result.predictions.extend(values)
+        elif role == "anomaly_scores":
+            result.anomaly_scores.extend(values)
+        elif role == "anomaly_score" and values:
+            result.anomaly_score = values[0]
+        elif role == "anomaly_flag" and values:
+            result.anomaly_flag = bool(values[0])
+    return result

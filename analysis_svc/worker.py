@@ -1,0 +1,49 @@
+"""The Celery worker: `celery -A analysis_svc.worker:app worker -Q satlas.jobs`.
+
+Each worker process opens its own Runner (Triton stream, orchestrator channel) on first use,
+after the fork, and keeps it for its life.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import signals
+
+from analysis_svc.runner import Runner
+from analysis_svc.settings import Settings
+from satkit import logs
+from satkit.queue import TASK_NAME, make_celery
+
+log = logging.getLogger(__name__)
+settings = Settings.from_env()
+app = make_celery(settings.broker_url, "satlas-analysis")
+MAX_REQUEUES = int(os.environ.get("ANALYSIS_MAX_REQUEUES", 6))  # rounds while Triton stays down
+REQUEUE_DELAY_S = 5.0
+_runner: tuple[int, Runner] | None = None
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_):
+    logs.setup("analysis-worker")
+
+
+def runner() -> Runner:
+    global _runner
+    if _runner is None or _runner[0] != os.getpid():
+        _runner = (os.getpid(), Runner(settings))
+    return _runner[1]
+
+
+@app.task(name=TASK_NAME, bind=True, max_retries=None)
+def run_jobs(self, jobs: list[dict], requeues: int = 0) -> int:
+    r = runner()
+    unavailable = r.run(jobs, claim=requeues == 0)
+    if unavailable:
+        if requeues >= MAX_REQUEUES:
+            r.fail(unavailable, f"Triton stayed unavailable through {requeues + 1} rounds of retries")
+        else:
+            log.warning("re-queueing %d jobs in %.0fs (Triton unavailable)", len(unavailable), REQUEUE_DELAY_S)
+            raise self.retry(args=[unavailable, requeues + 1], countdown=REQUEUE_DELAY_S)
+    return len(jobs)

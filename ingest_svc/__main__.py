@@ -1,0 +1,55 @@
+"""python -m ingest_svc: serve IngestService."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import grpc
+from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
+from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
+from satlas.v1 import job_control_service_pb2_grpc as jc_grpc
+
+from ingest_svc.batcher import Batcher
+from ingest_svc.models import ModelDirectory
+from ingest_svc.service import Ingest
+from ingest_svc.settings import Settings
+from satkit import logs, server
+
+CREATE_TIMEOUT_S = 30.0
+
+
+async def main(settings: Settings) -> None:
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan():
+        orchestrator = grpc.aio.insecure_channel(settings.orchestrator_addr, options=server.channel_options())
+        analysis = grpc.aio.insecure_channel(settings.analysis_addr, options=server.channel_options())
+        control = jc_grpc.JobControlServiceStub(orchestrator)
+
+        async def create_jobs(request):
+            return await control.CreateJobs(request, timeout=CREATE_TIMEOUT_S, wait_for_ready=True)
+
+        batcher = Batcher(create_jobs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_s,
+                          max_in_flight=settings.max_in_flight, max_pending=settings.max_pending)
+        await batcher.start()
+        state["servicer"] = Ingest(batcher, ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s))
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            await orchestrator.close()
+            await analysis.close()
+
+    def register(srv):
+        pb_grpc.add_IngestServiceServicer_to_server(state["servicer"], srv)
+        return ["satlas.v1.IngestService"]
+
+    await server.serve("ingest", settings.address, register, lifespan, grace_s=settings.grace_s,
+                       max_message_bytes=settings.max_message_bytes)
+
+
+if __name__ == "__main__":
+    logs.setup("ingest")
+    asyncio.run(main(Settings.from_env()))

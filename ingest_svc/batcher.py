@@ -1,0 +1,79 @@
+"""Gathers concurrent submissions into one CreateJobs call (one transaction, one round trip):
+a submission waits at most ``max_wait_s`` for company, and while calls are in flight the
+next batch fills up by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from satlas.v1 import job_control_service_pb2 as jc
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """Too many submissions waiting: the caller should slow down."""
+
+
+class Batcher:
+    def __init__(self, create_jobs, *, max_batch: int, max_wait_s: float, max_in_flight: int, max_pending: int):
+        self.create_jobs = create_jobs  # async (CreateJobsRequest) -> CreateJobsResponse
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.max_pending = max_pending
+        self.queue: asyncio.Queue[tuple[jc.Submission, asyncio.Future]] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self._task: asyncio.Task | None = None
+        self._calls: set[asyncio.Task] = set()
+
+    def submit(self, submission: jc.Submission) -> asyncio.Future:
+        """A future of the submission's job ids."""
+        if self.queue.qsize() >= self.max_pending:
+            raise Overloaded(f"{self.queue.qsize()} submissions waiting")
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((submission, future))
+        return future
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._calls, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                if self.queue.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                else:
+                    batch.append(self.queue.get_nowait())
+            await self.slots.acquire()
+            call = asyncio.create_task(self._send(batch))
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
+
+    async def _send(self, batch) -> None:
+        try:
+            response = await self.create_jobs(jc.CreateJobsRequest(submissions=[s for s, _ in batch]))
+            for (_, future), created in zip(batch, response.created):
+                if not future.done():
+                    future.set_result(list(created.job_ids))
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self.slots.release()

@@ -1,0 +1,116 @@
+"""IngestService: validate, admit, batch into the orchestrator, return job ids."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from google.rpc import code_pb2
+from satlas.v1 import ingest_service_pb2 as pb
+from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
+from satlas.v1 import job_control_service_pb2 as jc
+
+from ingest_svc.batcher import Batcher, Overloaded
+from ingest_svc.models import ModelDirectory
+from satkit.validation import Violation, abort_invalid, violations
+
+log = logging.getLogger(__name__)
+STREAM_WINDOW = 1024  # StreamSeries requests in flight per stream before reading pauses
+
+
+class Rejected(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str, found: list[Violation] | None = None):
+        super().__init__(message)
+        self.code, self.message, self.violations = code, message, found or []
+
+
+class Ingest(pb_grpc.IngestServiceServicer):
+    def __init__(self, batcher: Batcher, models: ModelDirectory):
+        self.batcher = batcher
+        self.models = models
+
+    async def _admit(self, request) -> asyncio.Future:
+        """Check the request against the served models and queue it; raises Rejected."""
+        try:
+            served = await self.models.get(request.models)
+        except grpc.aio.AioRpcError as exc:
+            raise Rejected(grpc.StatusCode.UNAVAILABLE, f"model list unavailable: {exc.code().name}") from exc
+        found: list[Violation] = []
+        n = len(request.series.values)
+        for i, name in enumerate(request.models):
+            model = served.get(name)
+            if model is None:
+                found.append((f"models[{i}]", f"unknown model {name!r}; served: {', '.join(sorted(served)) or 'none'}"))
+            elif not model.min_length <= n <= model.max_length:
+                found.append(
+                    ("series.values", f"has {n} points; {name} takes {model.min_length} to {model.max_length}")
+                )
+        if found:
+            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(d for _, d in found), found)
+        submission = jc.Submission(series=request.series, models=request.models,
+                                   idempotency_key=request.idempotency_key)
+        try:
+            return self.batcher.submit(submission)
+        except Overloaded as exc:
+            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f"ingest is overloaded ({exc}); retry later") from exc
+
+    async def SubmitSeries(self, request, context):
+        try:
+            future = await self._admit(request)
+            job_ids = await future
+        except Rejected as r:
+            if r.violations:
+                await abort_invalid(context, r.violations, r.message)
+            await context.abort(r.code, r.message)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"orchestrator: {exc.code().name}: {exc.details()}")
+        log.debug("accepted", extra={"job_ids": job_ids})
+        return pb.SubmitSeriesResponse(job_ids=job_ids)
+
+    async def StreamSeries(self, request_iterator, context):
+        # Reading and answering run side by side: a producer may send many requests before
+        # the first answer comes back, and answers still come in request order.
+        answers: asyncio.Queue = asyncio.Queue(STREAM_WINDOW)
+        done = object()
+
+        async def read():
+            try:
+                async for request in request_iterator:
+                    found = violations(request)
+                    if found:
+                        await answers.put((request.sequence, Rejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                                                      found[0][1], found)))
+                        continue
+                    try:
+                        await answers.put((request.sequence, await self._admit(request)))
+                    except Rejected as r:
+                        await answers.put((request.sequence, r))
+            finally:
+                await answers.put(done)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not done:
+                sequence, outcome = item
+                response = pb.StreamSeriesResponse(sequence=sequence)
+                if isinstance(outcome, Rejected):
+                    response.error.CopyFrom(_error(outcome))
+                else:
+                    try:
+                        response.job_ids.extend(await outcome)
+                    except grpc.aio.AioRpcError as exc:
+                        response.error.CopyFrom(pb.SubmitError(code=code_pb2.UNAVAILABLE,
+                                                               message=f"orchestrator: {exc.code().name}"))
+                yield response
+        finally:
+            reader.cancel()
+        await reader
+
+
+def _error(r: Rejected) -> pb.SubmitError:
+    return pb.SubmitError(
+        code=r.code.value[0],
+        message=r.message,
+        field_violations=[pb.FieldViolation(field=f, description=d) for f, d in r.violations],
+    )

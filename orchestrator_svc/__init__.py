@@ -1,0 +1,1 @@
+"""orchestrator_svc: the sole owner of job state (OrchestratorService + internal JobControlService)."""

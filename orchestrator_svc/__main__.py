@@ -1,0 +1,70 @@
+"""python -m orchestrator_svc: serve OrchestratorService + JobControlService."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from satlas.v1 import job_control_service_pb2_grpc as jc_grpc
+from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
+
+from orchestrator_svc import db, migrate
+from orchestrator_svc.dispatch import Dispatcher
+from orchestrator_svc.events import EventHub
+from orchestrator_svc.service import Core, JobControl, Orchestrator
+from orchestrator_svc.settings import Settings
+from orchestrator_svc.store import JobStore
+from satkit import logs, server
+from satkit.queue import make_celery
+
+log = logging.getLogger("orchestrator_svc")
+
+
+async def reconcile_forever(core: Core, settings: Settings) -> None:
+    """Re-dispatch jobs that made no progress for a while (lost publish, broker or worker)."""
+    while True:
+        await asyncio.sleep(settings.reconcile_every_s)
+        try:
+            await core.redispatch_stuck(settings.stuck_after_s)
+        except Exception as exc:
+            log.warning("reconciler: %s", exc)
+
+
+async def main(settings: Settings) -> None:
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan():
+        if settings.migrate:
+            await asyncio.to_thread(migrate.upgrade, settings.database_url)
+        engine = db.make_engine(settings.database_url)
+        hub = EventHub(settings.redis_url)
+        await hub.start()
+        celery = make_celery(settings.broker_url, "satlas-orchestrator")
+        core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub, None)
+        core.dispatcher = Dispatcher(celery, settings.jobs_per_message, core.mark_queued)
+        await core.dispatcher.start()
+        state["core"] = core
+        reconciler = asyncio.create_task(reconcile_forever(core, settings))
+        try:
+            yield
+        finally:
+            reconciler.cancel()
+            await core.dispatcher.stop()
+            await hub.stop()
+            core.pool.shutdown(wait=True)
+            engine.dispose()
+
+    def register(srv):
+        core = state["core"]
+        pb_grpc.add_OrchestratorServiceServicer_to_server(Orchestrator(core), srv)
+        jc_grpc.add_JobControlServiceServicer_to_server(JobControl(core), srv)
+        return ["satlas.v1.OrchestratorService", "satlas.v1.JobControlService"]
+
+    await server.serve("orchestrator", settings.address, register, lifespan, grace_s=settings.grace_s)
+
+
+if __name__ == "__main__":
+    logs.setup("orchestrator")
+    asyncio.run(main(Settings.from_env()))

@@ -1,0 +1,100 @@
+"""Job events over Redis pub/sub: every committed change is published once (one message per
+transaction, a JobEventBatch), and every orchestrator replica relays what it hears to its
+own WatchJob/WatchJobs streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from satlas.v1 import job_control_service_pb2 as jc
+from satlas.v1 import job_pb2
+
+log = logging.getLogger(__name__)
+CHANNEL = "satlas:job-events"
+
+
+class Subscription:
+    """A watcher's inbox. Bounded: a watcher that falls far behind loses the oldest events
+    (``lagged`` says so) instead of growing the orchestrator's memory."""
+
+    def __init__(self, hub: "EventHub", maxsize: int = 2048):
+        self.hub = hub
+        self.queue: asyncio.Queue[list[job_pb2.Job]] = asyncio.Queue(maxsize)
+        self.lagged = 0
+
+    def put(self, jobs: list[job_pb2.Job]) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.lagged += 1
+        self.queue.put_nowait(jobs)
+
+    async def get(self, timeout: float | None = None) -> list[job_pb2.Job] | None:
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self.hub.subscribers.discard(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class EventHub:
+    def __init__(self, redis_url: str, channel: str = CHANNEL):
+        self.redis = aioredis.from_url(redis_url)
+        self.channel = channel
+        self.subscribers: set[Subscription] = set()
+        self._listener: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="event-listener")
+
+    async def stop(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        await self.redis.aclose()
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self)
+        self.subscribers.add(sub)
+        return sub
+
+    async def publish(self, jobs: list[job_pb2.Job]) -> None:
+        if not jobs:
+            return
+        payload = jc.JobEventBatch(jobs=jobs).SerializeToString()
+        try:
+            await self.redis.publish(self.channel, payload)
+        except Exception as exc:  # the state is committed; watchers fall back to polling it
+            log.warning("could not publish %d job events: %s", len(jobs), exc)
+
+    async def _listen(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self.connected.set()
+                    delay = 0.2
+                    async for message in pubsub.listen():
+                        if message["type"] != "message":
+                            continue
+                        jobs = list(jc.JobEventBatch.FromString(message["data"]).jobs)
+                        for sub in list(self.subscribers):
+                            sub.put(jobs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected.clear()
+                log.warning("event channel lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

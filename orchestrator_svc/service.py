@@ -1,0 +1,203 @@
+"""OrchestratorService (public) and JobControlService (internal) over one JobStore."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from satlas.v1 import job_control_service_pb2 as jc
+from satlas.v1 import job_control_service_pb2_grpc as jc_grpc
+from satlas.v1 import job_pb2
+from satlas.v1 import job_state_pb2 as js
+from satlas.v1 import orchestrator_service_pb2 as pb
+from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
+
+from orchestrator_svc import db
+from orchestrator_svc.convert import STATUS_OF_STATE, TERMINAL_STATES
+from orchestrator_svc.events import EventHub
+from orchestrator_svc.store import JobStore, now
+from satkit.logs import job_id_var
+from satkit.validation import abort_invalid
+
+log = logging.getLogger(__name__)
+POLL_S = 2.0  # a watcher re-reads the job this often when no event came (events may be lost)
+
+
+class Core:
+    """What both servicers share: the store in a thread pool, events, the dispatcher."""
+
+    def __init__(self, store: JobStore, hub: EventHub, dispatcher, threads: int = 8):
+        self.store = store
+        self.hub = hub
+        self.dispatcher = dispatcher
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="db")
+
+    async def db(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def mark_queued(self, job_ids: list[str]) -> None:
+        await self.hub.publish(await self.db(self.store.mark_queued, job_ids))
+
+    async def redispatch_stuck(self, older_than_s: float) -> int:
+        dispatches, snaps = await self.db(self.store.redispatch_stuck, older_than_s)
+        if dispatches:
+            log.warning("re-dispatching %d stuck jobs", len(dispatches))
+            await self.hub.publish(snaps)
+            self.dispatcher.submit(dispatches)
+        return len(dispatches)
+
+
+class JobControl(jc_grpc.JobControlServiceServicer):
+    def __init__(self, core: Core):
+        self.core = core
+
+    async def CreateJobs(self, request, context):
+        ids, dispatches, snaps = await self.core.db(self.core.store.create_jobs, list(request.submissions))
+        await self.core.hub.publish(snaps)
+        self.core.dispatcher.submit(dispatches)
+        return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=i) for i in ids])
+
+    async def StartJobs(self, request, context):
+        ids, snaps = await self.core.db(self.core.store.start_jobs, list(request.job_ids), request.worker)
+        await self.core.hub.publish(snaps)
+        return jc.StartJobsResponse(job_ids=ids)
+
+    async def ReportResults(self, request, context):
+        applied, snaps = await self.core.db(self.core.store.report_results, list(request.outcomes))
+        await self.core.hub.publish(snaps)
+        for job in snaps:
+            log.info("job %s", js.JobState.Name(job.state), extra={"job_id": job.job_id, "model": job.model_name})
+        return jc.ReportResultsResponse(applied=applied)
+
+
+class Orchestrator(pb_grpc.OrchestratorServiceServicer):
+    def __init__(self, core: Core):
+        self.core = core
+
+    async def _get_or_404(self, job_id: str, context) -> job_pb2.Job:
+        job = await self.core.db(self.core.store.get, job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id!r} not found")
+        return job
+
+    async def GetJob(self, request, context):
+        job_id_var.set(request.job_id)
+        return pb.GetJobResponse(job=await self._get_or_404(request.job_id, context))
+
+    async def ListJobs(self, request, context):
+        problems = []
+        if request.page_size < 0:
+            problems.append(("page_size", "must not be negative"))
+        if js.JOB_STATE_UNSPECIFIED in request.states or any(s not in STATUS_OF_STATE for s in request.states):
+            problems.append(("states", "must name known states, not JOB_STATE_UNSPECIFIED"))
+        if problems:
+            await abort_invalid(context, problems)
+        page_size = min(request.page_size or 50, 1000)
+        statuses = [STATUS_OF_STATE[s] for s in request.states]
+        try:
+            jobs, token = await self.core.db(
+                self.core.store.list, request.model_name, statuses, page_size, request.page_token
+            )
+        except ValueError as exc:
+            await abort_invalid(context, [("page_token", str(exc))])
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    async def CancelJob(self, request, context):
+        job_id_var.set(request.job_id)
+        job, changed = await self.core.db(self.core.store.cancel, request.job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id!r} not found")
+        await self.core.hub.publish(changed)
+        return pb.CancelJobResponse(job=job)
+
+    async def WatchJob(self, request, context):
+        job_id_var.set(request.job_id)
+        with self.core.hub.subscribe() as sub:  # subscribe before reading: nothing falls in between
+            job = await self._get_or_404(request.job_id, context)
+            job.ClearField("series")
+            yield pb.WatchJobResponse(job=job)
+            last = job.version
+            while job.state not in TERMINAL_STATES:
+                batch = await sub.get(timeout=POLL_S)
+                candidates = [j for j in batch if j.job_id == request.job_id] if batch is not None else None
+                if candidates is None:  # quiet: re-read, in case an event was lost
+                    fresh = await self._get_or_404(request.job_id, context)
+                    fresh.ClearField("series")
+                    candidates = [fresh]
+                for j in candidates:
+                    if j.version > last:
+                        job, last = j, j.version
+                        yield pb.WatchJobResponse(job=j)
+
+    async def WatchJobs(self, request, context):
+        models = set(request.model_names)
+        states = set(request.states)
+        with self.core.hub.subscribe() as sub:
+            while True:
+                batch = await sub.get()
+                for j in batch:
+                    if (not models or j.model_name in models) and (not states or j.state in states):
+                        yield pb.WatchJobsResponse(job=j)
+
+    async def GetStats(self, request, context):
+        window_s = request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0
+        if not 0 < window_s <= 3600:
+            await abort_invalid(context, [("window", "must be more than 0 s and at most 1 hour")])
+        t = now()
+        since = t - dt.timedelta(seconds=window_s)
+        counts, finished, workers = await asyncio.gather(
+            self.core.db(self.core.store.counts),
+            self.core.db(self.core.store.finished_since, since),
+            self.core.db(self.core.store.active_workers, since),
+        )
+        response = pb.GetStatsResponse(
+            window=Duration(seconds=int(window_s), nanos=int((window_s % 1) * 1e9)),
+            compute_time=Timestamp(seconds=int(t.timestamp())),
+            active_workers=workers,
+        )
+        all_counts: dict[str, int] = {}
+        for per in counts.values():
+            for status, n in per.items():
+                all_counts[status] = all_counts.get(status, 0) + n
+        response.totals.CopyFrom(_counts(all_counts))
+        response.queue_depth = all_counts.get(db.PENDING, 0) + all_counts.get(db.QUEUED, 0)
+        _fill(response, finished, window_s)
+        for model in sorted(set(counts) | {f[0] for f in finished}):
+            m = response.models.add(model_name=model, totals=_counts(counts.get(model, {})))
+            mine = [f for f in finished if f[0] == model]
+            _fill(m, mine, window_s)
+            inference = [f[3] for f in mine if f[1] == db.COMPLETED and f[3] is not None]
+            m.mean_inference_seconds = float(np.mean(inference)) if inference else 0.0
+        return response
+
+
+def _counts(per_status: dict[str, int]) -> pb.JobCounts:
+    c = pb.JobCounts(
+        pending=per_status.get(db.PENDING, 0),
+        queued=per_status.get(db.QUEUED, 0),
+        running=per_status.get(db.RUNNING, 0),
+        succeeded=per_status.get(db.COMPLETED, 0),
+        failed=per_status.get(db.FAILED, 0),
+        cancelled=per_status.get(db.CANCELLED, 0),
+    )
+    c.total = c.pending + c.queued + c.running + c.succeeded + c.failed + c.cancelled
+    return c
+
+
+def _fill(target, finished, window_s: float) -> None:
+    """Throughput, success rate and latency of the jobs that finished in the window."""
+    target.throughput = len(finished) / window_s
+    done = [f for f in finished if f[1] != db.CANCELLED]
+    target.success_rate = sum(f[1] == db.COMPLETED for f in done) / len(done) if done else 0.0
+    latencies = np.array([f[2] for f in finished if f[1] == db.COMPLETED and f[2] is not None])
+    if latencies.size:
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+        target.latency.CopyFrom(
+            pb.LatencySummary(p50=p50, p95=p95, p99=p99, mean=float(latencies.mean()), count=latencies.size)
+        )

@@ -1,0 +1,101 @@
+"""Server bootstrap shared by the three services: a grpc.aio server with the validation
+interceptor, health checking, reflection, explicit limits, and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from satkit.validation import ValidationInterceptor
+
+log = logging.getLogger(__name__)
+
+# Keepalive lets long Watch* streams survive idle proxies and notices dead peers.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def channel_options(max_message_bytes: int = 4 * 1024 * 1024) -> list[tuple[str, int]]:
+    """Options for the services' long-lived client channels to each other."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 1),
+    ]
+
+
+def create_server(
+    address: str, *, max_message_bytes: int = 4 * 1024 * 1024, interceptors: Iterable = ()
+) -> tuple[grpc.aio.Server, int]:
+    """A server bound to ``address``; port 0 picks a free one (tests). Returns (server, port)."""
+    server = grpc.aio.server(
+        interceptors=[ValidationInterceptor(), *interceptors],
+        options=SERVER_OPTIONS
+        + [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    return server, port
+
+
+async def serve(
+    name: str,
+    address: str,
+    register: Callable[[grpc.aio.Server], Iterable[str]],
+    lifespan: Callable[[], AbstractAsyncContextManager] | None = None,
+    *,
+    grace_s: float = 5.0,
+    max_message_bytes: int = 4 * 1024 * 1024,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run one service until SIGINT/SIGTERM (or ``stop``), then drain and stop.
+
+    ``register`` adds the servicers and returns their full service names; ``lifespan`` opens
+    what the servicers need (database, channels) around the server's life.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with (lifespan or _nothing)():
+        server, port = create_server(address, max_message_bytes=max_message_bytes)
+        names = list(register(server))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        await server.start()
+        for service in ["", *names]:
+            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s serving", name, extra={"address": address.rsplit(":", 1)[0] + f":{port}"})
+        if on_ready:
+            on_ready(port)
+        await stop.wait()
+        log.info("%s stopping", name)
+        await health_servicer.enter_graceful_shutdown()  # NOT_SERVING first, so balancers move away
+        await server.stop(grace_s)
+    log.info("%s stopped", name)
+
+
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
