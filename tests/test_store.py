@@ -1,0 +1,132 @@
+"""Job state in the database, on SQLite and on the machine's PostgreSQL: idempotency,
+conditional transitions (a result or start applied once), poison jobs, re-dispatch,
+pagination, and the older system's SQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from satlas.v1 import job_control_service_pb2 as jc
+from satlas.v1 import job_pb2
+from satlas.v1 import job_state_pb2 as js
+
+from orchestrator_svc import db, migrate
+from orchestrator_svc.store import JobStore
+
+SEED_SQL = [
+    "SELECT job_id, model_name, status, created_at FROM inference_results ORDER BY created_at DESC LIMIT 10;",
+    "SELECT model_name, COUNT(*) FROM inference_results WHERE status = 'completed' GROUP BY model_name;",
+    "SELECT model_name, COUNT(*) AS total, AVG(CAST(metrics->>'inference_time' AS FLOAT)) AS avg_inference_time "
+    "FROM inference_results WHERE status = 'completed' GROUP BY model_name;",
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    migrate.upgrade(url)
+    engine = db.make_engine(url)
+    with engine.begin() as conn:  # the PostgreSQL database is shared by the session's tests
+        conn.execute(sa.text("DELETE FROM inference_results"))
+        conn.execute(sa.text("DELETE FROM submissions"))
+    yield JobStore(engine, max_attempts=2)
+    engine.dispose()
+
+
+def submission(models=("vae_timeseries", "transformer_timeseries"), key="", n=20) -> jc.Submission:
+    s = jc.Submission(models=list(models), idempotency_key=key)
+    s.series.values.extend(float(i) for i in range(n))
+    return s
+
+
+def test_migrations_match_the_models(store):
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), db.Base.metadata) == []
+
+
+def test_create_returns_one_id_per_model_and_pending_snapshots(store):
+    ids, dispatches, snaps = store.create_jobs([submission(), submission(models=["vae_timeseries"])])
+    assert [len(i) for i in ids] == [2, 1]
+    assert [d.model_name for d in dispatches] == ["vae_timeseries", "transformer_timeseries", "vae_timeseries"]
+    assert {s.state for s in snaps} == {js.JOB_STATE_PENDING}
+    assert store.get(ids[0][0]).series.values[:3] == [0.0, 1.0, 2.0]
+
+
+def test_same_idempotency_key_returns_the_same_ids_and_creates_nothing(store):
+    first, _, _ = store.create_jobs([submission(key="abc")])
+    again, dispatches, snaps = store.create_jobs([submission(key="abc"), submission(key="abc")])
+    assert again == [first[0], first[0]]
+    assert dispatches == [] and snaps == []
+    assert sum(sum(c.values()) for c in store.counts().values()) == 2
+
+
+def test_a_result_is_applied_once(store):
+    (ids,), _, _ = store.create_jobs([submission(models=["vae_timeseries"])])
+    store.mark_queued(ids)
+    started, snaps = store.start_jobs(ids, "w1")
+    assert started == ids and snaps[0].state == js.JOB_STATE_RUNNING and snaps[0].attempts == 1
+    ok = jc.JobOutcome(job_id=ids[0], result=job_pb2.JobResult(predictions=[1.5]), inference_seconds=0.01)
+    applied, snaps = store.report_results([ok])
+    assert applied == 1 and snaps[0].state == js.JOB_STATE_SUCCEEDED and snaps[0].version == 4
+    applied, snaps = store.report_results([ok, jc.JobOutcome(job_id=ids[0], error="late duplicate")])
+    assert applied == 0 and snaps == []
+    job = store.get(ids[0])
+    assert job.state == js.JOB_STATE_SUCCEEDED and list(job.result.predictions) == [1.5]
+    assert store.start_jobs(ids, "w2") == ([], [])  # a redelivered task does not run it again
+
+
+def test_poison_job_fails_after_max_attempts(store):
+    (ids,), _, _ = store.create_jobs([submission(models=["vae_timeseries"])])
+    for worker in ("w1", "w2"):
+        assert store.start_jobs(ids, worker)[0] == ids
+    started, snaps = store.start_jobs(ids, "w3")
+    assert started == [] and snaps[0].state == js.JOB_STATE_FAILED and "2 attempts" in snaps[0].error
+
+
+def test_cancel_wins_over_a_late_result(store):
+    (ids,), _, _ = store.create_jobs([submission(models=["vae_timeseries"])])
+    job, changed = store.cancel(ids[0])
+    assert job.state == js.JOB_STATE_CANCELLED and changed
+    assert store.start_jobs(ids, "w1")[0] == []
+    assert store.report_results([jc.JobOutcome(job_id=ids[0], result=job_pb2.JobResult())])[0] == 0
+    assert store.cancel("no-such-job")[0] is None
+
+
+def test_stuck_jobs_are_dispatched_again(store):
+    (ids,), _, _ = store.create_jobs([submission()])
+    store.start_jobs(ids[:1], "w1")  # one RUNNING on a worker that vanished, one still PENDING
+    dispatches, snaps = store.redispatch_stuck(older_than_s=-1)
+    assert sorted(d.job_id for d in dispatches) == sorted(ids)
+    assert {s.state for s in snaps} == {js.JOB_STATE_QUEUED}
+    assert store.redispatch_stuck(older_than_s=60) == ([], [])
+
+
+def test_list_pages_newest_first_with_filters(store):
+    for _ in range(5):
+        store.create_jobs([submission()])
+    page, token = store.list("", [], 4, "")
+    seen = [j.job_id for j in page]
+    while token:
+        page, token = store.list("", [], 4, token)
+        seen += [j.job_id for j in page]
+    assert len(seen) == len(set(seen)) == 10
+    vae, _ = store.list("vae_timeseries", [db.PENDING], 50, "")
+    assert len(vae) == 5 and {j.model_name for j in vae} == {"vae_timeseries"}
+    with pytest.raises(ValueError):
+        store.list("", [], 4, "not-a-token")
+
+
+def test_seed_sql_runs_unchanged(store):
+    (ids,), _, _ = store.create_jobs([submission()])
+    store.start_jobs(ids, "w1")
+    store.report_results([jc.JobOutcome(job_id=i, result=job_pb2.JobResult(), inference_seconds=0.1) for i in ids])
+    with store.engine.connect() as conn:
+        latest, completed, averages = (conn.execute(sa.text(q)).all() for q in SEED_SQL)
+    assert {r.status for r in latest} == {"completed"}
+    assert sorted(completed) == [("transformer_timeseries", 1), ("vae_timeseries", 1)]
+    assert [round(r.avg_inference_time, 3) for r in averages] == [0.1, 0.1]
