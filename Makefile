@@ -25,9 +25,13 @@ $(STAMP): $(REQS) web/package-lock.json
 system-deps:
 	bash scripts/system_deps.sh
 
-# The main job. Until the service mesh lands this is the local Triton serving both models.
-run: setup
-	$(PY) -m satkit.triton_local
+# The whole stack in the foreground: Triton, Valkey, the three services, a worker, Flower.
+# DATABASE_URL / REDIS_URL / TRITON_URL point it at servers of your own. Ctrl-C stops it all.
+up: setup
+	$(PY) -m satkit.stack
+
+# `make up`, fed by the simulator. (Until the simulator issue lands: the stack alone.)
+run: up
 
 triton: setup
 	$(PY) -m satkit.triton_local

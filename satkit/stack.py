@@ -1,0 +1,543 @@
+"""The whole of Satlas on one machine, in the foreground: ``make up`` (``python -m satkit.stack``).
+
+Starts Redis (an embedded Valkey unless REDIS_URL is set), Triton (the local server unless
+TRITON_URL is set), then the orchestrator, analysis server, ingest, a Celery worker and Flower;
+waits until each answers its health check, prints the addresses, and stops everything on
+Ctrl-C/SIGTERM or as soon as any of them exits. ``Stack`` is the same as a context manager.
+
+Environment (default in brackets):
+  DATABASE_URL         [sqlite:///.run/satlas.db]
+  REDIS_URL            [an embedded Valkey on a free port]
+  BROKER_URL           [REDIS_URL]
+  TRITON_URL           Triton gRPC host:port [the local Triton, configured by TRITON_*]
+  INGEST_ADDR          [127.0.0.1:50051]     ORCHESTRATOR_ADDR  [127.0.0.1:50052]
+  ANALYSIS_ADDR        [127.0.0.1:50053]     FLOWER_PORT        [5555]
+  WORKER_CONCURRENCY   [2]                   LOG_FORMAT         [text]
+  STACK_STARTUP_TIMEOUT seconds for the services to turn healthy [120]
+  STACK_STOP_TIMEOUT   seconds for a graceful stop before SIGKILL [10]
+Port 0 in any address means a free port. Logs go to .run/logs/<name>.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from satkit import supervise
+from satkit.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from satkit.triton_local import ROOT, LocalTriton, TritonError, TritonSettings, free_port
+
+SERVICES = ("orchestrator", "analysis", "ingest", "worker", "flower")
+NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
+GRPC_SERVICES = ("orchestrator", "analysis", "ingest")
+QUEUE = "satlas.jobs"  # satkit.queue.QUEUE, not imported: that pulls Celery into `make up`'s parent
+WORKER_HOSTNAME = "worker1@%h"
+FLOWER_HOST = "127.0.0.1"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class StackInterrupted(StackError):
+    pass
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {addr!r}")
+    return host, int(port)
+
+
+def connect_addr(addr: str) -> str:
+    """Where a client on this machine reaches a server bound to ``addr`` (wildcards → loopback)."""
+    host, port = split_addr(addr)
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '::') else host}:{port}"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    run_dir: Path = ROOT / ".run"  # logs/, valkey/ and the default sqlite database
+    database_url: str = ""  # "" → sqlite:///<run_dir>/satlas.db
+    redis_url: str = ""  # "" → embedded Valkey on embedded_redis_port
+    broker_url: str = ""  # "" → redis_url
+    triton_url: str = ""  # "" → local Triton with `triton`
+    triton: TritonSettings = TritonSettings()
+    embedded_redis_port: int = 0
+    ingest_addr: str = "127.0.0.1:50051"
+    orchestrator_addr: str = "127.0.0.1:50052"
+    analysis_addr: str = "127.0.0.1:50053"
+    flower_port: int = 5555
+    worker_concurrency: int = 2
+    log_format: str = "text"
+    startup_timeout_s: float = 120.0
+    stop_timeout_s: float = 10.0
+    env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child; wins over the stack's
+    only: tuple[str, ...] = ()  # start just these (debugging); () = all
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "StackSettings":
+        """``triton`` always comes from ``os.environ`` (``TritonSettings.from_env``)."""
+        e = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            database_url=e.get("DATABASE_URL", ""),
+            redis_url=e.get("REDIS_URL", ""),
+            broker_url=e.get("BROKER_URL", ""),
+            triton_url=e.get("TRITON_URL", ""),
+            triton=TritonSettings.from_env(),
+            ingest_addr=e.get("INGEST_ADDR", d.ingest_addr),
+            orchestrator_addr=e.get("ORCHESTRATOR_ADDR", d.orchestrator_addr),
+            analysis_addr=e.get("ANALYSIS_ADDR", d.analysis_addr),
+            flower_port=int(e.get("FLOWER_PORT", d.flower_port)),
+            worker_concurrency=int(e.get("WORKER_CONCURRENCY", d.worker_concurrency)),
+            log_format=e.get("LOG_FORMAT", d.log_format),
+            startup_timeout_s=float(e.get("STACK_STARTUP_TIMEOUT", d.startup_timeout_s)),
+            stop_timeout_s=float(e.get("STACK_STOP_TIMEOUT", d.stop_timeout_s)),
+        )
+
+    @classmethod
+    def isolated(cls, run_dir: Path, **overrides) -> "StackSettings":
+        """Everything on free ports with its files under ``run_dir``: for tests."""
+        run_dir = Path(run_dir)
+        triton = replace(TritonSettings(), work_dir=run_dir / "triton", http_port=0, grpc_port=0, metrics_port=0)
+        base = dict(run_dir=run_dir, triton=triton, ingest_addr="127.0.0.1:0", orchestrator_addr="127.0.0.1:0",
+                    analysis_addr="127.0.0.1:0", flower_port=0)
+        return cls(**{**base, **overrides})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What this stack starts, in order."""
+        unknown = set(self.only) - set(NAMES)
+        if unknown:
+            raise ValueError(f"unknown names {sorted(unknown)}; known: {', '.join(NAMES)}")
+        wanted = [n for n in NAMES if not self.only or n in self.only]
+        return tuple(n for n in wanted if not (n == "redis" and self.redis_url or n == "triton" and self.triton_url))
+
+    def resolved(self, pick: Callable[[], int] = free_port) -> "StackSettings":
+        """Port 0 replaced by distinct free ports, and the default database filled in."""
+        taken: set[int] = set()
+
+        def port(p: int) -> int:
+            while not p or p in taken:  # a port just released may come back from the next pick
+                p = pick()
+            taken.add(p)
+            return p
+
+        def addr(a: str) -> str:
+            host, p = split_addr(a)
+            return f"{host}:{port(p)}"
+
+        t = self.triton
+        if not self.triton_url:
+            t = replace(t, http_port=port(t.http_port), grpc_port=port(t.grpc_port), metrics_port=port(t.metrics_port))
+        return replace(
+            self, triton=t, ingest_addr=addr(self.ingest_addr), orchestrator_addr=addr(self.orchestrator_addr),
+            analysis_addr=addr(self.analysis_addr), flower_port=port(self.flower_port),
+            embedded_redis_port=self.embedded_redis_port if self.redis_url else port(self.embedded_redis_port),
+            database_url=self.database_url or f"sqlite:///{Path(self.run_dir).resolve() / 'satlas.db'}")
+
+
+def ports_to_bind(s: StackSettings) -> dict[str, tuple[str, int]]:
+    """(host, port) of every listener this stack opens, by the setting that names it."""
+    names = s.names
+    ports = {f"{n.upper()}_ADDR": split_addr(getattr(s, f"{n}_addr")) for n in GRPC_SERVICES if n in names}
+    if "flower" in names:
+        ports["FLOWER_PORT"] = (FLOWER_HOST, s.flower_port)
+    if "triton" in names:
+        t = s.triton
+        ports |= {"TRITON_HTTP_PORT": (t.host, t.http_port), "TRITON_GRPC_PORT": (t.host, t.grpc_port),
+                  "TRITON_METRICS_PORT": (t.host, t.metrics_port)}
+    if "redis" in names and s.embedded_redis_port:
+        ports["embedded redis"] = ("127.0.0.1", s.embedded_redis_port)
+    return ports
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Someone listens there. SO_REUSEADDR, as servers bind, so a TIME_WAIT from a last run does not count."""
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError:
+            return True
+    return False
+
+
+def service_command(name: str, s: StackSettings, python: str = sys.executable) -> list[str]:
+    celery = [python, "-m", "celery", "-A", "analysis_svc.worker:app"]
+    return {
+        "orchestrator": [python, "-m", "orchestrator_svc"],
+        "analysis": [python, "-m", "analysis_svc"],
+        "ingest": [python, "-m", "ingest_svc"],
+        "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", str(s.worker_concurrency),
+                   "-Q", QUEUE, "--hostname", WORKER_HOSTNAME],
+        "flower": [*celery, "flower", f"--port={s.flower_port}", f"--address={FLOWER_HOST}"],
+    }[name]
+
+
+def stack_env(s: StackSettings, redis_url: str, triton_url: str) -> dict[str, str]:
+    """What every child is told about the others (empty values left out: not started, --only)."""
+    env = {
+        "DATABASE_URL": s.database_url,
+        "REDIS_URL": redis_url,
+        "BROKER_URL": s.broker_url or redis_url,
+        "TRITON_URL": triton_url,
+        "INGEST_ADDR": s.ingest_addr,
+        "ORCHESTRATOR_ADDR": s.orchestrator_addr,
+        "ANALYSIS_ADDR": s.analysis_addr,
+        "FLOWER_PORT": str(s.flower_port),
+        "WORKER_CONCURRENCY": str(s.worker_concurrency),
+        "LOG_FORMAT": s.log_format,
+        "PYTHONUNBUFFERED": "1",  # log lines reach the files as they happen
+    }
+    return {k: v for k, v in env.items() if v}
+
+
+class Stack:
+    """``with Stack(StackSettings.isolated(tmp_path)) as stack:`` — every process up and healthy.
+
+    Start it from the main thread: a child's parent-death signal fires when the thread that
+    started it ends.
+    """
+
+    def __init__(self, settings: StackSettings | None = None, echo: Callable[[str], None] | None = None):
+        self.settings = (settings or StackSettings.from_env()).resolved()
+        s = self.settings
+        self.names = s.names
+        self.logs_dir = Path(s.run_dir) / "logs"
+        self.echo = echo or (lambda _: None)
+        self.redis = EmbeddedRedis(Path(s.run_dir) / "valkey", s.embedded_redis_port,
+                                   log_file=self.logs_dir / "redis.log") if "redis" in self.names else None
+        self.triton = LocalTriton(s.triton) if "triton" in self.names else None
+        self._services: dict[str, subprocess.Popen] = {}
+
+    # Addresses, for clients.
+    @property
+    def ingest(self) -> str:
+        return connect_addr(self.settings.ingest_addr)
+
+    @property
+    def orchestrator(self) -> str:
+        return connect_addr(self.settings.orchestrator_addr)
+
+    @property
+    def analysis(self) -> str:
+        return connect_addr(self.settings.analysis_addr)
+
+    @property
+    def redis_url(self) -> str:
+        return self.settings.redis_url or (self.redis.url if self.redis else "")
+
+    @property
+    def broker_url(self) -> str:
+        return self.settings.broker_url or self.redis_url
+
+    @property
+    def triton_url(self) -> str:
+        return self.settings.triton_url or (self.triton.settings.grpc_url if self.triton else "")
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://{FLOWER_HOST}:{self.settings.flower_port}"
+
+    @property
+    def processes(self) -> dict[str, subprocess.Popen]:
+        """The running processes by name (redis and triton only when started here)."""
+        procs = {}
+        if self.redis and self.redis.process:
+            procs["redis"] = self.redis.process
+        if self.triton and self.triton.process:
+            procs["triton"] = self.triton.process
+        return procs | self._services
+
+    def log_file(self, name: str) -> Path:
+        return self.triton.settings.log_file if name == "triton" and self.triton else self.logs_dir / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        if name == "triton" and self.triton:
+            return self.triton.log_tail(lines)
+        try:
+            return "\n".join(self.log_file(name).read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def child_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {**os.environ, **stack_env(self.settings, self.redis_url, self.triton_url),
+                **self.settings.env, **(extra or {})}
+
+    # Life cycle.
+    def start(self) -> "Stack":
+        # A taken port otherwise shows only as a service that never turns healthy.
+        taken = [f"{k} {h}:{p}" for k, (h, p) in ports_to_bind(self.settings).items() if port_taken(h, p)]
+        if taken:
+            raise StackError(f"already in use: {', '.join(taken)} (set another port, or 0 for a free one)")
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.redis:
+                self.echo(f"starting redis (embedded valkey; log: {self.log_file('redis')})")
+                self._start_embedded("redis")
+            if self.triton:
+                self.echo(f"starting triton (log: {self.log_file('triton')}; ~20 s)")
+                self._start_embedded("triton")
+            services = [n for n in SERVICES if n in self.names]
+            for name in services:
+                self.echo(f"starting {name} (log: {self.log_file(name)})")
+                self._spawn(name, fresh_log=True)
+            self.wait_healthy(services, watch=self.processes)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_embedded(self, name: str) -> None:
+        try:
+            (self.redis if name == "redis" else self.triton).start()
+        except (EmbeddedRedisError, TritonError) as exc:
+            if supervise.stop_requested():
+                raise StackInterrupted(f"interrupted while starting {name}") from None
+            raise StackError(f"{name}: {exc}") from None
+
+    def _spawn(self, name: str, extra_env: Mapping[str, str] | None = None, fresh_log: bool = False) -> None:
+        with open(self.log_file(name), "wb" if fresh_log else "ab") as log:
+            # Own process group, so a stop reaches what the child forked (the worker's pool).
+            self._services[name] = subprocess.Popen(
+                service_command(name, self.settings), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=ROOT, env=self.child_env(extra_env), start_new_session=True,
+                preexec_fn=supervise.child_setup)
+
+    def wait_healthy(self, names: Iterable[str], timeout: float | None = None,
+                     watch: Mapping[str, subprocess.Popen] | None = None) -> None:
+        """Until every one of ``names`` passes its check; StackError if one of ``watch`` exits first."""
+        pending = [n for n in names if n in SERVICES]
+        watch = {n: self._services[n] for n in pending} if watch is None else dict(watch)
+        timeout = self.settings.startup_timeout_s if timeout is None else timeout
+        checks = {n: self._check(n) for n in pending}
+        deadline = time.monotonic() + timeout
+        try:
+            while pending:
+                if supervise.stop_requested():
+                    raise StackInterrupted("interrupted while starting")
+                for name, p in watch.items():
+                    if p.poll() is not None:
+                        raise StackError(f"{name} exited with code {p.returncode} while starting; "
+                                         f"{self.log_file(name)}:\n{self.log_tail(name)}")
+                # The worker's ping blocks up to a second, so it goes once nothing else is pending.
+                for name in [n for n in pending if n != "worker"] or pending:
+                    if checks[name]():
+                        pending.remove(name)
+                if pending and time.monotonic() > deadline:
+                    tails = "\n".join(f"--- {n} ({self.log_file(n)}):\n{self.log_tail(n)}" for n in pending)
+                    raise StackError(f"not healthy after {timeout:g}s: {', '.join(pending)}\n{tails}")
+                if pending:
+                    time.sleep(0.2)
+        finally:
+            for check in checks.values():
+                getattr(check, "close", lambda: None)()
+
+    def _check(self, name: str) -> Callable[[], bool]:
+        if name in GRPC_SERVICES:
+            return GrpcHealth(getattr(self, name))
+        if name == "flower":
+            return lambda: http_answers(self.flower_url)
+        return WorkerPing(self.broker_url, WORKER_HOSTNAME)
+
+    def wait(self) -> str | None:
+        """Block until a stop signal (→ None) or until a process exits (→ its name).
+
+        Needs ``supervise.block_signals()`` before anything started, as ``main`` does.
+        """
+        procs = self.processes
+        supervise.wait(procs.values())
+        return next((n for n, p in procs.items() if p.poll() is not None), None)
+
+    def stop(self, name: str | None = None) -> None:
+        """Stop one process, or everything (services first, then Triton, then Redis)."""
+        names = NAMES if name is None else (self._known(name),)
+        self._stop_services([n for n in reversed(SERVICES) if n in names])
+        if self.triton and "triton" in names:
+            self.triton.stop()
+        if self.redis and "redis" in names:
+            self.redis.stop()
+
+    def _stop_services(self, names: list[str]) -> None:
+        procs = [self._services.pop(n) for n in names if n in self._services]
+        for p in procs:  # the leader only: a graceful stop (Celery's warm shutdown drains its pool)
+            if p.poll() is None:
+                _signal(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.stop_timeout_s
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for p in procs:  # stragglers, and whatever a dead leader left behind in its group
+            _signal(p.pid, signal.SIGKILL, group=True)
+            p.wait()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the whole process group of ``name`` (no grace), and reap it if it ends."""
+        p = self.processes.get(self._known(name))
+        if p is None:
+            return
+        _signal(p.pid, sig, group=True)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.stop(name)  # reaps; also clears LocalTriton/EmbeddedRedis state
+
+    def restart(self, name: str, env: Mapping[str, str] | None = None) -> subprocess.Popen | None:
+        """Stop ``name``, start it again on the same address (with ``env`` on top) and wait until healthy."""
+        self._known(name)
+        self.stop(name)
+        if name in ("redis", "triton"):
+            self._start_embedded(name)
+        else:
+            self._spawn(name, env)
+            self.wait_healthy([name])
+        return self.processes.get(name)
+
+    def _known(self, name: str) -> str:
+        if name not in self.names:
+            raise StackError(f"{name!r} is not started by this stack ({', '.join(self.names)})")
+        return name
+
+    def summary(self) -> str:
+        s = self.settings
+        rows = {
+            "ingest": f"{self.ingest} (gRPC)",
+            "orchestrator": f"{self.orchestrator} (gRPC)",
+            "analysis": f"{self.analysis} (gRPC)",
+            "worker": f"{worker_nodename()}, concurrency {s.worker_concurrency}, queue {QUEUE}",
+            "triton": self.triton_url and f"{self.triton_url} (gRPC{'' if self.triton else ', external'})",
+            "redis": self.redis_url and f"{self.redis_url} ({'embedded valkey' if self.redis else 'external'})",
+            "broker": self.broker_url != self.redis_url and self.broker_url,
+            "database": "orchestrator" in self.names and s.database_url,
+            "flower": self.flower_url,
+        }
+        lines = [f"  {n:<13}{v}" for n, v in rows.items() if v and (n not in SERVICES or n in self.names)]
+        return "\n".join(["Satlas is up:", *lines, f"  {'logs':<13}{self.logs_dir}/", "Ctrl-C stops everything."])
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class GrpcHealth:
+    """grpc.health.v1 Check of the server as a whole (service "")."""
+
+    def __init__(self, target: str):
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        self._grpc, self._pb = grpc, health_pb2
+        # Short reconnect backoff: the default grows to minutes while the server is still starting.
+        self.channel = grpc.insecure_channel(target, options=[
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 500)])
+        self.stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __call__(self) -> bool:
+        try:
+            reply = self.stub.Check(self._pb.HealthCheckRequest(service=""), timeout=1.0)
+        except self._grpc.RpcError:
+            return False
+        return reply.status == self._pb.HealthCheckResponse.SERVING
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class WorkerPing:
+    """A Celery control ping to one worker: it answers once it consumes from the broker."""
+
+    def __init__(self, broker_url: str, hostname: str):
+        from celery import Celery
+
+        self.app = Celery("satlas-stack", broker=broker_url, set_as_current=False)
+        self.destination = [worker_nodename(hostname)]
+
+    def __call__(self) -> bool:
+        try:
+            return bool(self.app.control.ping(destination=self.destination, timeout=1.0))
+        except Exception:  # broker hiccup: try again next round
+            return False
+
+    def close(self) -> None:
+        self.app.close()
+
+
+def worker_nodename(hostname: str = WORKER_HOSTNAME) -> str:
+    from celery.utils.nodenames import host_format  # the worker's own expansion of %h
+
+    return host_format(hostname)
+
+
+def http_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:  # URLError, refused, timeout
+        return False
+
+
+def _signal(pid: int, sig: int, group: bool = False) -> None:
+    try:
+        os.killpg(pid, sig) if group else os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", type=lambda v: tuple(n.strip() for n in v.split(",") if n.strip()), default=(),
+                        help=f"start just these, comma-separated (debugging): {','.join(NAMES)}")
+    args = parser.parse_args(argv)
+    settings = replace(StackSettings.from_env(), only=args.only)
+    try:
+        settings.names
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    supervise.block_signals()  # before any thread: only `wait` takes SIGINT/SIGTERM/SIGCHLD
+    stack = Stack(settings, echo=lambda line: print(line, flush=True))
+    try:
+        stack.start()
+        print(stack.summary(), flush=True)
+        name = stack.wait()
+        if name is None:
+            print("stopping everything", flush=True)
+            return 0
+        code = stack.processes[name].returncode
+        print(f"{name} exited with code {code}; stopping everything. {stack.log_file(name)}:\n"
+              f"{stack.log_tail(name)}", file=sys.stderr, flush=True)
+        return 1
+    except StackInterrupted as exc:
+        print(f"stack: {exc}; stopping", file=sys.stderr)
+        return 0
+    except StackError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The whole mesh as real processes (Triton, embedded Valkey, PostgreSQL, the three services,
+a Celery worker, Flower), driven through the generated client."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from satlas.v1 import analysis_service_pb2 as apb
+from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
+from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
+from satlas.v1 import job_state_pb2 as js
+from satlas.v1 import orchestrator_service_pb2 as opb
+from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+
+from satkit.stack import Stack, StackSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ["vae_timeseries", "transformer_timeseries"]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory, postgres_url):
+    settings = StackSettings.isolated(tmp_path_factory.mktemp("mesh"), database_url=postgres_url)
+    with Stack(settings) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def clients(mesh):
+    channels = [grpc.insecure_channel(a) for a in (mesh.ingest, mesh.orchestrator, mesh.analysis)]
+    yield (ipb_grpc.IngestServiceStub(channels[0]), opb_grpc.OrchestratorServiceStub(channels[1]),
+           apb_grpc.AnalysisServiceStub(channels[2]))
+    for c in channels:
+        c.close()
+
+
+def series(n: int, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    return [10 + (i % 12) + rng.random() for i in range(n)]
+
+
+def wait_terminal(orchestrator, job_ids, timeout=180.0):
+    deadline, jobs = time.monotonic() + timeout, {}
+    pending = set(job_ids)
+    while pending and time.monotonic() < deadline:
+        for job_id in list(pending):
+            job = orchestrator.GetJob(opb.GetJobRequest(job_id=job_id), timeout=10).job
+            if job.state in (js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED):
+                jobs[job_id] = job
+                pending.discard(job_id)
+        time.sleep(0.2)
+    assert not pending, f"{len(pending)} jobs never finished"
+    return jobs
+
+
+def total_jobs(orchestrator) -> int:
+    return orchestrator.GetStats(opb.GetStatsRequest(), timeout=10).totals.total
+
+
+def test_200_series_of_mixed_lengths_through_both_models(clients):
+    ingest, orchestrator, _ = clients
+    lengths = [random.Random(i).randint(8, 600) for i in range(200)]
+    requests = (ipb.StreamSeriesRequest(series={"values": series(n, i)}, models=MODELS, sequence=i)
+                for i, n in enumerate(lengths))
+    responses = list(ingest.StreamSeries(requests, timeout=120))
+    assert [r.sequence for r in responses] == list(range(200))
+    assert all(len(r.job_ids) == 2 and not r.HasField("error") for r in responses)
+    jobs = wait_terminal(orchestrator, [i for r in responses for i in r.job_ids])
+    assert {j.state for j in jobs.values()} == {js.JOB_STATE_SUCCEEDED}
+    for r, n in zip(responses, lengths):
+        vae, transformer = jobs[r.job_ids[0]], jobs[r.job_ids[1]]
+        assert len(vae.result.predictions) == len(vae.result.anomaly_scores) == min(n, 128)
+        assert vae.result.anomaly_score > 0 and vae.model_name == "vae_timeseries"
+        assert len(transformer.result.predictions) == 16 and transformer.result.model_version == "1"
+        assert transformer.timings.total_seconds >= transformer.timings.inference_seconds > 0
+
+
+def test_watch_job_sees_every_change_in_order_and_a_late_watcher_gets_the_end(clients):
+    ingest, orchestrator, _ = clients
+    job_id = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": series(64)}, models=MODELS[:1]),
+                                 timeout=10).job_ids[0]
+    seen = [(e.job.state, e.job.version) for e in orchestrator.WatchJob(opb.WatchJobRequest(job_id=job_id),
+                                                                       timeout=60)]
+    order = [js.JOB_STATE_PENDING, js.JOB_STATE_QUEUED, js.JOB_STATE_RUNNING, js.JOB_STATE_SUCCEEDED]
+    states = [s for s, _ in seen]
+    assert states == order[order.index(states[0]):], seen  # the current state first, then each change
+    assert [v for _, v in seen] == list(range(seen[0][1], seen[0][1] + len(seen)))  # none missed
+    late = list(orchestrator.WatchJob(opb.WatchJobRequest(job_id=job_id), timeout=10))
+    assert [e.job.state for e in late] == [js.JOB_STATE_SUCCEEDED]
+
+
+def test_same_idempotency_key_returns_the_same_jobs(clients):
+    ingest, orchestrator, _ = clients
+    request = ipb.SubmitSeriesRequest(series={"values": series(32)}, models=MODELS, idempotency_key="e2e-key-1")
+    first = ingest.SubmitSeries(request, timeout=10).job_ids
+    before = total_jobs(orchestrator)
+    assert ingest.SubmitSeries(request, timeout=10).job_ids == first
+    assert total_jobs(orchestrator) == before
+
+
+def _violations(exc: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(exc)
+    detail = error_details_pb2.BadRequest()
+    assert status is not None and status.details[0].Unpack(detail)
+    return [v.field for v in detail.field_violations]
+
+
+@pytest.mark.parametrize("values, models, field", [
+    ([1.0, float("nan")] + [1.0] * 10, MODELS, "series.values[1]"),
+    ([1.0, float("inf")] + [1.0] * 10, MODELS, "series.values[1]"),
+    ([], MODELS, "series.values"),
+    ([1.0, 2.0, 3.0], MODELS, "series.values"),
+    ([1.0] * 4097, MODELS, "series.values"),
+    ([1.0] * 20, ["no_such_model"], "models[0]"),
+    ([1.0] * 20, ["vae_timeseries", "vae_timeseries"], "models[1]"),
+    ([1.0] * 20, [], "models"),
+])
+def test_bad_input_is_rejected_with_field_violations_and_writes_nothing(clients, values, models, field):
+    ingest, orchestrator, _ = clients
+    before = total_jobs(orchestrator)
+    with pytest.raises(grpc.RpcError) as info:
+        ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=models), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in _violations(info.value)
+    answers = list(ingest.StreamSeries(iter([ipb.StreamSeriesRequest(series={"values": values}, models=models,
+                                                                     sequence=7)]), timeout=10))
+    assert answers[0].sequence == 7 and answers[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert field in [v.field for v in answers[0].error.field_violations] and not answers[0].job_ids
+    assert total_jobs(orchestrator) == before
+
+
+def test_oversized_message_and_unknown_job(clients):
+    ingest, orchestrator, _ = clients
+    with pytest.raises(grpc.RpcError) as info:
+        ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": [1.0] * 700_000}, models=MODELS), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for call, request in ((orchestrator.GetJob, opb.GetJobRequest(job_id="no-such-job")),
+                          (orchestrator.CancelJob, opb.CancelJobRequest(job_id="no-such-job"))):
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        list(orchestrator.WatchJob(opb.WatchJobRequest(job_id="no-such-job"), timeout=10))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_analyze_and_list_models_come_from_triton(clients):
+    _, _, analysis = clients
+    models = {m.name: m for m in analysis.ListModels(apb.ListModelsRequest(), timeout=10).models}
+    assert set(MODELS) <= set(models) and all(models[m].ready for m in MODELS)
+    vae = models["vae_timeseries"]
+    assert vae.window == 128 and {o.role for o in vae.outputs} >= {"predictions", "anomaly_scores"}
+    result = analysis.Analyze(apb.AnalyzeRequest(series={"values": series(40)}, model_name="transformer_timeseries"),
+                              timeout=10).result
+    assert len(result.predictions) == 16
+    with pytest.raises(grpc.RpcError) as info:
+        analysis.Analyze(apb.AnalyzeRequest(series={"values": series(40)}, model_name="nope"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_every_service_lists_and_answers_through_reflection(mesh):
+    grpcurl = str(ROOT / ".venv" / "bin" / "grpcurl")
+    expected = {mesh.ingest: "satlas.v1.IngestService", mesh.orchestrator: "satlas.v1.OrchestratorService",
+                mesh.analysis: "satlas.v1.AnalysisService"}
+    for address, service in expected.items():
+        listed = subprocess.run([grpcurl, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30)
+        assert service in listed.stdout.split() and "grpc.health.v1.Health" in listed.stdout, listed.stderr
+        health = subprocess.run([grpcurl, "-plaintext", address, "grpc.health.v1.Health/Check"],
+                                capture_output=True, text=True, timeout=30)
+        assert '"SERVING"' in health.stdout, health.stderr
+    stats = subprocess.run([grpcurl, "-plaintext", "-d", '{"window": "30s"}', mesh.orchestrator,
+                            "satlas.v1.OrchestratorService/GetStats"], capture_output=True, text=True, timeout=30)
+    assert '"totals"' in stats.stdout, stats.stderr
