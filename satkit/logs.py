@@ -1,5 +1,5 @@
-"""Structured logs: one JSON object a line (LOG_FORMAT=json, the default under the stack)
-or readable text (LOG_FORMAT=text). The job id in ``job_id_var`` rides on every record."""
+"""Structured logs: one JSON object a line (LOG_FORMAT=json)
+or readable text (LOG_FORMAT=text, the default). The job id in ``job_id_var`` rides on every record."""
 
 from __future__ import annotations
 

@@ -127,11 +127,17 @@ class StackSettings:
 
     def resolved(self, pick: Callable[[], int] = free_port) -> "StackSettings":
         """Port 0 replaced by distinct free ports, and the default database filled in."""
-        taken: set[int] = set()
+        t = self.triton
+        given = [self.flower_port, *(split_addr(a)[1] for a in (self.ingest_addr, self.orchestrator_addr,
+                                                                self.analysis_addr))]
+        given += [] if self.triton_url else [t.http_port, t.grpc_port, t.metrics_port]
+        given += [] if self.redis_url else [self.embedded_redis_port]
+        taken = set(given) - {0}
 
         def port(p: int) -> int:
-            while not p or p in taken:  # a port just released may come back from the next pick
+            while not p:
                 p = pick()
+                p = 0 if p in taken else p  # a port just released may come back from the next pick
             taken.add(p)
             return p
 
@@ -139,7 +145,6 @@ class StackSettings:
             host, p = split_addr(a)
             return f"{host}:{port(p)}"
 
-        t = self.triton
         if not self.triton_url:
             t = replace(t, http_port=port(t.http_port), grpc_port=port(t.grpc_port), metrics_port=port(t.metrics_port))
         return replace(
@@ -315,6 +320,9 @@ class Stack:
 
     def _spawn(self, name: str, extra_env: Mapping[str, str] | None = None, fresh_log: bool = False) -> None:
         with open(self.log_file(name), "wb" if fresh_log else "ab") as log:
+            if not fresh_log:
+                log.write(f"--- {name} restarted by the stack at {time.strftime('%H:%M:%S')} ---\n".encode())
+                log.flush()
             # Own process group, so a stop reaches what the child forked (the worker's pool).
             self._services[name] = subprocess.Popen(
                 service_command(name, self.settings), stdout=log, stderr=subprocess.STDOUT,
@@ -510,14 +518,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=lambda v: tuple(n.strip() for n in v.split(",") if n.strip()), default=(),
                         help=f"start just these, comma-separated (debugging): {','.join(NAMES)}")
     args = parser.parse_args(argv)
-    settings = replace(StackSettings.from_env(), only=args.only)
-    try:
-        settings.names
-    except ValueError as exc:
-        parser.error(str(exc))
-
     supervise.block_signals()  # before any thread: only `wait` takes SIGINT/SIGTERM/SIGCHLD
-    stack = Stack(settings, echo=lambda line: print(line, flush=True))
+    try:
+        stack = Stack(replace(StackSettings.from_env(), only=args.only), echo=lambda line: print(line, flush=True))
+    except ValueError as exc:  # a bad address or --only name
+        parser.error(str(exc))
     try:
         stack.start()
         print(stack.summary(), flush=True)
