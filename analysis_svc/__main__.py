@@ -13,20 +13,19 @@ from satkit import logs, server
 
 
 async def main(settings: Settings) -> None:
-    servicer = Analysis(settings)
-
     @asynccontextmanager
     async def lifespan():
+        servicer = Analysis(settings)
         try:
-            yield
+            yield servicer
         finally:
-            await servicer.channel.close()
+            await servicer.close()
 
-    def register(srv):
+    def register(srv, servicer: Analysis):
         pb_grpc.add_AnalysisServiceServicer_to_server(servicer, srv)
         return ["satlas.v1.AnalysisService"]
 
-    await server.serve("analysis", settings.address, register, lifespan, grace_s=settings.grace_s)
+    await server.serve("analysis", settings.address, lifespan, register, grace_s=settings.grace_s)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ model config and metadata, so a model dropped into model_repository/ needs no co
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from satlas.v1 import analysis_service_pb2 as pb
 from tritonclient.grpc import service_pb2 as tpb
@@ -33,8 +36,13 @@ class ModelInfo:
     inputs: tuple = ()
     outputs: tuple = ()
 
+    @cached_property
+    def role_of(self) -> dict[str, str]:
+        """Output tensor name -> role."""
+        return {v: k for k, v in self.roles.items()}
+
     def to_proto(self) -> pb.Model:
-        role_of = {v: k for k, v in self.roles.items()}
+        role_of = self.role_of
         return pb.Model(
             name=self.name, versions=self.versions, ready=self.ready, task=self.task,
             description=self.description, min_length=self.min_length, max_length=self.max_length,
@@ -87,7 +95,7 @@ def describe(
 
 
 def fetch(stub, timeout: float) -> dict[str, ModelInfo]:
-    """Describe every model in the repository (sync stub: the worker)."""
+    """Describe every model in the repository (a sync Triton stub)."""
     index = stub.RepositoryIndex(tpb.RepositoryIndexRequest(), timeout=timeout)
     out: dict[str, ModelInfo] = {}
     for name, (versions, ready) in _group(index).items():
@@ -95,19 +103,6 @@ def fetch(stub, timeout: float) -> dict[str, ModelInfo]:
         if ready:
             config = stub.ModelConfig(tpb.ModelConfigRequest(name=name), timeout=timeout).config
             metadata = stub.ModelMetadata(tpb.ModelMetadataRequest(name=name), timeout=timeout)
-        out[name] = describe(name, versions, ready, config, metadata)
-    return out
-
-
-async def fetch_async(stub, timeout: float) -> dict[str, ModelInfo]:
-    """The same through a grpc.aio stub (the AnalysisService server)."""
-    index = await stub.RepositoryIndex(tpb.RepositoryIndexRequest(), timeout=timeout)
-    out: dict[str, ModelInfo] = {}
-    for name, (versions, ready) in _group(index).items():
-        config = metadata = None
-        if ready:
-            config = (await stub.ModelConfig(tpb.ModelConfigRequest(name=name), timeout=timeout)).config
-            metadata = await stub.ModelMetadata(tpb.ModelMetadataRequest(name=name), timeout=timeout)
         out[name] = describe(name, versions, ready, config, metadata)
     return out
 
@@ -120,3 +115,27 @@ def _group(index: tpb.RepositoryIndexResponse) -> dict[str, tuple[list[str], boo
             versions.append(m.version)
         grouped[m.name] = (versions, ready or m.state == "READY")
     return grouped
+
+
+class Catalogue:
+    """``fetch`` results reused for ``ttl_s``. A name it does not know triggers a fresh fetch,
+    at most once a second, so a model loaded into Triton is found without a restart."""
+
+    def __init__(self, stub, timeout_s: float, ttl_s: float):
+        self.stub, self.timeout_s, self.ttl_s = stub, timeout_s, ttl_s
+        self.models: dict[str, ModelInfo] = {}
+        self.fetched_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self, refresh: bool = False) -> dict[str, ModelInfo]:
+        with self._lock:
+            if refresh or time.monotonic() - self.fetched_at > self.ttl_s:
+                self.models = fetch(self.stub, self.timeout_s)
+                self.fetched_at = time.monotonic()
+            return self.models
+
+    def find(self, name: str) -> ModelInfo | None:
+        models = self.get()
+        if name not in models and time.monotonic() - self.fetched_at > 1.0:
+            models = self.get(refresh=True)
+        return models.get(name)

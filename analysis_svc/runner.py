@@ -30,15 +30,7 @@ class Runner:
         self.triton = TritonStream(settings.triton_url)
         self.channel = grpc.insecure_channel(settings.orchestrator_addr, options=channel_options())
         self.control = jc_grpc.JobControlServiceStub(self.channel)
-        self._models: dict[str, catalogue.ModelInfo] = {}
-        self._models_at = 0.0
-
-    def models(self, refresh: bool = False) -> dict[str, catalogue.ModelInfo]:
-        stale = time.monotonic() - self._models_at > self.settings.catalogue_ttl_s
-        if refresh or stale or not self._models:
-            self._models = catalogue.fetch(self.triton.stub, self.settings.triton_timeout_s)
-            self._models_at = time.monotonic()
-        return self._models
+        self.catalogue = catalogue.Catalogue(self.triton.stub, settings.triton_timeout_s, settings.catalogue_ttl_s)
 
     def run(self, jobs: list[dict], claim: bool = True) -> list[dict]:
         """Returns the jobs whose Triton calls stayed unavailable after every retry (the
@@ -63,13 +55,13 @@ class Runner:
 
     def _infer(self, jobs: list[dict], outcomes: list[jc.JobOutcome]) -> list[dict]:
         try:
-            models = self.models(refresh=any(j["model"] not in self._models for j in jobs))
+            models = {name: self.catalogue.find(name) for name in {j["model"] for j in jobs}}
         except grpc.RpcError as exc:
             log.warning("Triton unavailable for model metadata: %s", exc.code().name)
             return jobs
         requests, sent = [], []
         for job in jobs:
-            model = models.get(job["model"])
+            model = models[job["model"]]
             if model is None or not model.ready:
                 outcomes.append(jc.JobOutcome(job_id=job["job_id"], error=f"model {job['model']!r} is not served"))
                 continue

@@ -38,10 +38,11 @@ def build_request(model: ModelInfo, values, request_id: str = "") -> tpb.ModelIn
 
 
 def parse_response(model: ModelInfo, response: tpb.ModelInferResponse, n: int) -> job_pb2.JobResult:
-    """Map outputs to roles. Per-point outputs (as long as the model's window) are right-aligned:
-    only their last min(n, window) entries belong to the series, so the rest is cut off."""
+    """Map outputs to roles; outputs without a role go to ``outputs`` by name. Per-point outputs
+    (as long as the model's window) are right-aligned: only their last min(n, window) entries
+    belong to the series, so the rest is cut off."""
     result = job_pb2.JobResult(model_version=response.model_version)
-    role_of = {v: k for k, v in model.roles.items()}
+    role_of = model.role_of
     for tensor, raw in zip(response.outputs, response.raw_output_contents):
         dtype = NUMPY.get(tensor.datatype)
         if dtype is None:
@@ -50,7 +51,6 @@ def parse_response(model: ModelInfo, response: tpb.ModelInferResponse, n: int) -
         if model.window and flat.size == model.window and n < model.window:
             flat = flat[-n:]
         values = flat.tolist()
-        result.outputs[tensor.name].values.extend(values)
         role = role_of.get(tensor.name)
         if role == "predictions":
             result.predictions.extend(values)
@@ -60,4 +60,6 @@ def parse_response(model: ModelInfo, response: tpb.ModelInferResponse, n: int) -
             result.anomaly_score = values[0]
         elif role == "anomaly_flag" and values:
             result.anomaly_flag = bool(values[0])
+        else:
+            result.outputs[tensor.name].values.extend(values)
     return result

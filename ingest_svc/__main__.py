@@ -20,8 +20,6 @@ CREATE_TIMEOUT_S = 30.0
 
 
 async def main(settings: Settings) -> None:
-    state: dict = {}
-
     @asynccontextmanager
     async def lifespan():
         orchestrator = grpc.aio.insecure_channel(settings.orchestrator_addr, options=server.channel_options())
@@ -34,19 +32,18 @@ async def main(settings: Settings) -> None:
         batcher = Batcher(create_jobs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_s,
                           max_in_flight=settings.max_in_flight, max_pending=settings.max_pending)
         await batcher.start()
-        state["servicer"] = Ingest(batcher, ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s))
         try:
-            yield
+            yield Ingest(batcher, ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s))
         finally:
             await batcher.stop()
             await orchestrator.close()
             await analysis.close()
 
-    def register(srv):
-        pb_grpc.add_IngestServiceServicer_to_server(state["servicer"], srv)
+    def register(srv, servicer: Ingest):
+        pb_grpc.add_IngestServiceServicer_to_server(servicer, srv)
         return ["satlas.v1.IngestService"]
 
-    await server.serve("ingest", settings.address, register, lifespan, grace_s=settings.grace_s,
+    await server.serve("ingest", settings.address, lifespan, register, grace_s=settings.grace_s,
                        max_message_bytes=settings.max_message_bytes)
 
 

@@ -13,7 +13,7 @@ from satlas.v1 import job_control_service_pb2 as jc
 
 from ingest_svc.batcher import Batcher, Overloaded
 from ingest_svc.models import ModelDirectory
-from satkit.validation import Violation, abort_invalid, violations
+from satkit.validation import Violation, abort_invalid, describe, violations
 
 log = logging.getLogger(__name__)
 STREAM_WINDOW = 1024  # StreamSeries requests in flight per stream before reading pauses
@@ -30,8 +30,8 @@ class Ingest(pb_grpc.IngestServiceServicer):
         self.batcher = batcher
         self.models = models
 
-    async def _admit(self, request) -> asyncio.Future:
-        """Check the request against the served models and queue it; raises Rejected."""
+    async def _admit(self, request: pb.SubmitSeriesRequest) -> asyncio.Future:
+        """Check a valid request against the served models and queue it; raises Rejected."""
         try:
             served = await self.models.get(request.models)
         except grpc.aio.AioRpcError as exc:
@@ -47,7 +47,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
                     ("series.values", f"has {n} points; {name} takes {model.min_length} to {model.max_length}")
                 )
         if found:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(d for _, d in found), found)
+            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
         submission = jc.Submission(series=request.series, models=request.models,
                                    idempotency_key=request.idempotency_key)
         try:
@@ -61,7 +61,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
             job_ids = await future
         except Rejected as r:
             if r.violations:
-                await abort_invalid(context, r.violations, r.message)
+                await abort_invalid(context, r.violations)
             await context.abort(r.code, r.message)
         except grpc.aio.AioRpcError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"orchestrator: {exc.code().name}: {exc.details()}")
@@ -77,13 +77,14 @@ class Ingest(pb_grpc.IngestServiceServicer):
         async def read():
             try:
                 async for request in request_iterator:
-                    found = violations(request)
-                    if found:
-                        await answers.put((request.sequence, Rejected(grpc.StatusCode.INVALID_ARGUMENT,
-                                                                      found[0][1], found)))
-                        continue
+                    if request.HasField("submission"):
+                        found = violations(request.submission)  # paths as SubmitSeries reports them
+                    else:
+                        found = [("submission", "is required")]
                     try:
-                        await answers.put((request.sequence, await self._admit(request)))
+                        if found:
+                            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
+                        await answers.put((request.sequence, await self._admit(request.submission)))
                     except Rejected as r:
                         await answers.put((request.sequence, r))
             finally:

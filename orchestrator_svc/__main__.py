@@ -32,8 +32,6 @@ async def reconcile_forever(core: Core, settings: Settings) -> None:
 
 
 async def main(settings: Settings) -> None:
-    state: dict = {}
-
     @asynccontextmanager
     async def lifespan():
         if settings.migrate:
@@ -41,14 +39,13 @@ async def main(settings: Settings) -> None:
         engine = db.make_engine(settings.database_url)
         hub = EventHub(settings.redis_url)
         await hub.start()
-        celery = make_celery(settings.broker_url, "satlas-orchestrator")
-        core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub, None)
-        core.dispatcher = Dispatcher(celery, settings.jobs_per_message, core.mark_queued)
+        core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub)
+        core.dispatcher = Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
+                                     settings.jobs_per_message, core.mark_queued)
         await core.dispatcher.start()
-        state["core"] = core
         reconciler = asyncio.create_task(reconcile_forever(core, settings))
         try:
-            yield
+            yield core
         finally:
             reconciler.cancel()
             await core.dispatcher.stop()
@@ -56,13 +53,12 @@ async def main(settings: Settings) -> None:
             core.pool.shutdown(wait=True)
             engine.dispose()
 
-    def register(srv):
-        core = state["core"]
+    def register(srv, core: Core):
         pb_grpc.add_OrchestratorServiceServicer_to_server(Orchestrator(core), srv)
         jc_grpc.add_JobControlServiceServicer_to_server(JobControl(core), srv)
         return ["satlas.v1.OrchestratorService", "satlas.v1.JobControlService"]
 
-    await server.serve("orchestrator", settings.address, register, lifespan, grace_s=settings.grace_s)
+    await server.serve("orchestrator", settings.address, lifespan, register, grace_s=settings.grace_s)
 
 
 if __name__ == "__main__":

@@ -52,12 +52,14 @@ class EventHub:
         self.channel = channel
         self.subscribers: set[Subscription] = set()
         self._listener: asyncio.Task | None = None
+        self._closed = False
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="event-listener")
 
     async def stop(self) -> None:
+        self._closed = True  # redis-py can turn a cancel into a connection error: don't reconnect
         if self._listener:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
@@ -79,7 +81,7 @@ class EventHub:
 
     async def _listen(self) -> None:
         delay = 0.2
-        while True:
+        while not self._closed:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
@@ -95,6 +97,8 @@ class EventHub:
                 raise
             except Exception as exc:
                 self.connected.clear()
+                if self._closed:
+                    return
                 log.warning("event channel lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

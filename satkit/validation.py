@@ -21,61 +21,50 @@ from satlas.v1 import validation_pb2
 Violation = tuple[str, str]  # (field path, description)
 
 
+_IN_PROGRESS: set[str] = set()  # guards recursive message types
+
+
 @lru_cache(maxsize=None)
 def _rules_of(descriptor: _d.Descriptor) -> tuple:
-    """(field, rules or None, has nested messages to check) for the fields worth visiting."""
-    out = []
-    for field in descriptor.fields:
-        rules = field.GetOptions().Extensions[validation_pb2.rules] if field.GetOptions().HasExtension(
-            validation_pb2.rules
-        ) else None
-        nested = field.message_type is not None and not field.message_type.GetOptions().map_entry
-        if rules is not None or (nested and _has_rules(field.message_type)):
-            out.append((field, rules, nested))
-    return tuple(out)
-
-
-@lru_cache(maxsize=None)
-def _has_rules(descriptor: _d.Descriptor, _seen: frozenset = frozenset()) -> bool:
-    if descriptor.full_name in _seen:
-        return False
-    seen = _seen | {descriptor.full_name}
-    for field in descriptor.fields:
-        if field.GetOptions().HasExtension(validation_pb2.rules):
-            return True
-        if field.message_type is not None and _has_rules(field.message_type, seen):
-            return True
-    return False
-
-
-def _is_repeated(field: _d.FieldDescriptor) -> bool:
-    return field.is_repeated
+    """(field, rules or None, descend into it, repeated, map) for the fields worth visiting."""
+    _IN_PROGRESS.add(descriptor.full_name)
+    try:
+        out = []
+        for field in descriptor.fields:
+            options = field.GetOptions()
+            rules = options.Extensions[validation_pb2.rules] if options.HasExtension(validation_pb2.rules) else None
+            is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+            nested = (field.message_type is not None and not is_map
+                      and field.message_type.full_name not in _IN_PROGRESS and bool(_rules_of(field.message_type)))
+            if rules is not None or nested:
+                out.append((field, rules, nested, field.is_repeated and not is_map, is_map))
+        return tuple(out)
+    finally:
+        _IN_PROGRESS.discard(descriptor.full_name)
 
 
 def violations(message: Message, prefix: str = "") -> list[Violation]:
     found: list[Violation] = []
-    for field, rules, nested in _rules_of(message.DESCRIPTOR):
+    for field, rules, nested, repeated, is_map in _rules_of(message.DESCRIPTOR):
         path = prefix + field.name
         value = getattr(message, field.name)
-        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
         if rules is not None:
-            found.extend(_check(field, rules, value, path, message, is_map))
-        if nested and not _is_repeated(field) and message.HasField(field.name):
-            found.extend(violations(value, path + "."))
-        elif nested and _is_repeated(field):
+            found.extend(_check(field, rules, value, path, message, repeated, is_map))
+        if nested and repeated:
             for i, item in enumerate(value):
                 found.extend(violations(item, f"{path}[{i}]."))
+        elif nested and message.HasField(field.name):
+            found.extend(violations(value, path + "."))
     return found
 
 
-def _check(field, rules, value, path: str, message: Message, is_map: bool) -> Iterable[Violation]:
-    repeated = _is_repeated(field) and not is_map
+def _check(field, rules, value, path: str, message: Message, repeated: bool, is_map: bool) -> Iterable[Violation]:
     if rules.required:
         if field.message_type is not None and not repeated and not is_map:
             if not message.HasField(field.name):
                 yield path, "is required"
         elif len(value) == 0:
-            yield path, "is required" if not repeated else "must not be empty"
+            yield path, "must not be empty" if repeated else "is required"
     if is_map and rules.max_pairs and len(value) > rules.max_pairs:
         yield path, f"must have at most {rules.max_pairs} entries (got {len(value)})"
     if repeated:
@@ -101,13 +90,18 @@ def _check(field, rules, value, path: str, message: Message, is_map: bool) -> It
                 yield (f"{path}[{i}]" if repeated else path), f"must be at most {rules.max_len} characters"
 
 
+def describe(found: list[Violation]) -> str:
+    """One line for a status message: the first few violations."""
+    return "; ".join(f"{f}: {d}" for f, d in found[:5]) + (" ..." if len(found) > 5 else "")
+
+
 def bad_request_status(found: list[Violation], message: str | None = None) -> status_pb2.Status:
     detail = error_details_pb2.BadRequest(
         field_violations=[error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in found]
     )
     status = status_pb2.Status(
         code=code_pb2.INVALID_ARGUMENT,
-        message=message or "; ".join(f"{f}: {d}" for f, d in found[:5]) + (" ..." if len(found) > 5 else ""),
+        message=message or describe(found),
     )
     status.details.add().Pack(detail)
     return status
@@ -118,19 +112,18 @@ async def abort_invalid(context: grpc.aio.ServicerContext, found: list[Violation
 
 
 class ValidationInterceptor(grpc.aio.ServerInterceptor):
-    """Checks every unary request (and, through ``validated``, stream items) against the rules."""
+    """Checks every unary request against the rules before the handler runs. Streamed requests
+    are checked item by item by their handler (a bad item must not end the stream)."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.unary_unary is None and handler.unary_stream is None:
+        if handler is None or handler.request_streaming:
             return handler
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary_unary(request, context):
-                found = violations(request)
-                if found:
-                    await abort_invalid(context, found)
+                await _reject_invalid(request, context)
                 return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -139,12 +132,16 @@ class ValidationInterceptor(grpc.aio.ServerInterceptor):
         inner_stream = handler.unary_stream
 
         async def unary_stream(request, context):
-            found = violations(request)
-            if found:
-                await abort_invalid(context, found)
+            await _reject_invalid(request, context)
             async for item in inner_stream(request, context):
                 yield item
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
         )
+
+
+async def _reject_invalid(request, context) -> None:
+    found = violations(request)
+    if found:
+        await abort_invalid(context, found)

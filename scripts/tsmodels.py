@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 MIN_LENGTH = 8
 MAX_LENGTH = 4096

@@ -68,8 +68,8 @@ def total_jobs(orchestrator) -> int:
 def test_200_series_of_mixed_lengths_through_both_models(clients):
     ingest, orchestrator, _ = clients
     lengths = [random.Random(i).randint(8, 600) for i in range(200)]
-    requests = (ipb.StreamSeriesRequest(series={"values": series(n, i)}, models=MODELS, sequence=i)
-                for i, n in enumerate(lengths))
+    requests = (ipb.StreamSeriesRequest(submission={"series": {"values": series(n, i)}, "models": MODELS},
+                                        sequence=i) for i, n in enumerate(lengths))
     responses = list(ingest.StreamSeries(requests, timeout=120))
     assert [r.sequence for r in responses] == list(range(200))
     assert all(len(r.job_ids) == 2 and not r.HasField("error") for r in responses)
@@ -130,8 +130,9 @@ def test_bad_input_is_rejected_with_field_violations_and_writes_nothing(clients,
         ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=models), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in _violations(info.value)
-    answers = list(ingest.StreamSeries(iter([ipb.StreamSeriesRequest(series={"values": values}, models=models,
-                                                                     sequence=7)]), timeout=10))
+    submission = ipb.SubmitSeriesRequest(series={"values": values}, models=models)
+    answers = list(ingest.StreamSeries(iter([ipb.StreamSeriesRequest(submission=submission, sequence=7)]),
+                                       timeout=10))
     assert answers[0].sequence == 7 and answers[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert field in [v.field for v in answers[0].error.field_violations] and not answers[0].job_ids
     assert total_jobs(orchestrator) == before

@@ -25,16 +25,12 @@ class SubmitSeriesResponse(_message.Message):
     def __init__(self, job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamSeriesRequest(_message.Message):
-    __slots__ = ("series", "models", "idempotency_key", "sequence")
-    SERIES_FIELD_NUMBER: _ClassVar[int]
-    MODELS_FIELD_NUMBER: _ClassVar[int]
-    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("submission", "sequence")
+    SUBMISSION_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
-    series: _timeseries_pb2.TimeSeries
-    models: _containers.RepeatedScalarFieldContainer[str]
-    idempotency_key: str
+    submission: SubmitSeriesRequest
     sequence: int
-    def __init__(self, series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    def __init__(self, submission: _Optional[_Union[SubmitSeriesRequest, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class StreamSeriesResponse(_message.Message):
     __slots__ = ("sequence", "job_ids", "error")

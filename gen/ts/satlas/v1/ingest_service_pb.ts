@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file satlas/v1/ingest_service.proto.
  */
 export const file_satlas_v1_ingest_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zYXRsYXMvdjEvaW5nZXN0X3NlcnZpY2UucHJvdG8SCXNhdGxhcy52MSKFAQoTU3VibWl0U2VyaWVzUmVxdWVzdBItCgZzZXJpZXMYASABKAsyFS5zYXRsYXMudjEuVGltZVNlcmllc0IGkoIZAggBEh0KBm1vZGVscxgCIAMoCUINkoIZCRABGBAgATCAARIgCg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCB5KCGQMwgAEiJwoUU3VibWl0U2VyaWVzUmVzcG9uc2USDwoHam9iX2lkcxgBIAMoCSKXAQoTU3RyZWFtU2VyaWVzUmVxdWVzdBItCgZzZXJpZXMYASABKAsyFS5zYXRsYXMudjEuVGltZVNlcmllc0IGkoIZAggBEh0KBm1vZGVscxgCIAMoCUINkoIZCRABGBAgATCAARIgCg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCB5KCGQMwgAESEAoIc2VxdWVuY2UYBCABKAQiYAoUU3RyZWFtU2VyaWVzUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSDwoHam9iX2lkcxgCIAMoCRIlCgVlcnJvchgDIAEoCzIWLnNhdGxhcy52MS5TdWJtaXRFcnJvciJhCgtTdWJtaXRFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSMwoQZmllbGRfdmlvbGF0aW9ucxgDIAMoCzIZLnNhdGxhcy52MS5GaWVsZFZpb2xhdGlvbiI0Cg5GaWVsZFZpb2xhdGlvbhINCgVmaWVsZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCTK1AQoNSW5nZXN0U2VydmljZRJPCgxTdWJtaXRTZXJpZXMSHi5zYXRsYXMudjEuU3VibWl0U2VyaWVzUmVxdWVzdBofLnNhdGxhcy52MS5TdWJtaXRTZXJpZXNSZXNwb25zZRJTCgxTdHJlYW1TZXJpZXMSHi5zYXRsYXMudjEuU3RyZWFtU2VyaWVzUmVxdWVzdBofLnNhdGxhcy52MS5TdHJlYW1TZXJpZXNSZXNwb25zZSgBMAFiBnByb3RvMw", [file_satlas_v1_timeseries, file_satlas_v1_validation]);
+  fileDesc("Ch5zYXRsYXMvdjEvaW5nZXN0X3NlcnZpY2UucHJvdG8SCXNhdGxhcy52MSKFAQoTU3VibWl0U2VyaWVzUmVxdWVzdBItCgZzZXJpZXMYASABKAsyFS5zYXRsYXMudjEuVGltZVNlcmllc0IGkoIZAggBEh0KBm1vZGVscxgCIAMoCUINkoIZCRABGBAgATCAARIgCg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCB5KCGQMwgAEiJwoUU3VibWl0U2VyaWVzUmVzcG9uc2USDwoHam9iX2lkcxgBIAMoCSJjChNTdHJlYW1TZXJpZXNSZXF1ZXN0EjoKCnN1Ym1pc3Npb24YASABKAsyHi5zYXRsYXMudjEuU3VibWl0U2VyaWVzUmVxdWVzdEIGkoIZAggBEhAKCHNlcXVlbmNlGAIgASgEImAKFFN0cmVhbVNlcmllc1Jlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEg8KB2pvYl9pZHMYAiADKAkSJQoFZXJyb3IYAyABKAsyFi5zYXRsYXMudjEuU3VibWl0RXJyb3IiYQoLU3VibWl0RXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEjMKEGZpZWxkX3Zpb2xhdGlvbnMYAyADKAsyGS5zYXRsYXMudjEuRmllbGRWaW9sYXRpb24iNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkytQEKDUluZ2VzdFNlcnZpY2USTwoMU3VibWl0U2VyaWVzEh4uc2F0bGFzLnYxLlN1Ym1pdFNlcmllc1JlcXVlc3QaHy5zYXRsYXMudjEuU3VibWl0U2VyaWVzUmVzcG9uc2USUwoMU3RyZWFtU2VyaWVzEh4uc2F0bGFzLnYxLlN0cmVhbVNlcmllc1JlcXVlc3QaHy5zYXRsYXMudjEuU3RyZWFtU2VyaWVzUmVzcG9uc2UoATABYgZwcm90bzM", [file_satlas_v1_timeseries, file_satlas_v1_validation]);
 
 /**
  * @generated from message satlas.v1.SubmitSeriesRequest
@@ -71,24 +71,17 @@ export const SubmitSeriesResponseSchema: GenMessage<SubmitSeriesResponse> = /*@_
  */
 export type StreamSeriesRequest = Message<"satlas.v1.StreamSeriesRequest"> & {
   /**
-   * @generated from field: satlas.v1.TimeSeries series = 1;
+   * The same request SubmitSeries takes; its field violations are reported relative to it
+   * (such as "series.values[3]").
+   *
+   * @generated from field: satlas.v1.SubmitSeriesRequest submission = 1;
    */
-  series?: TimeSeries | undefined;
-
-  /**
-   * @generated from field: repeated string models = 2;
-   */
-  models: string[];
-
-  /**
-   * @generated from field: string idempotency_key = 3;
-   */
-  idempotencyKey: string;
+  submission?: SubmitSeriesRequest | undefined;
 
   /**
    * Echoed in the response, so a producer can match them up; optional.
    *
-   * @generated from field: uint64 sequence = 4;
+   * @generated from field: uint64 sequence = 2;
    */
   sequence: bigint;
 };

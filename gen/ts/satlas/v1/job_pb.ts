@@ -211,7 +211,7 @@ export type JobResult = Message<"satlas.v1.JobResult"> & {
   modelVersion: string;
 
   /**
-   * Every output tensor by name, flattened, including those without a role.
+   * Output tensors that have no role above, by name, flattened (a new model's extras).
    *
    * @generated from field: map<string, satlas.v1.Values> outputs = 6;
    */
