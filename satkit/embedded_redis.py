@@ -51,10 +51,7 @@ class EmbeddedRedis:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)
-        with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, cwd=self.data_dir, start_new_session=True,
-                                            preexec_fn=supervise.child_setup)
+        self.process = supervise.spawn(self.command(), self.log_file, cwd=self.data_dir)
         try:
             self.wait_ready()
         except BaseException:

@@ -319,15 +319,12 @@ class Stack:
             raise StackError(f"{name}: {exc}") from None
 
     def _spawn(self, name: str, extra_env: Mapping[str, str] | None = None, fresh_log: bool = False) -> None:
-        with open(self.log_file(name), "wb" if fresh_log else "ab") as log:
-            if not fresh_log:
+        if not fresh_log:
+            with open(self.log_file(name), "ab") as log:
                 log.write(f"--- {name} restarted by the stack at {time.strftime('%H:%M:%S')} ---\n".encode())
-                log.flush()
-            # Own process group, so a stop reaches what the child forked (the worker's pool).
-            self._services[name] = subprocess.Popen(
-                service_command(name, self.settings), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=ROOT, env=self.child_env(extra_env), start_new_session=True,
-                preexec_fn=supervise.child_setup)
+        self._services[name] = supervise.spawn(service_command(name, self.settings), self.log_file(name),
+                                               mode="wb" if fresh_log else "ab", cwd=ROOT,
+                                               env=self.child_env(extra_env))
 
     def wait_healthy(self, names: Iterable[str], timeout: float | None = None,
                      watch: Mapping[str, subprocess.Popen] | None = None) -> None:

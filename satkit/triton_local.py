@@ -151,12 +151,7 @@ class LocalTriton:
         if not self.models:
             raise TritonError(f"no ONNX models under {s.model_repository}")
         env = {**os.environ, "PYTHONPATH": stub_pythonpath(), "OMP_NUM_THREADS": str(s.intra_op_threads)}
-        log = open(s.log_file, "ab")
-        # Own process group: stopping the group also reaches the backend stubs.
-        self.process = subprocess.Popen(self.command(repository, backends), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                        preexec_fn=supervise.child_setup)
-        log.close()
+        self.process = supervise.spawn(self.command(repository, backends), s.log_file, env=env)
         try:
             self.wait_ready()
         except BaseException:
