@@ -222,17 +222,19 @@ class JobStore:
             ).all()
             if not rows:
                 return [], []
-            ids = [r.job_id for r in rows]
-            session.execute(
+            # A job may finish between the SELECT and this UPDATE: only the rows it changed go
+            # out again, or that job's terminal state would be published a second time.
+            changed = set(session.scalars(
                 update(R)
-                .where(R.job_id.in_(ids), R.status.in_(db.ACTIVE))
+                .where(R.job_id.in_([r.job_id for r in rows]), R.status.in_(db.ACTIVE))
                 .values(status=db.QUEUED, queued_at=t, updated_at=t, dispatches=R.dispatches + 1, version=R.version + 1)
-            )
+                .returning(R.job_id)
+            ).all())
             dispatches = [
                 Dispatch(r.job_id, r.model_name, list(timeseries_pb2.TimeSeries.FromString(r.series).values))
-                for r in rows
+                for r in rows if r.job_id in changed
             ]
-            return dispatches, self._snapshots(session, ids)
+            return dispatches, self._snapshots(session, [d.job_id for d in dispatches])
 
     # --- reads --------------------------------------------------------------------------
 

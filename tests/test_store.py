@@ -106,6 +106,28 @@ def test_stuck_jobs_are_dispatched_again(store):
     assert store.redispatch_stuck(older_than_s=60) == ([], [])
 
 
+def test_a_job_finishing_during_redispatch_is_not_sent_or_announced_again(store):
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's one writer cannot interleave two transactions")
+    (ids,), _, _ = store.create_jobs([submission()])
+    store.start_jobs(ids, "w1")
+    finished = []
+
+    def finish_first(conn, cursor, statement, *_):  # after redispatch's SELECT, before its UPDATE
+        if statement.startswith("UPDATE inference_results SET status") and not finished:
+            finished.append(None)  # report_results' own UPDATE passes through here too
+            finished[0] = store.report_results([jc.JobOutcome(job_id=ids[0], result=job_pb2.JobResult())])
+
+    sa.event.listen(store.engine, "before_cursor_execute", finish_first)
+    try:
+        dispatches, snaps = store.redispatch_stuck(older_than_s=-1)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", finish_first)
+    assert finished[0][0] == 1  # the result landed in between
+    assert [d.job_id for d in dispatches] == [s.job_id for s in snaps] == ids[1:]
+    assert store.get(ids[0]).state == js.JOB_STATE_SUCCEEDED
+
+
 def test_list_pages_newest_first_with_filters(store):
     for _ in range(5):
         store.create_jobs([submission()])
