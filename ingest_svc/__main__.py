@@ -16,7 +16,7 @@ from ingest_svc.service import Ingest
 from ingest_svc.settings import Settings
 from satkit import logs, server
 
-CREATE_TIMEOUT_S = 30.0
+CREATE_TIMEOUT_S = 30.0  # the longest a CreateJobs call may take when the caller set no deadline
 
 
 async def main(settings: Settings) -> None:
@@ -26,11 +26,12 @@ async def main(settings: Settings) -> None:
         analysis = grpc.aio.insecure_channel(settings.analysis_addr, options=server.channel_options())
         control = jc_grpc.JobControlServiceStub(orchestrator)
 
-        async def create_jobs(request):
-            return await control.CreateJobs(request, timeout=CREATE_TIMEOUT_S, wait_for_ready=True)
+        async def create_jobs(request, timeout: float):
+            return await control.CreateJobs(request, timeout=timeout, wait_for_ready=True)
 
         batcher = Batcher(create_jobs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_s,
-                          max_in_flight=settings.max_in_flight, max_pending=settings.max_pending)
+                          max_in_flight=settings.max_in_flight, max_pending=settings.max_pending,
+                          max_timeout_s=CREATE_TIMEOUT_S)
         await batcher.start()
         try:
             yield Ingest(batcher, ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s))

@@ -1,6 +1,10 @@
 """Gathers concurrent submissions into one CreateJobs call (one transaction, one round trip):
 a submission waits at most ``max_wait_s`` for company, and while calls are in flight the
-next batch fills up by itself."""
+next batch fills up by itself.
+
+Deadlines travel on: the call gets the latest deadline of the submissions in it (capped), and a
+submission whose caller has gone (deadline passed, call cancelled) is left out of the batch.
+"""
 
 from __future__ import annotations
 
@@ -17,22 +21,26 @@ class Overloaded(Exception):
 
 
 class Batcher:
-    def __init__(self, create_jobs, *, max_batch: int, max_wait_s: float, max_in_flight: int, max_pending: int):
-        self.create_jobs = create_jobs  # async (CreateJobsRequest) -> CreateJobsResponse
+    def __init__(self, create_jobs, *, max_batch: int, max_wait_s: float, max_in_flight: int, max_pending: int,
+                 max_timeout_s: float = 30.0):
+        self.create_jobs = create_jobs  # async (CreateJobsRequest, timeout) -> CreateJobsResponse
+        self.max_timeout_s = max_timeout_s
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_pending = max_pending
-        self.queue: asyncio.Queue[tuple[jc.Submission, asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[jc.Submission, asyncio.Future, float]] = asyncio.Queue()
         self.slots = asyncio.Semaphore(max_in_flight)
         self._task: asyncio.Task | None = None
         self._calls: set[asyncio.Task] = set()
 
-    def submit(self, submission: jc.Submission) -> asyncio.Future:
-        """A future of the submission's job ids."""
+    def submit(self, submission: jc.Submission, time_remaining: float | None = None) -> asyncio.Future:
+        """A future of the submission's job ids; ``time_remaining`` is the caller's deadline."""
         if self.queue.qsize() >= self.max_pending:
             raise Overloaded(f"{self.queue.qsize()} submissions waiting")
-        future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((submission, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        budget = self.max_timeout_s if time_remaining is None else min(time_remaining, self.max_timeout_s)
+        self.queue.put_nowait((submission, future, loop.time() + budget))
         return future
 
     async def start(self) -> None:
@@ -66,13 +74,18 @@ class Batcher:
             call.add_done_callback(self._calls.discard)
 
     async def _send(self, batch) -> None:
+        loop = asyncio.get_running_loop()
+        batch = [b for b in batch if not b[1].done() and b[2] > loop.time()]  # callers still waiting
         try:
-            response = await self.create_jobs(jc.CreateJobsRequest(submissions=[s for s, _ in batch]))
-            for (_, future), created in zip(batch, response.created):
+            if not batch:
+                return
+            timeout = max(d for _, _, d in batch) - loop.time()
+            response = await self.create_jobs(jc.CreateJobsRequest(submissions=[s for s, _, _ in batch]), timeout)
+            for (_, future, _), created in zip(batch, response.created):
                 if not future.done():
                     future.set_result(list(created.job_ids))
         except Exception as exc:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
         finally:

@@ -30,7 +30,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
         self.batcher = batcher
         self.models = models
 
-    async def _admit(self, request: pb.SubmitSeriesRequest) -> asyncio.Future:
+    async def _admit(self, request: pb.SubmitSeriesRequest, time_remaining: float | None) -> asyncio.Future:
         """Check a valid request against the served models and queue it; raises Rejected."""
         try:
             served = await self.models.get(request.models)
@@ -51,13 +51,13 @@ class Ingest(pb_grpc.IngestServiceServicer):
         submission = jc.Submission(series=request.series, models=request.models,
                                    idempotency_key=request.idempotency_key)
         try:
-            return self.batcher.submit(submission)
+            return self.batcher.submit(submission, time_remaining)
         except Overloaded as exc:
             raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f"ingest is overloaded ({exc}); retry later") from exc
 
     async def SubmitSeries(self, request, context):
         try:
-            future = await self._admit(request)
+            future = await self._admit(request, context.time_remaining())
             job_ids = await future
         except Rejected as r:
             if r.violations:
@@ -84,7 +84,8 @@ class Ingest(pb_grpc.IngestServiceServicer):
                     try:
                         if found:
                             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
-                        await answers.put((request.sequence, await self._admit(request.submission)))
+                        admitted = await self._admit(request.submission, context.time_remaining())
+                        await answers.put((request.sequence, admitted))
                     except Rejected as r:
                         await answers.put((request.sequence, r))
             finally:

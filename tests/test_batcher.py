@@ -1,0 +1,84 @@
+"""ingest_svc.batcher on its own, with a recording CreateJobs in place of the orchestrator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from satlas.v1 import job_control_service_pb2 as jc
+
+from ingest_svc.batcher import Batcher, Overloaded
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.0):
+        self.calls: list[tuple[list[str], float]] = []
+        self.delay = delay
+
+    async def __call__(self, request: jc.CreateJobsRequest, timeout: float) -> jc.CreateJobsResponse:
+        keys = [s.idempotency_key for s in request.submissions]
+        self.calls.append((keys, timeout))
+        await asyncio.sleep(self.delay)
+        return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=[f"id-{k}"]) for k in keys])
+
+
+def sub(key: str) -> jc.Submission:
+    return jc.Submission(series={"values": [1.0, 2.0]}, models=["m"], idempotency_key=key)
+
+
+async def started(recorder, **kw) -> Batcher:
+    options = dict(max_batch=4, max_wait_s=0.01, max_in_flight=2, max_pending=100, max_timeout_s=30.0) | kw
+    batcher = Batcher(recorder, **options)
+    await batcher.start()
+    return batcher
+
+
+async def test_concurrent_submissions_share_one_call_and_get_their_own_ids():
+    recorder = Recorder()
+    batcher = await started(recorder)
+    futures = [batcher.submit(sub(str(i))) for i in range(6)]
+    assert [await f for f in futures] == [[f"id-{i}"] for i in range(6)]
+    assert [keys for keys, _ in recorder.calls] == [["0", "1", "2", "3"], ["4", "5"]]  # max_batch 4
+    await batcher.stop()
+
+
+async def test_the_call_gets_the_latest_deadline_of_its_submissions_capped():
+    recorder = Recorder()
+    batcher = await started(recorder, max_timeout_s=5.0)
+    await asyncio.gather(batcher.submit(sub("a"), 0.5), batcher.submit(sub("b"), 2.0))
+    await asyncio.gather(batcher.submit(sub("c"), None), batcher.submit(sub("d"), 60.0))
+    (_, first), (_, second) = recorder.calls
+    assert 1.9 < first <= 2.0 and 4.9 < second <= 5.0
+    await batcher.stop()
+
+
+async def test_a_caller_that_left_or_ran_out_of_time_is_not_sent():
+    recorder = Recorder()
+    batcher = await started(recorder, max_wait_s=0.05)
+    gone = batcher.submit(sub("cancelled"))
+    gone.cancel()  # what grpc does to the handler awaiting it when the client goes away
+    expired = batcher.submit(sub("expired"), 0.0)
+    assert await batcher.submit(sub("kept"), 5.0) == ["id-kept"]
+    assert [keys for keys, _ in recorder.calls] == [["kept"]]
+    assert not expired.done()  # its caller's deadline has passed; nobody waits for it
+    await batcher.stop()
+
+
+async def test_errors_reach_every_submission_of_the_call():
+    async def broken(request, timeout):
+        raise ConnectionError("orchestrator down")
+
+    batcher = await started(broken)
+    futures = [batcher.submit(sub(str(i))) for i in range(3)]
+    for f in futures:
+        with pytest.raises(ConnectionError):
+            await f
+    await batcher.stop()
+
+
+async def test_a_full_backlog_is_refused():
+    batcher = Batcher(Recorder(), max_batch=4, max_wait_s=0.01, max_in_flight=1, max_pending=2)  # not started
+    batcher.submit(sub("1"))
+    batcher.submit(sub("2"))
+    with pytest.raises(Overloaded):
+        batcher.submit(sub("3"))
