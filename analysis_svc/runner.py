@@ -21,6 +21,21 @@ from satkit.server import channel_options
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 30.0  # waits out an orchestrator restart (wait_for_ready)
+RPC_ATTEMPTS = 4
+# A call cut by an orchestrator restart fails UNAVAILABLE even with wait_for_ready. Both calls
+# are safe to repeat: StartJobs re-claims the same active jobs, ReportResults applies once per job.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def call_orchestrator(method, request):
+    for attempt in range(RPC_ATTEMPTS):
+        try:
+            return method(request, timeout=RPC_TIMEOUT_S, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRYABLE or attempt == RPC_ATTEMPTS - 1:
+                raise
+            log.warning("orchestrator %s; trying again", exc.code().name)
+            time.sleep(0.5 * 2**attempt)
 
 
 class Runner:
@@ -36,9 +51,8 @@ class Runner:
         """Returns the jobs whose Triton calls stayed unavailable after every retry (the
         caller re-queues them); all others are reported."""
         if claim:
-            started = self.control.StartJobs(
-                jc.StartJobsRequest(job_ids=[j["job_id"] for j in jobs], worker=self.worker),
-                timeout=RPC_TIMEOUT_S, wait_for_ready=True,
+            started = call_orchestrator(
+                self.control.StartJobs, jc.StartJobsRequest(job_ids=[j["job_id"] for j in jobs], worker=self.worker)
             )
             keep = set(started.job_ids)
             jobs = [j for j in jobs if j["job_id"] in keep]
@@ -89,9 +103,7 @@ class Runner:
 
     def report(self, outcomes: list[jc.JobOutcome]) -> None:
         if outcomes:
-            self.control.ReportResults(
-                jc.ReportResultsRequest(outcomes=outcomes), timeout=RPC_TIMEOUT_S, wait_for_ready=True
-            )
+            call_orchestrator(self.control.ReportResults, jc.ReportResultsRequest(outcomes=outcomes))
 
     def fail(self, jobs: list[dict], reason: str) -> None:
         self.report([jc.JobOutcome(job_id=j["job_id"], error=reason) for j in jobs])

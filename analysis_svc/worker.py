@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
+import grpc
 from celery import signals
 
 from analysis_svc.runner import Runner
@@ -21,6 +22,7 @@ settings = Settings.from_env()
 app = make_celery(settings.broker_url, "satlas-analysis")
 MAX_REQUEUES = int(os.environ.get("ANALYSIS_MAX_REQUEUES", 6))  # rounds while Triton stays down
 REQUEUE_DELAY_S = 5.0
+MAX_ORCHESTRATOR_RETRIES = 12  # a minute of an unreachable orchestrator; then the reconciler's turn
 _runner: tuple[int, Runner] | None = None
 
 
@@ -39,7 +41,13 @@ def runner() -> Runner:
 @app.task(name=TASK_NAME, bind=True, max_retries=None)
 def run_jobs(self, jobs: list[dict], requeues: int = 0) -> int:
     r = runner()
-    unavailable = r.run(jobs, claim=requeues == 0)
+    try:
+        unavailable = r.run(jobs, claim=requeues == 0)
+    except grpc.RpcError as exc:  # the orchestrator stayed away; Runner already retried a while
+        if self.request.retries >= MAX_ORCHESTRATOR_RETRIES:
+            raise
+        log.warning("orchestrator unreachable (%s); task again in %.0fs", exc.code().name, REQUEUE_DELAY_S)
+        raise self.retry(args=[jobs, requeues], countdown=REQUEUE_DELAY_S)
     if unavailable:
         if requeues >= MAX_REQUEUES:
             r.fail(unavailable, f"Triton stayed unavailable through {requeues + 1} rounds of retries")

@@ -137,6 +137,9 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
         models = set(request.model_names)
         states = set(request.states)
         with self.core.hub.subscribe() as sub:
+            # Headers now tell the client it is subscribed, before any event: a client can wait
+            # for them before submitting, and a browser sees an idle stream as open.
+            await context.send_initial_metadata(())
             while True:
                 batch = await sub.get()
                 for j in batch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import subprocess
-import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -20,10 +20,10 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
+from mesh_helpers import MODELS, series, total_jobs, wait_terminal
 from satkit.stack import Stack, StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["vae_timeseries", "transformer_timeseries"]
 
 
 @pytest.fixture(scope="module")
@@ -40,29 +40,6 @@ def clients(mesh):
            apb_grpc.AnalysisServiceStub(channels[2]))
     for c in channels:
         c.close()
-
-
-def series(n: int, seed: int = 0) -> list[float]:
-    rng = random.Random(seed)
-    return [10 + (i % 12) + rng.random() for i in range(n)]
-
-
-def wait_terminal(orchestrator, job_ids, timeout=180.0):
-    deadline, jobs = time.monotonic() + timeout, {}
-    pending = set(job_ids)
-    while pending and time.monotonic() < deadline:
-        for job_id in list(pending):
-            job = orchestrator.GetJob(opb.GetJobRequest(job_id=job_id), timeout=10).job
-            if job.state in (js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED):
-                jobs[job_id] = job
-                pending.discard(job_id)
-        time.sleep(0.2)
-    assert not pending, f"{len(pending)} jobs never finished"
-    return jobs
-
-
-def total_jobs(orchestrator) -> int:
-    return orchestrator.GetStats(opb.GetStatsRequest(), timeout=10).totals.total
 
 
 def test_200_series_of_mixed_lengths_through_both_models(clients):
@@ -180,3 +157,8 @@ def test_every_service_lists_and_answers_through_reflection(mesh):
     stats = subprocess.run([grpcurl, "-plaintext", "-d", '{"window": "30s"}', mesh.orchestrator,
                             "satlas.v1.OrchestratorService/GetStats"], capture_output=True, text=True, timeout=30)
     assert '"totals"' in stats.stdout, stats.stderr
+
+
+def test_flower_runs_with_the_stack_and_sees_the_worker(mesh):
+    with urllib.request.urlopen(mesh.flower_url + "/workers", timeout=10) as page:
+        assert "worker1@" in page.read().decode()

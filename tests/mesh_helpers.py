@@ -1,0 +1,115 @@
+"""What the tests against a running stack share: series, submitting, waiting, watching, the table."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+
+import grpc
+import sqlalchemy as sa
+from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import job_state_pb2 as js
+from satlas.v1 import orchestrator_service_pb2 as opb
+from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+
+MODELS = ["vae_timeseries", "transformer_timeseries"]
+TERMINAL = (js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED)
+
+
+def series(n: int, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    return [10 + (i % 12) + rng.random() for i in range(n)]
+
+
+def stream_submit(ingest, lengths: list[int], models=MODELS, timeout: float = 120) -> list[str]:
+    """Submit one series per length over StreamSeries; returns every job id."""
+    requests = (ipb.StreamSeriesRequest(submission={"series": {"values": series(n, i)}, "models": models},
+                                        sequence=i) for i, n in enumerate(lengths))
+    responses = list(ingest.StreamSeries(requests, timeout=timeout))
+    assert all(not r.HasField("error") for r in responses), [r.error for r in responses if r.HasField("error")]
+    return [i for r in responses for i in r.job_ids]
+
+
+def wait_terminal(orchestrator, job_ids, timeout=180.0):
+    deadline, jobs = time.monotonic() + timeout, {}
+    pending = set(job_ids)
+    while pending and time.monotonic() < deadline:
+        for job_id in list(pending):
+            try:
+                job = orchestrator.GetJob(opb.GetJobRequest(job_id=job_id), timeout=10, wait_for_ready=True).job
+            except grpc.RpcError:  # an orchestrator being restarted
+                break
+            if job.state in TERMINAL:
+                jobs[job_id] = job
+                pending.discard(job_id)
+        time.sleep(0.2)
+    assert not pending, f"{len(pending)} jobs never finished"
+    return jobs
+
+
+def total_jobs(orchestrator) -> int:
+    return orchestrator.GetStats(opb.GetStatsRequest(), timeout=10).totals.total
+
+
+class EventLog:
+    """Every WatchJobs event from a background thread, re-subscribing when the stream breaks."""
+
+    def __init__(self, address: str):
+        self.channel = grpc.insecure_channel(address)
+        self.stub = opb_grpc.OrchestratorServiceStub(self.channel)
+        self.events: list[tuple[str, int, int]] = []  # (job_id, state, version)
+        self.subscribed = threading.Event()
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._call = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "EventLog":
+        self._thread.start()
+        assert self.subscribed.wait(30), "WatchJobs never answered"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._call is not None:
+            self._call.cancel()
+        self._thread.join(10)
+        self.channel.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._call = self.stub.WatchJobs(opb.WatchJobsRequest(), wait_for_ready=True)
+            try:
+                # The stream's headers arrive once the server has subscribed.
+                self._call.initial_metadata()
+                self.subscribed.set()
+                for event in self._call:
+                    self.events.append((event.job.job_id, event.job.state, event.job.version))
+            except grpc.RpcError:
+                if self._stop.is_set():
+                    return
+                self.reconnects += 1
+                time.sleep(0.2)
+
+    def terminal_counts(self, job_ids) -> Counter:
+        ids = set(job_ids)
+        return Counter(j for j, state, _ in self.events if j in ids and state in TERMINAL)
+
+    def states_of(self, job_ids) -> set[int]:
+        ids = set(job_ids)
+        return {state for j, state, _ in self.events if j in ids}
+
+
+def table_rows(database_url: str, job_ids) -> list[sa.Row]:
+    """The jobs' rows of inference_results, straight from the database."""
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(
+                sa.text("SELECT job_id, status, attempts, dispatches, version FROM inference_results "
+                        "WHERE job_id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
+                {"ids": list(job_ids)}))
+    finally:
+        engine.dispose()

@@ -1,0 +1,92 @@
+"""The mesh with RabbitMQ as the Celery broker (the machine's server; CI has one too).
+Redis still carries the job events; only the queue moves."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+
+import grpc
+import pytest
+from kombu import Connection
+from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
+from satlas.v1 import job_state_pb2 as js
+from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+
+from mesh_helpers import stream_submit, table_rows, wait_terminal
+from satkit.queue import QUEUE
+from satkit.stack import Stack, StackSettings
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    with Connection(RABBITMQ_URL, connect_timeout=5) as conn:  # a run that died may have left messages
+        if queue_exists(conn):
+            conn.default_channel.queue_purge(QUEUE)
+    # The reconciler is slowed down so that only RabbitMQ can bring back a dead worker's messages.
+    settings = StackSettings.isolated(tmp_path_factory.mktemp("rabbit"), broker_url=RABBITMQ_URL,
+                                      env={"ORCHESTRATOR_STUCK_S": "600"})
+    with Stack(settings) as stack:
+        yield stack
+
+
+def queue_exists(conn) -> bool:
+    try:
+        conn.channel().queue_declare(QUEUE, passive=True)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture()
+def clients(mesh):
+    ingest, orchestrator = grpc.insecure_channel(mesh.ingest), grpc.insecure_channel(mesh.orchestrator)
+    yield ipb_grpc.IngestServiceStub(ingest), opb_grpc.OrchestratorServiceStub(orchestrator)
+    ingest.close()
+    orchestrator.close()
+
+
+def test_jobs_flow_through_rabbitmq(mesh, clients):
+    assert mesh.broker_url.startswith("amqp://") and mesh.redis_url.startswith("redis://")
+    ingest, orchestrator = clients
+    job_ids = stream_submit(ingest, [16 + 5 * i for i in range(40)])
+    jobs = wait_terminal(orchestrator, job_ids, timeout=120)
+    assert {j.state for j in jobs.values()} == {js.JOB_STATE_SUCCEEDED}
+    assert "amqp" in mesh.log_tail("worker", 200).lower()  # the worker really consumed from RabbitMQ
+
+
+def test_flower_shows_the_worker_and_its_tasks(mesh, clients):
+    ingest, orchestrator = clients
+    wait_terminal(orchestrator, stream_submit(ingest, [32] * 4))
+    with urllib.request.urlopen(mesh.flower_url + "/workers", timeout=10) as page:
+        assert "worker1@" in page.read().decode()
+    deadline = time.monotonic() + 20
+    while True:  # task events reach Flower asynchronously
+        url = (mesh.flower_url + "/tasks/datatable?draw=1&start=0&length=50&order%5B0%5D%5Bcolumn%5D=0"
+               "&columns%5B0%5D%5Bdata%5D=started&order%5B0%5D%5Bdir%5D=desc")
+        with urllib.request.urlopen(url, timeout=10) as page:
+            tasks = json.load(page)["data"]
+        if any(t.get("name") == "satlas.run_jobs" and t.get("state") == "SUCCESS" for t in tasks):
+            break
+        assert time.monotonic() < deadline, tasks[:3]
+        time.sleep(0.5)
+
+
+def test_rabbitmq_redelivers_a_killed_workers_messages_at_once(mesh, clients):
+    ingest, orchestrator = clients
+    job_ids = stream_submit(ingest, [2000] * 50)
+    deadline = time.monotonic() + 60
+    while not any(r.status == "running" for r in table_rows(mesh.database_url, job_ids)):
+        assert time.monotonic() < deadline, "no job started"
+        time.sleep(0.01)
+    mesh.kill("worker", signal.SIGKILL)
+    mesh.restart("worker")
+    jobs = wait_terminal(orchestrator, job_ids, timeout=120)  # long before the 600 s reconciler
+    assert {j.state for j in jobs.values()} == {js.JOB_STATE_SUCCEEDED}
+    rows = table_rows(mesh.database_url, job_ids)
+    assert len(rows) == 100 and all(r.dispatches == 1 for r in rows)  # RabbitMQ's redelivery, not ours
+    assert any(r.attempts == 2 for r in rows)  # some were started by the killed worker, then again
