@@ -30,8 +30,9 @@ system-deps:
 up: setup
 	$(PY) -m satkit.stack
 
-# `make up`, fed by the simulator. (Until the simulator issue lands: the stack alone.)
-run: up
+# `make up`, fed by the data simulator (its flags: SIMULATOR_ARGS="--interval 0.2 --max-batch 10").
+run: setup
+	$(PY) -m satkit.stack --simulator
 
 triton: setup
 	$(PY) -m satkit.triton_local

@@ -6,6 +6,7 @@ waits until each answers its health check, prints the addresses, and stops every
 Ctrl-C/SIGTERM or as soon as any of them exits. ``Stack`` is the same as a context manager.
 
 Environment (default in brackets):
+  SATLAS_RUN_DIR       logs, the embedded servers' files, the default database [.run]
   DATABASE_URL         [sqlite:///.run/satlas.db]
   REDIS_URL            [an embedded Valkey on a free port]
   BROKER_URL           [REDIS_URL]
@@ -15,13 +16,16 @@ Environment (default in brackets):
   WORKER_CONCURRENCY   [2]                   LOG_FORMAT         [text]
   STACK_STARTUP_TIMEOUT seconds for the services to turn healthy [120]
   STACK_STOP_TIMEOUT   seconds for a graceful stop before SIGKILL [10]
-Port 0 in any address means a free port. Logs go to .run/logs/<name>.log.
+  SIMULATOR_ARGS       the simulator's flags with --simulator (make run) [--interval 1 --random-interval --follow]
+Port 0 in any address means a free port. Logs go to .run/logs/<name>.log; the simulator prints
+to the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -42,6 +46,7 @@ NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 GRPC_SERVICES = ("orchestrator", "analysis", "ingest")
 QUEUE = "satlas.jobs"  # satkit.queue.QUEUE, not imported: that pulls Celery into `make up`'s parent
 WORKER_HOSTNAME = "worker1@%h"
+SIMULATOR_ARGS = "--interval 1 --random-interval --follow"
 FLOWER_HOST = "127.0.0.1"
 
 
@@ -91,12 +96,17 @@ class StackSettings:
         """``triton`` always comes from ``os.environ`` (``TritonSettings.from_env``)."""
         e = os.environ if environ is None else environ
         d = cls()
+        run_dir = Path(e.get("SATLAS_RUN_DIR", d.run_dir))
+        triton = TritonSettings.from_env()
+        if "TRITON_WORK_DIR" not in e:
+            triton = replace(triton, work_dir=run_dir / "triton")
         return cls(
+            run_dir=run_dir,
             database_url=e.get("DATABASE_URL", ""),
             redis_url=e.get("REDIS_URL", ""),
             broker_url=e.get("BROKER_URL", ""),
             triton_url=e.get("TRITON_URL", ""),
-            triton=TritonSettings.from_env(),
+            triton=triton,
             ingest_addr=e.get("INGEST_ADDR", d.ingest_addr),
             orchestrator_addr=e.get("ORCHESTRATOR_ADDR", d.orchestrator_addr),
             analysis_addr=e.get("ANALYSIS_ADDR", d.analysis_addr),
@@ -362,12 +372,12 @@ class Stack:
             return lambda: http_answers(self.flower_url)
         return WorkerPing(self.broker_url, WORKER_HOSTNAME)
 
-    def wait(self) -> str | None:
-        """Block until a stop signal (→ None) or until a process exits (→ its name).
+    def wait(self, extra: Mapping[str, subprocess.Popen] | None = None) -> str | None:
+        """Block until a stop signal (→ None) or until a process (or one of ``extra``) exits (→ its name).
 
         Needs ``supervise.block_signals()`` before anything started, as ``main`` does.
         """
-        procs = self.processes
+        procs = self.processes | dict(extra or {})
         supervise.wait(procs.values())
         return next((n for n, p in procs.items() if p.poll() is not None), None)
 
@@ -503,6 +513,23 @@ def http_answers(url: str) -> bool:
         return False
 
 
+def simulator_command(s: StackSettings, args: str, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "satkit.simulator", "--url", connect_addr(s.ingest_addr),
+            "--orchestrator", connect_addr(s.orchestrator_addr), *shlex.split(args)]
+
+
+def stop_simulator(p: subprocess.Popen | None, timeout: float = 15.0) -> None:
+    """SIGTERM first: it finishes with its summary."""
+    if p is None or p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _signal(p.pid, signal.SIGKILL, group=True)
+        p.wait()
+
+
 def _signal(pid: int, sig: int, group: bool = False) -> None:
     try:
         os.killpg(pid, sig) if group else os.kill(pid, sig)
@@ -514,16 +541,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=lambda v: tuple(n.strip() for n in v.split(",") if n.strip()), default=(),
                         help=f"start just these, comma-separated (debugging): {','.join(NAMES)}")
+    parser.add_argument("--simulator", action="store_true",
+                        help="once all is up, feed it with the data simulator (flags: SIMULATOR_ARGS)")
     args = parser.parse_args(argv)
     supervise.block_signals()  # before any thread: only `wait` takes SIGINT/SIGTERM/SIGCHLD
     try:
         stack = Stack(replace(StackSettings.from_env(), only=args.only), echo=lambda line: print(line, flush=True))
     except ValueError as exc:  # a bad address or --only name
         parser.error(str(exc))
+    simulator = None
     try:
         stack.start()
         print(stack.summary(), flush=True)
-        name = stack.wait()
+        if args.simulator:
+            command = simulator_command(stack.settings, os.environ.get("SIMULATOR_ARGS", SIMULATOR_ARGS))
+            print(f"feeding it: {shlex.join(command[1:])}", flush=True)
+            simulator = supervise.spawn(command, cwd=ROOT, env=stack.child_env())
+        while True:
+            name = stack.wait({"simulator": simulator} if simulator else None)
+            if name != "simulator":
+                break
+            print(f"the simulator exited with code {simulator.returncode}; the stack stays up "
+                  "(Ctrl-C stops it)", flush=True)
+            simulator = None
         if name is None:
             print("stopping everything", flush=True)
             return 0
@@ -538,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack: {exc}", file=sys.stderr)
         return 1
     finally:
+        stop_simulator(simulator)
         stack.stop()
 
 

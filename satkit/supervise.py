@@ -28,9 +28,13 @@ def child_setup() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(command: list[str], log_file, *, mode: str = "ab", **popen_kwargs) -> subprocess.Popen:
-    """Start a child with its output in ``log_file``, no stdin, in its own process group (a stop
-    reaches what it forks: backend stubs, a worker's pool) and dying with its launcher."""
+def spawn(command: list[str], log_file=None, *, mode: str = "ab", **popen_kwargs) -> subprocess.Popen:
+    """Start a child with its output in ``log_file`` (None: the launcher's terminal), no stdin, in
+    its own process group (a stop reaches what it forks: backend stubs, a worker's pool; Ctrl-C
+    reaches only the launcher, which stops the rest in order) and dying with its launcher."""
+    if log_file is None:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=child_setup, **popen_kwargs)
     with open(log_file, mode) as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=child_setup, **popen_kwargs)

@@ -149,3 +149,15 @@ def test_embedded_redis_command_and_life(tmp_path):
         client.close()
         pid = server.process.pid
     assert server.process is None and not Path(f"/proc/{pid}").exists()  # stopped and reaped
+
+
+def test_run_dir_from_env_moves_triton_along(tmp_path):
+    s = StackSettings.from_env({"SATLAS_RUN_DIR": str(tmp_path)})
+    assert s.run_dir == tmp_path and s.triton.work_dir == tmp_path / "triton"
+
+
+def test_simulator_command_points_at_the_stacks_services():
+    s = StackSettings(ingest_addr="0.0.0.0:7001", orchestrator_addr="127.0.0.1:7002")
+    command = st.simulator_command(s, "--interval 0.5 --models 'vae_timeseries'", python="py")
+    assert command == ["py", "-m", "satkit.simulator", "--url", "127.0.0.1:7001", "--orchestrator",
+                       "127.0.0.1:7002", "--interval", "0.5", "--models", "vae_timeseries"]
