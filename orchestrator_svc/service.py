@@ -27,6 +27,7 @@ from satkit.validation import abort_invalid
 
 log = logging.getLogger(__name__)
 POLL_S = 2.0  # a watcher re-reads the job this often when no event came (events may be lost)
+STATS_TTL_S = 1.0
 
 
 class Core:
@@ -80,6 +81,7 @@ class JobControl(jc_grpc.JobControlServiceServicer):
 class Orchestrator(pb_grpc.OrchestratorServiceServicer):
     def __init__(self, core: Core):
         self.core = core
+        self._stats: dict[float, tuple[float, asyncio.Future]] = {}  # window -> (computed at, response)
 
     async def _get_or_404(self, job_id: str, context, with_series: bool = True) -> job_pb2.Job:
         job = await self.core.db(self.core.store.get, job_id, with_series)
@@ -150,6 +152,21 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
         window_s = request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0
         if not 0 < window_s <= 3600:
             await abort_invalid(context, [("window", "must be more than 0 s and at most 1 hour")])
+        # The counts scan the whole table: however many dashboards poll, one computation per
+        # window a second, shared by everyone asking meanwhile.
+        loop = asyncio.get_running_loop()
+        cached = self._stats.get(window_s)
+        if cached is None or loop.time() - cached[0] > STATS_TTL_S:
+            self._stats = {w: c for w, c in self._stats.items() if loop.time() - c[0] <= STATS_TTL_S}
+            cached = (loop.time(), asyncio.ensure_future(self._compute_stats(window_s)))
+            self._stats[window_s] = cached
+        try:
+            return await asyncio.shield(cached[1])
+        except Exception:
+            self._stats.pop(window_s, None)
+            raise
+
+    async def _compute_stats(self, window_s: float) -> pb.GetStatsResponse:
         t = now()
         since = t - dt.timedelta(seconds=window_s)
         counts, finished, workers = await asyncio.gather(
@@ -159,7 +176,7 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
         )
         response = pb.GetStatsResponse(
             window=Duration(seconds=int(window_s), nanos=int((window_s % 1) * 1e9)),
-            compute_time=Timestamp(seconds=int(t.timestamp())),
+            compute_time=Timestamp(seconds=int(t.timestamp()), nanos=t.microsecond * 1000),
             active_workers=workers,
         )
         all_counts: dict[str, int] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -74,13 +75,13 @@ def test_watch_job_sees_every_change_in_order_and_a_late_watcher_gets_the_end(cl
     assert [e.job.state for e in late] == [js.JOB_STATE_SUCCEEDED]
 
 
-def test_same_idempotency_key_returns_the_same_jobs(clients):
+def test_same_idempotency_key_returns_the_same_jobs(mesh, clients):
     ingest, orchestrator, _ = clients
     request = ipb.SubmitSeriesRequest(series={"values": series(32)}, models=MODELS, idempotency_key="e2e-key-1")
     first = ingest.SubmitSeries(request, timeout=10).job_ids
-    before = total_jobs(orchestrator)
+    before = total_jobs(mesh.database_url)
     assert ingest.SubmitSeries(request, timeout=10).job_ids == first
-    assert total_jobs(orchestrator) == before
+    assert total_jobs(mesh.database_url) == before
 
 
 def _violations(exc: grpc.RpcError) -> list[str]:
@@ -100,9 +101,9 @@ def _violations(exc: grpc.RpcError) -> list[str]:
     ([1.0] * 20, ["vae_timeseries", "vae_timeseries"], "models[1]"),
     ([1.0] * 20, [], "models"),
 ])
-def test_bad_input_is_rejected_with_field_violations_and_writes_nothing(clients, values, models, field):
+def test_bad_input_is_rejected_with_field_violations_and_writes_nothing(mesh, clients, values, models, field):
     ingest, orchestrator, _ = clients
-    before = total_jobs(orchestrator)
+    before = total_jobs(mesh.database_url)
     with pytest.raises(grpc.RpcError) as info:
         ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=models), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -112,7 +113,7 @@ def test_bad_input_is_rejected_with_field_violations_and_writes_nothing(clients,
                                        timeout=10))
     assert answers[0].sequence == 7 and answers[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert field in [v.field for v in answers[0].error.field_violations] and not answers[0].job_ids
-    assert total_jobs(orchestrator) == before
+    assert total_jobs(mesh.database_url) == before
 
 
 def test_oversized_message_and_unknown_job(clients):
@@ -162,3 +163,17 @@ def test_every_service_lists_and_answers_through_reflection(mesh):
 def test_flower_runs_with_the_stack_and_sees_the_worker(mesh):
     with urllib.request.urlopen(mesh.flower_url + "/workers", timeout=10) as page:
         assert "worker1@" in page.read().decode()
+
+
+def test_get_stats_is_computed_once_a_second_and_then_fresh(mesh, clients):
+    ingest, orchestrator, _ = clients
+    request = opb.GetStatsRequest(window={"seconds": 30})
+    first, again = (orchestrator.GetStats(request, timeout=10) for _ in range(2))
+    assert first == again  # the same computation, shared
+    job_ids = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": series(64)}, models=MODELS),
+                                  timeout=10).job_ids
+    wait_terminal(orchestrator, job_ids)
+    time.sleep(1.1)
+    fresh = orchestrator.GetStats(request, timeout=10)
+    assert fresh.totals.total == total_jobs(mesh.database_url)
+    assert fresh.totals.succeeded >= first.totals.succeeded + 2

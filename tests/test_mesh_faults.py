@@ -114,7 +114,7 @@ def test_orchestrator_sigkilled_and_restarted_mid_run(mesh, clients):
 def test_a_callers_deadline_holds_while_the_orchestrator_hangs(mesh, clients):
     ingest, orchestrator = clients
     request = ipb.SubmitSeriesRequest(series={"values": series(64)}, models=MODELS, idempotency_key="deadline-1")
-    before = total_jobs(orchestrator)
+    before = total_jobs(mesh.database_url)
     mesh.kill("orchestrator", signal.SIGSTOP)
     try:
         t0 = time.monotonic()
@@ -126,7 +126,7 @@ def test_a_callers_deadline_holds_while_the_orchestrator_hangs(mesh, clients):
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and waited < 2.5
     # The producer retries with its key: whatever the first try left behind, two jobs in all.
     job_ids = ingest.SubmitSeries(request, timeout=30).job_ids
-    assert len(job_ids) == 2 and total_jobs(orchestrator) == before + 2
+    assert len(job_ids) == 2 and total_jobs(mesh.database_url) == before + 2
     assert {j.state for j in wait_terminal(orchestrator, job_ids).values()} == {js.JOB_STATE_SUCCEEDED}
 
 
