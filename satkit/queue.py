@@ -22,7 +22,9 @@ def make_celery(broker_url: str, name: str = "satlas") -> Celery:
         task_acks_late=True,  # ack after the task ran: a worker killed mid-task loses nothing
         task_reject_on_worker_lost=True,  # ...and its message goes back on the queue
         worker_prefetch_multiplier=1,  # bounded prefetch: one message per worker process
-        task_send_sent_event=True,  # Flower's task history
+        # Flower's task history comes from the worker's events; a "sent" event too would cost
+        # the orchestrator one more publish per message.
+        task_send_sent_event=False,
         worker_send_task_events=True,
         broker_connection_retry_on_startup=True,
         # An unacked message of a worker that vanished is redelivered after this long; the

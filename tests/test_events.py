@@ -1,0 +1,61 @@
+"""orchestrator_svc.events against the machine's Redis: what one replica publishes, every
+replica relays, once each and in order, including what was queued when it stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from satlas.v1 import job_pb2
+
+from orchestrator_svc.events import EventHub
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def jobs(*ids: str, version: int = 1) -> list[job_pb2.Job]:
+    return [job_pb2.Job(job_id=i, version=version) for i in ids]
+
+
+async def received(sub, n: int, timeout: float = 5.0) -> list[tuple[str, int]]:
+    got: list[tuple[str, int]] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < n:
+            got += [(j.job_id, j.version) for j in await sub.get()]
+    return got
+
+
+async def test_every_replica_relays_each_event_once_in_order():
+    channel = f"satlas:test-events:{uuid.uuid4().hex}"
+    a, b = EventHub(REDIS_URL, channel), EventHub(REDIS_URL, channel)
+    for hub in (a, b):
+        await hub.start()
+        await asyncio.wait_for(hub.connected.wait(), 5)
+    try:
+        with a.subscribe() as on_a, b.subscribe() as on_b:
+            expected = []
+            for k in range(50):  # many small transactions, published back to back
+                batch = jobs(f"job-{k}", f"job-{k}b", version=k)
+                expected += [(j.job_id, j.version) for j in batch]
+                await a.publish(batch)
+            assert await received(on_a, 100) == expected
+            assert await received(on_b, 100) == expected
+            assert await on_b.get(timeout=0.3) is None  # nothing twice
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_stop_sends_what_was_still_queued():
+    channel = f"satlas:test-events:{uuid.uuid4().hex}"
+    listener, publisher = EventHub(REDIS_URL, channel), EventHub(REDIS_URL, channel)
+    await listener.start()
+    await asyncio.wait_for(listener.connected.wait(), 5)
+    await publisher.start()
+    try:
+        with listener.subscribe() as sub:
+            await publisher.publish(jobs("last-1", "last-2"))
+            await publisher.stop()  # before its publisher task had a turn
+            assert await received(sub, 2) == [("last-1", 1), ("last-2", 1)]
+    finally:
+        await listener.stop()
