@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from celery import Celery
 
 from orchestrator_svc.store import Dispatch
-from satkit.queue import TASK_NAME
+from satkit.queue import QUEUE, TASK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,21 @@ class Dispatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.thread.shutdown(wait=False)
+
+    async def queue_depth(self) -> int | None:
+        """Messages waiting on the broker's queue (None: the broker did not say)."""
+        def depth() -> int:
+            with self.celery.connection_for_write() as conn:
+                return conn.default_channel.queue_declare(QUEUE, passive=True).message_count
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.thread, depth)
+        except Exception as exc:
+            # No such queue: never declared, or (Redis) emptied, which deletes the list.
+            if "NOT_FOUND" in str(exc) or type(exc).__name__ == "NotFound":
+                return 0
+            log.warning("queue depth unknown: %s", exc)
+            return None
 
     async def _run(self) -> None:
         while True:

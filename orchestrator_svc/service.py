@@ -46,7 +46,12 @@ class Core:
         await self.hub.publish(await self.db(self.store.mark_queued, job_ids))
 
     async def redispatch_stuck(self, older_than_s: float) -> int:
-        dispatches, snaps = await self.db(self.store.redispatch_stuck, older_than_s)
+        # With messages waiting on the broker, an old QUEUED job is most likely one of them, behind
+        # a backlog: sending it again would add to the backlog. Lost ones go once the queue drains.
+        statuses = db.ACTIVE
+        if (await self.dispatcher.queue_depth() or 0) > 0:
+            statuses = (db.PENDING, db.RUNNING)
+        dispatches, snaps = await self.db(self.store.redispatch_stuck, older_than_s, 500, statuses)
         if dispatches:
             log.warning("re-dispatching %d stuck jobs", len(dispatches))
             await self.hub.publish(snaps)

@@ -228,16 +228,17 @@ class JobStore:
             snaps = [job_to_proto(r) for r in session.execute(self.sql.snapshots, {"ids": [job_id]})]
             return (snaps[0] if snaps else None), (snaps if changed else [])
 
-    def redispatch_stuck(self, older_than_s: float, limit: int = 500) -> tuple[list[Dispatch], list[job_pb2.Job]]:
-        """Jobs with no progress for ``older_than_s``: PENDING (dispatch never published),
-        QUEUED (message lost with the broker) or RUNNING (worker gone). They are queued again;
-        results are applied once by job id, so a duplicate run changes nothing."""
+    def redispatch_stuck(self, older_than_s: float, limit: int = 500, statuses: Sequence[str] = db.ACTIVE
+                         ) -> tuple[list[Dispatch], list[job_pb2.Job]]:
+        """Jobs in ``statuses`` with no progress for ``older_than_s``: PENDING (dispatch never
+        published), QUEUED (message lost with the broker) or RUNNING (worker gone). They are queued
+        again; results are applied once by job id, so a duplicate run changes nothing."""
         t = now()
         cutoff = t - dt.timedelta(seconds=older_than_s)
         with self._write() as conn:
             rows = conn.execute(
                 select(T.c.job_id, T.c.model_name, T.c.series)
-                .where(T.c.status.in_(db.ACTIVE), T.c.updated_at < cutoff)
+                .where(T.c.status.in_(list(statuses)), T.c.updated_at < cutoff)
                 .order_by(T.c.updated_at)
                 .limit(limit)
             ).all()

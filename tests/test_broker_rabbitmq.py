@@ -78,15 +78,18 @@ def test_flower_shows_the_worker_and_its_tasks(mesh, clients):
 
 def test_rabbitmq_redelivers_a_killed_workers_messages_at_once(mesh, clients):
     ingest, orchestrator = clients
-    job_ids = stream_submit(ingest, [2000] * 50)
+    job_ids = stream_submit(ingest, [4000] * 50)  # long series: a message takes a while
     deadline = time.monotonic() + 60
     while not any(r.status == "running" for r in table_rows(mesh.database_url, job_ids)):
         assert time.monotonic() < deadline, "no job started"
         time.sleep(0.01)
     mesh.kill("worker", signal.SIGKILL)
+    # Read after the kill: what is RUNNING now was in the dead worker's hands.
+    held = [r.job_id for r in table_rows(mesh.database_url, job_ids) if r.status == "running"]
+    assert held, "the kill fell between two messages"
     mesh.restart("worker")
     jobs = wait_terminal(orchestrator, job_ids, timeout=120)  # long before the 600 s reconciler
     assert {j.state for j in jobs.values()} == {js.JOB_STATE_SUCCEEDED}
-    rows = table_rows(mesh.database_url, job_ids)
-    assert len(rows) == 100 and all(r.dispatches == 1 for r in rows)  # RabbitMQ's redelivery, not ours
-    assert any(r.attempts == 2 for r in rows)  # some were started by the killed worker, then again
+    rows = {r.job_id: r for r in table_rows(mesh.database_url, job_ids)}
+    assert len(rows) == 100 and all(r.dispatches == 1 for r in rows.values())  # RabbitMQ's redelivery, not ours
+    assert all(rows[j].attempts == 2 for j in held)  # started by the dead worker, then again

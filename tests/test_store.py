@@ -152,3 +152,10 @@ def test_seed_sql_runs_unchanged(store):
     assert {r.status for r in latest} == {"completed"}
     assert sorted(completed) == [("transformer_timeseries", 1), ("vae_timeseries", 1)]
     assert [round(r.avg_inference_time, 3) for r in averages] == [0.1, 0.1]
+
+
+def test_redispatch_can_leave_queued_jobs_alone(store):
+    (ids,), _, _ = store.create_jobs([submission()])
+    store.mark_queued(ids[:1])  # one QUEUED (waiting behind a backlog, say), one PENDING
+    dispatches, _ = store.redispatch_stuck(older_than_s=-1, statuses=("pending", "running"))
+    assert [d.job_id for d in dispatches] == ids[1:]
