@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
 SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps run up triton test proto models train convert evaluate bench-triton lock clean
+.PHONY: setup system-deps run up triton test proto models train convert evaluate bench bench-triton bench-store lock clean
 
 setup: $(STAMP)
 
@@ -58,8 +58,15 @@ convert: setup
 evaluate: setup
 	$(PY) -m scripts.evaluate --json bench-results/quality.json
 
+# End to end on an isolated stack: offered-load sweep, then 60 s at 300 jobs/s (DATABASE_URL honoured).
+bench: setup
+	$(PY) -m scripts.bench_mesh --json bench-results/mesh.json
+
 bench-triton: setup
 	$(PY) -m scripts.bench_triton --json bench-results/triton.json
+
+bench-store: setup
+	$(PY) -m scripts.bench_store
 
 lock: setup
 	(echo '# Every package of the environment, pinned (pip freeze). Regenerate with `make lock` after changing requirements/*.txt.'; \

@@ -177,3 +177,16 @@ def test_get_stats_is_computed_once_a_second_and_then_fresh(mesh, clients):
     fresh = orchestrator.GetStats(request, timeout=10)
     assert fresh.totals.total == total_jobs(mesh.database_url)
     assert fresh.totals.succeeded >= first.totals.succeeded + 2
+
+
+def test_the_benchmark_measures_what_it_sends(mesh):
+    from scripts import bench_mesh
+
+    completions = bench_mesh.Completions(mesh.orchestrator)
+    try:
+        run = bench_mesh.offered_run(mesh.ingest, completions, 40, 1.0, bench_mesh.make_series(8, 64))
+    finally:
+        completions.close()
+    assert (run.jobs, run.succeeded, run.failed, run.lost, run.rejected) == (40, 40, 0, 0, 0)
+    assert 0 < run.p50_ms <= run.p95_ms <= run.p99_ms <= run.max_ms < 10_000
+    assert 10 < run.throughput_jobs_s < 80  # paced at 40 jobs/s
