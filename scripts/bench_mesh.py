@@ -44,7 +44,7 @@ class Run:
     jobs: int
     succeeded: int
     failed: int
-    lost: int  # accepted but no terminal event within the drain
+    unfinished: int  # accepted, but no terminal event by the end of the drain (still queued or running)
     rejected: int
     throughput_jobs_s: float  # terminal jobs per second, first submit to last completion
     p50_ms: float
@@ -128,7 +128,7 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
     return Run(
         offered_jobs_s=jobs_per_s, seconds=seconds, jobs=len(job_sent),
         succeeded=int(latencies.size), failed=sum(s != js.JOB_STATE_SUCCEEDED for _, s in ends.values()),
-        lost=len(job_sent) - len(ends), rejected=rejected,
+        unfinished=len(job_sent) - len(ends), rejected=rejected,
         throughput_jobs_s=len(ends) / (last - first) if last > first else 0.0,
         p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), max_ms=float(worst),
     )

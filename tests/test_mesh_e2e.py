@@ -187,6 +187,6 @@ def test_the_benchmark_measures_what_it_sends(mesh):
         run = bench_mesh.offered_run(mesh.ingest, completions, 40, 1.0, bench_mesh.make_series(8, 64))
     finally:
         completions.close()
-    assert (run.jobs, run.succeeded, run.failed, run.lost, run.rejected) == (40, 40, 0, 0, 0)
+    assert (run.jobs, run.succeeded, run.failed, run.unfinished, run.rejected) == (40, 40, 0, 0, 0)
     assert 0 < run.p50_ms <= run.p95_ms <= run.p99_ms <= run.max_ms < 10_000
     assert 10 < run.throughput_jobs_s < 80  # paced at 40 jobs/s
