@@ -84,7 +84,8 @@ def test_rabbitmq_redelivers_a_killed_workers_messages_at_once(mesh, clients):
         assert time.monotonic() < deadline, "no job started"
         time.sleep(0.01)
     mesh.kill("worker", signal.SIGKILL)
-    # Read after the kill: what is RUNNING now was in the dead worker's hands.
+    time.sleep(0.5)  # a report the worker sent just before it died still lands
+    # What is RUNNING now was in the dead worker's hands.
     held = [r.job_id for r in table_rows(mesh.database_url, job_ids) if r.status == "running"]
     assert held, "the kill fell between two messages"
     mesh.restart("worker")
