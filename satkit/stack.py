@@ -13,6 +13,10 @@ Environment (default in brackets):
   TRITON_URL           Triton gRPC host:port [the local Triton, configured by TRITON_*]
   INGEST_ADDR          [127.0.0.1:50051]     ORCHESTRATOR_ADDR  [127.0.0.1:50052]
   ANALYSIS_ADDR        [127.0.0.1:50053]     FLOWER_PORT        [5555]
+  ENVOY_PORT           the front door: dashboard, grpc-web, gRPC [8080]
+  ENVOY_ADMIN_PORT     Envoy's admin, on 127.0.0.1 only [9901]
+  WEB_PORT             the dashboard's static files, behind Envoy [8081]
+  ENVOY_CORS_ORIGINS   comma-separated origins allowed to call grpc-web [localhost/127.0.0.1 on 8080, 5173]
   WORKER_CONCURRENCY   [2]                   LOG_FORMAT         [text]
   STACK_STARTUP_TIMEOUT seconds for the services to turn healthy [120]
   STACK_STOP_TIMEOUT   seconds for a graceful stop before SIGKILL [10]
@@ -39,15 +43,18 @@ from pathlib import Path
 
 from satkit import supervise
 from satkit.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from satkit.envoy import EnvoySettings, render
 from satkit.triton_local import ROOT, LocalTriton, TritonError, TritonSettings, free_port
 
-SERVICES = ("orchestrator", "analysis", "ingest", "worker", "flower")
+SERVICES = ("orchestrator", "analysis", "ingest", "web", "envoy", "worker", "flower")
 NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 GRPC_SERVICES = ("orchestrator", "analysis", "ingest")
 QUEUE = "satlas.jobs"  # satkit.queue.QUEUE, not imported: that pulls Celery into `make up`'s parent
 WORKER_HOSTNAME = "worker1@%h"
 SIMULATOR_ARGS = "--interval 1 --random-interval --follow"
 FLOWER_HOST = "127.0.0.1"
+WEB_HOST = "127.0.0.1"
+WEB_DIR = ROOT / "web" / "dist"
 
 
 class StackError(RuntimeError):
@@ -84,6 +91,10 @@ class StackSettings:
     orchestrator_addr: str = "127.0.0.1:50052"
     analysis_addr: str = "127.0.0.1:50053"
     flower_port: int = 5555
+    envoy_addr: str = "0.0.0.0:8080"
+    envoy_admin_port: int = 9901
+    web_port: int = 8081
+    cors_origins: tuple[str, ...] = EnvoySettings().cors_origins
     worker_concurrency: int = 2
     log_format: str = "text"
     startup_timeout_s: float = 120.0
@@ -111,6 +122,11 @@ class StackSettings:
             orchestrator_addr=e.get("ORCHESTRATOR_ADDR", d.orchestrator_addr),
             analysis_addr=e.get("ANALYSIS_ADDR", d.analysis_addr),
             flower_port=int(e.get("FLOWER_PORT", d.flower_port)),
+            envoy_addr=f"0.0.0.0:{int(e.get('ENVOY_PORT', split_addr(d.envoy_addr)[1]))}",
+            envoy_admin_port=int(e.get("ENVOY_ADMIN_PORT", d.envoy_admin_port)),
+            web_port=int(e.get("WEB_PORT", d.web_port)),
+            cors_origins=tuple(o.strip() for o in e["ENVOY_CORS_ORIGINS"].split(",") if o.strip())
+            if e.get("ENVOY_CORS_ORIGINS") else d.cors_origins,
             worker_concurrency=int(e.get("WORKER_CONCURRENCY", d.worker_concurrency)),
             log_format=e.get("LOG_FORMAT", d.log_format),
             startup_timeout_s=float(e.get("STACK_STARTUP_TIMEOUT", d.startup_timeout_s)),
@@ -123,7 +139,8 @@ class StackSettings:
         run_dir = Path(run_dir)
         triton = replace(TritonSettings(), work_dir=run_dir / "triton", http_port=0, grpc_port=0, metrics_port=0)
         base = dict(run_dir=run_dir, triton=triton, ingest_addr="127.0.0.1:0", orchestrator_addr="127.0.0.1:0",
-                    analysis_addr="127.0.0.1:0", flower_port=0)
+                    analysis_addr="127.0.0.1:0", flower_port=0, envoy_addr="127.0.0.1:0", envoy_admin_port=0,
+                    web_port=0)
         return cls(**{**base, **overrides})
 
     @property
@@ -138,8 +155,9 @@ class StackSettings:
     def resolved(self, pick: Callable[[], int] = free_port) -> "StackSettings":
         """Port 0 replaced by distinct free ports, and the default database filled in."""
         t = self.triton
-        given = [self.flower_port, *(split_addr(a)[1] for a in (self.ingest_addr, self.orchestrator_addr,
-                                                                self.analysis_addr))]
+        given = [self.flower_port, self.envoy_admin_port, self.web_port,
+                 *(split_addr(a)[1] for a in (self.ingest_addr, self.orchestrator_addr, self.analysis_addr,
+                                              self.envoy_addr))]
         given += [] if self.triton_url else [t.http_port, t.grpc_port, t.metrics_port]
         given += [] if self.redis_url else [self.embedded_redis_port]
         taken = set(given) - {0}
@@ -160,6 +178,8 @@ class StackSettings:
         return replace(
             self, triton=t, ingest_addr=addr(self.ingest_addr), orchestrator_addr=addr(self.orchestrator_addr),
             analysis_addr=addr(self.analysis_addr), flower_port=port(self.flower_port),
+            envoy_addr=addr(self.envoy_addr), envoy_admin_port=port(self.envoy_admin_port),
+            web_port=port(self.web_port),
             embedded_redis_port=self.embedded_redis_port if self.redis_url else port(self.embedded_redis_port),
             database_url=self.database_url or f"sqlite:///{Path(self.run_dir).resolve() / 'satlas.db'}")
 
@@ -170,6 +190,11 @@ def ports_to_bind(s: StackSettings) -> dict[str, tuple[str, int]]:
     ports = {f"{n.upper()}_ADDR": split_addr(getattr(s, f"{n}_addr")) for n in GRPC_SERVICES if n in names}
     if "flower" in names:
         ports["FLOWER_PORT"] = (FLOWER_HOST, s.flower_port)
+    if "envoy" in names:
+        ports["ENVOY_PORT"] = split_addr(s.envoy_addr)
+        ports["ENVOY_ADMIN_PORT"] = ("127.0.0.1", s.envoy_admin_port)
+    if "web" in names:
+        ports["WEB_PORT"] = (WEB_HOST, s.web_port)
     if "triton" in names:
         t = s.triton
         ports |= {"TRITON_HTTP_PORT": (t.host, t.http_port), "TRITON_GRPC_PORT": (t.host, t.grpc_port),
@@ -199,7 +224,23 @@ def service_command(name: str, s: StackSettings, python: str = sys.executable) -
         "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", str(s.worker_concurrency),
                    "-Q", QUEUE, "--hostname", WORKER_HOSTNAME],
         "flower": [*celery, "flower", f"--port={s.flower_port}", f"--address={FLOWER_HOST}"],
+        "web": [python, "-m", "http.server", str(s.web_port), "--bind", WEB_HOST, "--directory", str(WEB_DIR)],
+        # A distinct base id per Envoy on one host (their shared memory); the listener port is one.
+        "envoy": [str(Path(python).parent / "envoy"), "-c", str(envoy_config_path(s)), "--log-level", "warn",
+                  "--base-id", str(split_addr(s.envoy_addr)[1])],
     }[name]
+
+
+def envoy_config_path(s: StackSettings) -> Path:
+    return Path(s.run_dir) / "envoy.yaml"
+
+
+def envoy_settings(s: StackSettings) -> EnvoySettings:
+    """The committed local config's shape, with this stack's addresses."""
+    return EnvoySettings(
+        listen=split_addr(s.envoy_addr), admin=("127.0.0.1", s.envoy_admin_port), cors_origins=s.cors_origins,
+        upstreams={n: split_addr(connect_addr(getattr(s, f"{n}_addr"))) for n in GRPC_SERVICES}
+        | {"web": (WEB_HOST, s.web_port)})
 
 
 def stack_env(s: StackSettings, redis_url: str, triton_url: str) -> dict[str, str]:
@@ -268,6 +309,15 @@ class Stack:
         return self.settings.database_url
 
     @property
+    def envoy(self) -> str:
+        """The front door, for gRPC clients (host:port)."""
+        return connect_addr(self.settings.envoy_addr)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.envoy}/"
+
+    @property
     def flower_url(self) -> str:
         return f"http://{FLOWER_HOST}:{self.settings.flower_port}"
 
@@ -329,6 +379,8 @@ class Stack:
             raise StackError(f"{name}: {exc}") from None
 
     def _spawn(self, name: str, extra_env: Mapping[str, str] | None = None, fresh_log: bool = False) -> None:
+        if name == "envoy":
+            envoy_config_path(self.settings).write_text(render(envoy_settings(self.settings)))
         if not fresh_log:
             with open(self.log_file(name), "ab") as log:
                 log.write(f"--- {name} restarted by the stack at {time.strftime('%H:%M:%S')} ---\n".encode())
@@ -370,6 +422,10 @@ class Stack:
             return GrpcHealth(getattr(self, name))
         if name == "flower":
             return lambda: http_answers(self.flower_url)
+        if name == "envoy":  # the admin's /ready answers 200 once listeners and clusters are up
+            return lambda: http_answers(f"http://127.0.0.1:{self.settings.envoy_admin_port}/ready", ok_below=300)
+        if name == "web":
+            return lambda: http_answers(f"http://{WEB_HOST}:{self.settings.web_port}/")
         return WorkerPing(self.broker_url, WORKER_HOSTNAME)
 
     def wait(self, extra: Mapping[str, subprocess.Popen] | None = None) -> str | None:
@@ -442,6 +498,8 @@ class Stack:
             "broker": self.broker_url != self.redis_url and self.broker_url,
             "database": "orchestrator" in self.names and s.database_url,
             "flower": self.flower_url,
+            "envoy": f"{self.envoy} (gRPC and grpc-web; admin 127.0.0.1:{s.envoy_admin_port})",
+            "dashboard": "envoy" in self.names and f"{self.dashboard_url} (live view: {self.dashboard_url}dashboard.html)",
         }
         lines = [f"  {n:<13}{v}" for n, v in rows.items() if v and (n not in SERVICES or n in self.names)]
         return "\n".join(["Satlas is up:", *lines, f"  {'logs':<13}{self.logs_dir}/", "Ctrl-C stops everything."])
@@ -503,12 +561,12 @@ def worker_nodename(hostname: str = WORKER_HOSTNAME) -> str:
     return host_format(hostname)
 
 
-def http_answers(url: str) -> bool:
+def http_answers(url: str, ok_below: int = 500) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0):
             return True
     except urllib.error.HTTPError as exc:
-        return exc.code < 500
+        return exc.code < ok_below
     except OSError:  # URLError, refused, timeout
         return False
 

@@ -1,0 +1,182 @@
+"""The Envoy front door: one listener for the dashboard's static files, grpc-web from the browser
+and native gRPC from outside clients, routed by service to the three servers.
+
+The config is rendered from settings, because its addresses differ between the local stack
+(127.0.0.1, any port), tests (free ports) and compose (service names). ``envoy/envoy.yaml`` and
+``envoy/envoy.compose.yaml`` are two renderings, committed so that they can be read and used
+as they are; a test fails when they drift from this module.
+
+    python -m satkit.envoy --write        # re-render the committed files
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = "# Rendered by satkit/envoy.py (python -m satkit.envoy --write); edit that, not this file.\n"
+# Which server answers which gRPC service.
+ROUTES = {
+    "satlas.v1.IngestService": "ingest",
+    "satlas.v1.OrchestratorService": "orchestrator",
+    "satlas.v1.AnalysisService": "analysis",
+}
+# Server streams: no route timeout and no idle timeout, or Envoy would end a quiet WatchJobs.
+STREAMS = ("satlas.v1.OrchestratorService/WatchJob", "satlas.v1.OrchestratorService/WatchJobs",
+           "satlas.v1.IngestService/StreamSeries")
+GRPC_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin"
+
+
+@dataclass(frozen=True)
+class EnvoySettings:
+    listen: tuple[str, int] = ("0.0.0.0", 8080)
+    admin: tuple[str, int] = ("127.0.0.1", 9901)
+    upstreams: dict[str, tuple[str, int]] = field(default_factory=lambda: {
+        "ingest": ("127.0.0.1", 50051), "orchestrator": ("127.0.0.1", 50052),
+        "analysis": ("127.0.0.1", 50053), "web": ("127.0.0.1", 8081)})
+    # Origins allowed to call grpc-web from another origin (the dashboard itself is same-origin).
+    cors_origins: tuple[str, ...] = ("http://localhost:8080", "http://127.0.0.1:8080",
+                                     "http://localhost:5173", "http://127.0.0.1:5173")
+
+
+def _address(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _cluster(name: str, host: str, port: int, http2: bool) -> dict:
+    cluster = {
+        "name": name,
+        "type": "STRICT_DNS" if not host[0].isdigit() else "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}]},
+        # Edge practice: bound what one upstream connection may buffer.
+        "per_connection_buffer_limit_bytes": 1048576,
+    }
+    if http2:  # gRPC needs HTTP/2 to the servers
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    "connection_keepalive": {"interval": "30s", "timeout": "10s"}}},
+            }}
+    return cluster
+
+
+def _routes() -> list[dict]:
+    routes = []
+    for path in STREAMS:
+        service = path.split("/")[0]
+        routes.append({
+            "match": {"path": f"/{path}"},
+            "route": {"cluster": ROUTES[service], "timeout": "0s", "idle_timeout": "0s",
+                      "max_stream_duration": {"grpc_timeout_header_max": "0s"}},
+        })
+    for service, cluster in ROUTES.items():
+        routes.append({
+            "match": {"prefix": f"/{service}/"},
+            # The caller's grpc-timeout is the deadline; without one, a minute.
+            "route": {"cluster": cluster, "timeout": "60s",
+                      "max_stream_duration": {"grpc_timeout_header_max": "0s"}},
+        })
+    # Everything else is the dashboard's static files.
+    routes.append({"match": {"prefix": "/"}, "route": {"cluster": "web", "timeout": "15s"}})
+    return routes
+
+
+def config(s: EnvoySettings) -> dict:
+    cors = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [{"exact": o} for o in s.cors_origins],
+        "allow_methods": "GET, POST, OPTIONS",
+        "allow_headers": ("content-type,x-grpc-web,x-user-agent,grpc-timeout,"
+                          "connect-protocol-version,connect-timeout-ms"),
+        # Without these a browser sees "missing trailer" instead of the real status.
+        "expose_headers": GRPC_HEADERS,
+        "max_age": "86400",
+    }
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "codec_type": "AUTO",  # HTTP/1.1 (grpc-web, the page) and HTTP/2 (gRPC) on one port
+        # Edge practices (envoyproxy.io, "Configuring Envoy as an edge proxy").
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+        "request_headers_timeout": "10s",
+        "stream_idle_timeout": "300s",  # streams opt out per route above
+        "common_http_protocol_options": {"idle_timeout": "3600s",
+                                         "headers_with_underscores_action": "REJECT_REQUEST"},
+        "http2_protocol_options": {"max_concurrent_streams": 100, "initial_stream_window_size": 65536,
+                                   "initial_connection_window_size": 1048576,
+                                   "connection_keepalive": {"interval": "30s", "timeout": "10s"}},
+        "route_config": {"name": "satlas", "virtual_hosts": [{
+            "name": "satlas", "domains": ["*"], "routes": _routes(),
+            "typed_per_filter_config": {"envoy.filters.http.cors": cors},
+        }]},
+        # Order matters: grpc_web translates, cors answers preflights, router forwards.
+        "http_filters": [
+            {"name": "envoy.filters.http.grpc_web", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}},
+            {"name": "envoy.filters.http.cors", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    }
+    return {
+        "admin": {"address": _address(*s.admin)},  # stats and control: never beyond loopback
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                             "downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": 10000}}]},
+        "static_resources": {
+            "listeners": [{
+                "name": "satlas",
+                "address": _address(*s.listen),
+                "per_connection_buffer_limit_bytes": 32768,
+                "filter_chains": [{"filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}],
+            }],
+            "clusters": [_cluster(name, host, port, http2=name != "web")
+                         for name, (host, port) in s.upstreams.items()],
+        },
+    }
+
+
+def render(s: EnvoySettings) -> str:
+    return HEADER + yaml.safe_dump(config(s), sort_keys=False, width=120)
+
+
+COMPOSE = EnvoySettings(
+    admin=("127.0.0.1", 9901),
+    upstreams={"ingest": ("ingest", 50051), "orchestrator": ("orchestrator", 50052),
+               "analysis": ("analysis", 50053), "web": ("web", 8081)},
+)
+COMMITTED = {ROOT / "envoy" / "envoy.yaml": EnvoySettings(), ROOT / "envoy" / "envoy.compose.yaml": COMPOSE}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="re-render the committed configs")
+    args = parser.parse_args(argv)
+    for path, settings in COMMITTED.items():
+        if args.write:
+            path.write_text(render(settings))
+            print(f"wrote {path.relative_to(ROOT)}")
+        else:
+            sys.stdout.write(render(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
