@@ -76,21 +76,29 @@ def test_flower_shows_the_worker_and_its_tasks(mesh, clients):
         time.sleep(0.5)
 
 
+def kill_worker_holding_jobs(mesh, job_ids, tries: int = 3) -> list[str]:
+    """SIGKILL the worker while it runs some of ``job_ids``; returns the ones it held. A kill can
+    fall just as a message ends (its report already sent): then a fresh worker gets another go."""
+    for _ in range(tries):
+        deadline = time.monotonic() + 60
+        while not any(r.status == "running" for r in table_rows(mesh.database_url, job_ids)):
+            assert time.monotonic() < deadline, "no job started"
+            time.sleep(0.01)
+        mesh.kill("worker", signal.SIGKILL)
+        time.sleep(0.5)  # a report the worker sent just before it died still lands
+        held = [r.job_id for r in table_rows(mesh.database_url, job_ids) if r.status == "running"]
+        mesh.restart("worker")
+        if held:
+            return held
+    raise AssertionError(f"{tries} kills all fell between two messages")
+
+
 def test_rabbitmq_redelivers_a_killed_workers_messages_at_once(mesh, clients):
     ingest, orchestrator = clients
     job_ids = stream_submit(ingest, [4000] * 50)  # long series: a message takes a while
-    deadline = time.monotonic() + 60
-    while not any(r.status == "running" for r in table_rows(mesh.database_url, job_ids)):
-        assert time.monotonic() < deadline, "no job started"
-        time.sleep(0.01)
-    mesh.kill("worker", signal.SIGKILL)
-    time.sleep(0.5)  # a report the worker sent just before it died still lands
-    # What is RUNNING now was in the dead worker's hands.
-    held = [r.job_id for r in table_rows(mesh.database_url, job_ids) if r.status == "running"]
-    assert held, "the kill fell between two messages"
-    mesh.restart("worker")
+    held = kill_worker_holding_jobs(mesh, job_ids)
     jobs = wait_terminal(orchestrator, job_ids, timeout=120)  # long before the 600 s reconciler
     assert {j.state for j in jobs.values()} == {js.JOB_STATE_SUCCEEDED}
     rows = {r.job_id: r for r in table_rows(mesh.database_url, job_ids)}
     assert len(rows) == 100 and all(r.dispatches == 1 for r in rows.values())  # RabbitMQ's redelivery, not ours
-    assert all(rows[j].attempts == 2 for j in held)  # started by the dead worker, then again
+    assert all(rows[j].attempts >= 2 for j in held)  # started by a dead worker, then again
