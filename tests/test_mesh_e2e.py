@@ -190,3 +190,19 @@ def test_the_benchmark_measures_what_it_sends(mesh):
     assert (run.jobs, run.succeeded, run.failed, run.unfinished, run.rejected) == (40, 40, 0, 0, 0)
     assert 0 < run.p50_ms <= run.p95_ms <= run.p99_ms <= run.max_ms < 10_000
     assert 10 < run.throughput_jobs_s < 80  # paced at 40 jobs/s
+
+
+def test_single_model_check_runs_one_job_per_model(mesh):
+    from satkit import check_models
+
+    lines: list[str] = []
+    addresses = ["--ingest", mesh.ingest, "--orchestrator", mesh.orchestrator, "--analysis", mesh.analysis]
+    assert check_models.main(addresses, out=lines.append) == 0
+    text = "\n".join(lines)
+    for model in MODELS:
+        assert f"{model} (" in text and "OK" in text
+    assert text.count("first 5 predictions") == 2 and "2 of 2 models OK" in text
+    lines.clear()
+    assert check_models.main([*addresses, "--models", "vae_timeseries,no_such_model"], out=lines.append) == 1
+    assert "INVALID_ARGUMENT" in "\n".join(lines) and "1 of 2 models OK; failed: no_such_model" in lines[-1]
+    assert check_models.main(["--analysis", "127.0.0.1:1"], out=lines.append) == 2
