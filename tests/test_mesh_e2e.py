@@ -206,3 +206,28 @@ def test_single_model_check_runs_one_job_per_model(mesh):
     assert check_models.main([*addresses, "--models", "vae_timeseries,no_such_model"], out=lines.append) == 1
     assert "INVALID_ARGUMENT" in "\n".join(lines) and "1 of 2 models OK; failed: no_such_model" in lines[-1]
     assert check_models.main(["--analysis", "127.0.0.1:1"], out=lines.append) == 2
+
+
+def test_load_test_reports_and_judges_against_the_targets(mesh):
+    from satkit import loadtest
+
+    lines: list[str] = []
+    addresses = ["--ingest", mesh.ingest, "--orchestrator", mesh.orchestrator, "--analysis", mesh.analysis]
+    code = loadtest.main([*addresses, "--requests", "20", "--concurrency", "4"], out=lines.append)
+    text = "\n".join(lines)
+    assert text.count("SERVING") == 3 and text.count("SUCCEEDED") == 2, text
+    assert "success      100.0 %" in text and code == (0 if lines[-1] == "PASS" else 1), text
+    # An impossible target is a miss, and says which.
+    lines.clear()
+    assert loadtest.main([*addresses, "--requests", "4", "--max-p95-ms", "0.001"], out=lines.append) == 1
+    assert lines[-1].startswith("MISS: p95")
+    assert loadtest.main([*addresses[:4], "--analysis", "127.0.0.1:1"], out=lines.append) == 2
+
+
+def test_load_test_judgement():
+    from satkit.loadtest import Report, Targets
+
+    good = Report(requests=100, succeeded=99, seconds=2.0, latencies_ms=[50.0] * 99)
+    assert good.misses(Targets()) == []
+    slow = Report(requests=100, succeeded=90, seconds=5.0, latencies_ms=[300.0] * 90)
+    assert [m.split()[0] for m in slow.misses(Targets())] == ["throughput", "p95", "success"]
