@@ -91,6 +91,11 @@ class Statements:
                     inference_seconds=bindparam("b_inference"), total_seconds=bindparam("b_total"),
                     error=bindparam("b_error"), result=bindparam("b_result"), metrics=bindparam("b_metrics"))
         )
+        self.cancel = (
+            update(T).where(ids, active)
+            .values(status=db.CANCELLED, finished_at=t, total_seconds=age, error="cancelled by request", **bump)
+            .returning(*SNAPSHOT)
+        )
         self.snapshots = select(*SNAPSHOT).where(ids)
 
 
@@ -213,20 +218,13 @@ class JobStore:
         return len(params), snaps
 
     def cancel(self, job_id: str) -> tuple[job_pb2.Job | None, list[job_pb2.Job]]:
-        t = now()
-        with Session(self.engine) as session, session.begin():
-            changed = session.scalars(
-                update(R)
-                .where(R.job_id == job_id, R.status.in_(db.ACTIVE))
-                .values(
-                    status=db.CANCELLED, finished_at=t, updated_at=t, version=R.version + 1,
-                    error="cancelled by request", total_seconds=_seconds_since(R.created_at, t, session),
-                )
-                .returning(R.job_id)
-                .execution_options(synchronize_session=False)
-            ).all()
-            snaps = [job_to_proto(r) for r in session.execute(self.sql.snapshots, {"ids": [job_id]})]
-            return (snaps[0] if snaps else None), (snaps if changed else [])
+        """(the job now, or None if unknown; the changes to publish)."""
+        with self._write() as conn:
+            changed = [job_to_proto(r) for r in conn.execute(self.sql.cancel, {"ids": [job_id], **self._times()})]
+            if changed:
+                return changed[0], changed
+            current = [job_to_proto(r) for r in conn.execute(self.sql.snapshots, {"ids": [job_id]})]
+            return (current[0] if current else None), []
 
     def redispatch_stuck(self, older_than_s: float, limit: int = 500, statuses: Sequence[str] = db.ACTIVE
                          ) -> tuple[list[Dispatch], list[job_pb2.Job]]:
@@ -309,14 +307,6 @@ class JobStore:
     def active_workers(self, since: dt.datetime) -> int:
         with Session(self.engine) as session:
             return session.scalar(select(func.count(func.distinct(R.worker))).where(R.started_at >= since)) or 0
-
-
-def _seconds_since(column, t: dt.datetime, session: Session):
-    """SQL for (t - column) in seconds, for the dialect in use."""
-    if session.bind.dialect.name == "sqlite":
-        # julianday() works on the ISO strings SQLite stores.
-        return (func.julianday(t.strftime("%Y-%m-%d %H:%M:%S.%f")) - func.julianday(column)) * 86400.0
-    return func.extract("epoch", t - column)
 
 
 def encode_page_token(row) -> str:

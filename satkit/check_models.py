@@ -10,8 +10,8 @@ predictions. Exit status 0 when every job SUCCEEDED, 1 otherwise, 2 when a servi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +39,7 @@ class Check:
     inference_s: float = 0.0
     first: tuple[float, ...] = ()
     error: str = ""
+    elapsed_ms: float = 0.0  # submit to the terminal event, as this client saw it
 
     @property
     def ok(self) -> bool:
@@ -60,6 +61,7 @@ class Check:
 def check(ingest, orchestrator, model: apb.Model, values: list[float], timeout: float) -> Check:
     result = Check(model.name, model.task)
     request = ipb.SubmitSeriesRequest(series={"values": values}, models=[model.name])
+    t0 = time.perf_counter()
     try:
         result.job_id = ingest.SubmitSeries(request, timeout=10).job_ids[0]
         job = None
@@ -68,6 +70,8 @@ def check(ingest, orchestrator, model: apb.Model, values: list[float], timeout: 
     except grpc.RpcError as exc:
         result.error = f"{exc.code().name}: {exc.details()}"
         return result
+    finally:
+        result.elapsed_ms = (time.perf_counter() - t0) * 1000
     result.state, result.error = job.state, job.error
     result.total_s, result.inference_s = job.timings.total_seconds, job.timings.inference_seconds
     result.first = tuple(job.result.predictions[:FIRST])
@@ -75,11 +79,8 @@ def check(ingest, orchestrator, model: apb.Model, values: list[float], timeout: 
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
-    env = os.environ
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ingest", default=env.get("INGEST_ADDR", "127.0.0.1:50051"))
-    parser.add_argument("--orchestrator", default=env.get("ORCHESTRATOR_ADDR", "127.0.0.1:50052"))
-    parser.add_argument("--analysis", default=env.get("ANALYSIS_ADDR", "127.0.0.1:50053"))
+    cli.add_address_options(parser)
     parser.add_argument("--models", help="comma-separated (default: every model that is served)")
     parser.add_argument("--pattern", default="seasonal", choices=patterns.PATTERNS)
     parser.add_argument("--length", type=int, default=64)

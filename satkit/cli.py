@@ -544,14 +544,19 @@ def add_series_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", type=parse_label, action="append", metavar="KEY=VALUE", help="repeatable")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_address_options(parser: argparse.ArgumentParser) -> None:
+    """--ingest/--orchestrator/--analysis, defaulting to the stack's env vars: every client tool's."""
     env = os.environ
-    parser = argparse.ArgumentParser(prog="python -m satkit.cli", description="Satlas command-line client.")
     parser.add_argument("--ingest", default=env.get("INGEST_ADDR", "127.0.0.1:50051"), help="IngestService address")
     parser.add_argument(
         "--orchestrator", default=env.get("ORCHESTRATOR_ADDR", "127.0.0.1:50052"), help="OrchestratorService address"
     )
     parser.add_argument("--analysis", default=env.get("ANALYSIS_ADDR", "127.0.0.1:50053"), help="AnalysisService address")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m satkit.cli", description="Satlas command-line client.")
+    add_address_options(parser)
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
     parser.add_argument("--json", action="store_true", help="print the response messages as JSON")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

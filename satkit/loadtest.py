@@ -13,7 +13,6 @@ is not serving.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,16 +21,13 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
-from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
-from satlas.v1 import job_state_pb2 as js
-from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from satkit import patterns
+from satkit import check_models, cli, patterns
+from satkit.stack import GrpcHealth
 
 
 @dataclass(frozen=True)
@@ -71,17 +67,9 @@ class Report:
 
 
 def run_one(ingest, orchestrator, model: str, values: list[float], timeout: float) -> tuple[bool, float]:
-    """(SUCCEEDED?, milliseconds from submit to the terminal event)."""
-    t0 = time.perf_counter()
-    try:
-        job_id = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=[model]),
-                                     timeout=timeout).job_ids[0]
-        state = js.JOB_STATE_UNSPECIFIED
-        for event in orchestrator.WatchJob(opb.WatchJobRequest(job_id=job_id), timeout=timeout):
-            state = event.job.state
-    except grpc.RpcError:
-        return False, (time.perf_counter() - t0) * 1000
-    return state == js.JOB_STATE_SUCCEEDED, (time.perf_counter() - t0) * 1000
+    """(SUCCEEDED?, milliseconds from submit to the terminal event): the single-model check's job."""
+    result = check_models.check(ingest, orchestrator, apb.Model(name=model), values, timeout)
+    return result.ok, result.elapsed_ms
 
 
 def load(ingest, orchestrator, models: list[str], requests: int, concurrency: int, length: int,
@@ -97,20 +85,16 @@ def load(ingest, orchestrator, models: list[str], requests: int, concurrency: in
 
 
 def healthy(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
+    check = GrpcHealth(address)
+    try:
+        return check()
+    finally:
+        check.close()
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
-    env = os.environ
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ingest", default=env.get("INGEST_ADDR", "127.0.0.1:50051"))
-    parser.add_argument("--orchestrator", default=env.get("ORCHESTRATOR_ADDR", "127.0.0.1:50052"))
-    parser.add_argument("--analysis", default=env.get("ANALYSIS_ADDR", "127.0.0.1:50053"))
+    cli.add_address_options(parser)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--length", type=int, default=64)

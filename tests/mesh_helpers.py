@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 import grpc
 import sqlalchemy as sa
 from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
@@ -49,14 +52,50 @@ def wait_terminal(orchestrator, job_ids, timeout=180.0):
     return jobs
 
 
-def total_jobs(database_url: str) -> int:
-    """Rows in inference_results now (GetStats may answer from its one-second cache)."""
+def query(database_url: str, sql: sa.TextClause, params: dict | None = None) -> list[sa.Row]:
+    """Rows straight from the database, bypassing the services."""
     engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://"))
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT COUNT(*) FROM inference_results")).scalar_one()
+            return list(conn.execute(sql, params or {}))
     finally:
         engine.dispose()
+
+
+def total_jobs(database_url: str) -> int:
+    """Rows in inference_results now (GetStats may answer from its one-second cache)."""
+    return query(database_url, sa.text("SELECT COUNT(*) FROM inference_results"))[0][0]
+
+
+@contextmanager
+def clients_of(mesh):
+    """(IngestService, OrchestratorService) stubs on the stack's own addresses."""
+    ingest, orchestrator = grpc.insecure_channel(mesh.ingest), grpc.insecure_channel(mesh.orchestrator)
+    try:
+        yield ipb_grpc.IngestServiceStub(ingest), opb_grpc.OrchestratorServiceStub(orchestrator)
+    finally:
+        ingest.close()
+        orchestrator.close()
+
+
+@contextmanager
+def paused(mesh, name: str):
+    """``name`` hangs (SIGSTOP) inside the block and goes on (SIGCONT) after it, whatever happens."""
+    mesh.kill(name, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        mesh.kill(name, signal.SIGCONT)
+
+
+def rpc_error_within(call, *args, **kwargs) -> tuple[grpc.RpcError, float]:
+    """The error ``call`` raises and the seconds it took (AssertionError if it succeeds)."""
+    t0 = time.monotonic()
+    try:
+        call(*args, **kwargs)
+    except grpc.RpcError as exc:
+        return exc, time.monotonic() - t0
+    raise AssertionError(f"{call} did not fail")
 
 
 class EventLog:
@@ -110,12 +149,6 @@ class EventLog:
 
 def table_rows(database_url: str, job_ids) -> list[sa.Row]:
     """The jobs' rows of inference_results, straight from the database."""
-    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://"))
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(
-                sa.text("SELECT job_id, status, attempts, dispatches, version FROM inference_results "
-                        "WHERE job_id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
-                {"ids": list(job_ids)}))
-    finally:
-        engine.dispose()
+    return query(database_url, sa.text("SELECT job_id, status, attempts, dispatches, version FROM inference_results "
+                                       "WHERE job_id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
+                 {"ids": list(job_ids)})

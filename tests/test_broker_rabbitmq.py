@@ -8,14 +8,11 @@ import signal
 import time
 import urllib.request
 
-import grpc
 import pytest
 from kombu import Connection
-from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import job_state_pb2 as js
-from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from mesh_helpers import stream_submit, table_rows, wait_terminal
+from mesh_helpers import clients_of, stream_submit, table_rows, wait_terminal
 from satkit.queue import QUEUE
 from satkit.stack import Stack, StackSettings
 
@@ -44,10 +41,8 @@ def queue_exists(conn) -> bool:
 
 @pytest.fixture()
 def clients(mesh):
-    ingest, orchestrator = grpc.insecure_channel(mesh.ingest), grpc.insecure_channel(mesh.orchestrator)
-    yield ipb_grpc.IngestServiceStub(ingest), opb_grpc.OrchestratorServiceStub(orchestrator)
-    ingest.close()
-    orchestrator.close()
+    with clients_of(mesh) as stubs:
+        yield stubs
 
 
 def test_jobs_flow_through_rabbitmq(mesh, clients):

@@ -13,11 +13,10 @@ import pytest
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2 as ipb
-from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import job_state_pb2 as js
-from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from mesh_helpers import MODELS, EventLog, series, stream_submit, table_rows, total_jobs, wait_terminal
+from mesh_helpers import (MODELS, EventLog, clients_of, paused, rpc_error_within, series, stream_submit, table_rows,
+                          total_jobs, wait_terminal)
 from satkit.stack import Stack, StackSettings
 
 # Re-dispatch after 3 s without progress (30 s by default) so a test does not wait long.
@@ -34,10 +33,8 @@ def mesh(tmp_path_factory, postgres_url):
 
 @pytest.fixture()
 def clients(mesh):
-    ingest, orchestrator = grpc.insecure_channel(mesh.ingest), grpc.insecure_channel(mesh.orchestrator)
-    yield ipb_grpc.IngestServiceStub(ingest), opb_grpc.OrchestratorServiceStub(orchestrator)
-    ingest.close()
-    orchestrator.close()
+    with clients_of(mesh) as stubs:
+        yield stubs
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -115,15 +112,9 @@ def test_a_callers_deadline_holds_while_the_orchestrator_hangs(mesh, clients):
     ingest, orchestrator = clients
     request = ipb.SubmitSeriesRequest(series={"values": series(64)}, models=MODELS, idempotency_key="deadline-1")
     before = total_jobs(mesh.database_url)
-    mesh.kill("orchestrator", signal.SIGSTOP)
-    try:
-        t0 = time.monotonic()
-        with pytest.raises(grpc.RpcError) as info:
-            ingest.SubmitSeries(request, timeout=1.0)
-        waited = time.monotonic() - t0
-    finally:
-        mesh.kill("orchestrator", signal.SIGCONT)
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and waited < 2.5
+    with paused(mesh, "orchestrator"):
+        error, waited = rpc_error_within(ingest.SubmitSeries, request, timeout=1.0)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and waited < 2.5
     # The producer retries with its key: whatever the first try left behind, two jobs in all.
     job_ids = ingest.SubmitSeries(request, timeout=30).job_ids
     assert len(job_ids) == 2 and total_jobs(mesh.database_url) == before + 2
@@ -135,13 +126,7 @@ def test_analyze_gives_up_at_the_callers_deadline_while_triton_hangs(mesh):
         analysis = apb_grpc.AnalysisServiceStub(channel)
         request = apb.AnalyzeRequest(series={"values": series(40)}, model_name="transformer_timeseries")
         assert analysis.Analyze(request, timeout=10).result.predictions  # warm: the model list is cached
-        mesh.kill("triton", signal.SIGSTOP)
-        try:
-            t0 = time.monotonic()
-            with pytest.raises(grpc.RpcError) as info:
-                analysis.Analyze(request, timeout=1.0)
-            waited = time.monotonic() - t0
-        finally:
-            mesh.kill("triton", signal.SIGCONT)
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and waited < 2.5
+        with paused(mesh, "triton"):
+            error, waited = rpc_error_within(analysis.Analyze, request, timeout=1.0)
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and waited < 2.5
         assert analysis.Analyze(request, timeout=10).result.predictions
