@@ -15,6 +15,9 @@ from collections.abc import Iterable
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _WAITED = STOP_SIGNALS | {signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1
+# Looked up once here: in a forked child, dlopen/dlsym can wait forever on a loader lock that
+# another thread of the parent (gRPC's) held at fork time. Seen as a hung Stack.restart.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def block_signals() -> None:
@@ -25,7 +28,7 @@ def block_signals() -> None:
 def child_setup() -> None:
     """``preexec_fn`` for children: default signal mask, and SIGTERM when the launcher dies."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(command: list[str], log_file=None, *, mode: str = "ab", **popen_kwargs) -> subprocess.Popen:
