@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
 SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps run up triton test proto models train convert evaluate bench bench-triton bench-store lock clean
+.PHONY: setup system-deps web web-test run up triton test proto models train convert evaluate bench bench-triton bench-store lock clean
 
 setup: $(STAMP)
 
@@ -19,19 +19,32 @@ $(STAMP): $(REQS) web/package-lock.json
 		-r requirements/runtime.txt -r requirements/train.txt -r requirements/dev.txt
 	# gen/python holds the generated satlas.v1 package; the repository root holds the services.
 	printf '%s\n' "$(CURDIR)/gen/python" "$(CURDIR)" > $(SITE)/satlas_paths.pth
-	cd web && npm ci --no-audit --no-fund --loglevel=error
+	# npm install, not npm ci: the registry mirror lacks the other platforms' rollup/esbuild builds, so
+	# npm ci rejects any lock it can write; with the lock in sync, npm install keeps it byte for byte.
+	cd web && npm install --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 system-deps:
 	bash scripts/system_deps.sh
 
+# The dashboard's static files (web/dist), served behind Envoy; rebuilt when its sources change.
+WEB_SOURCES := $(shell find web/src gen/ts -type f) web/index.html web/dashboard.html web/vite.config.ts web/tsconfig.json
+web: web/dist/index.html
+
+web/dist/index.html: $(STAMP) $(WEB_SOURCES)
+	cd web && npm run --silent build -- --logLevel warn
+
+# Type check and the component tests (Vitest, jsdom).
+web-test: setup
+	cd web && npm run --silent typecheck && npm test --silent
+
 # The whole stack in the foreground: Triton, Valkey, the three services, a worker, Flower.
 # DATABASE_URL / REDIS_URL / TRITON_URL point it at servers of your own. Ctrl-C stops it all.
-up: setup
+up: setup web
 	$(PY) -m satkit.stack
 
 # `make up`, fed by the data simulator (its flags: SIMULATOR_ARGS="--interval 0.2 --max-batch 10").
-run: setup
+run: setup web
 	$(PY) -m satkit.stack --simulator
 
 triton: setup
@@ -43,7 +56,8 @@ proto: setup
 	$(VENV)/bin/buf generate --template buf.gen.python.yaml
 	$(VENV)/bin/buf generate --template buf.gen.ts.yaml
 
-test: setup
+# Component tests first, then pytest: services, mesh, Envoy and the browser tests in Chromium.
+test: setup web web-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Retrain both models and redeploy them into model_repository/ (a few minutes on 2 cores).

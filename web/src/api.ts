@@ -1,0 +1,40 @@
+// The grpc-web clients. The page is served by Envoy, which also routes grpc-web, so the API is
+// the page's own origin unless `?api=URL` or VITE_API_BASE says otherwise.
+import { createContext, useContext } from "react";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { IngestService } from "@gen/satlas/v1/ingest_service_pb.js";
+import { OrchestratorService } from "@gen/satlas/v1/orchestrator_service_pb.js";
+import { AnalysisService } from "@gen/satlas/v1/analysis_service_pb.js";
+
+export type Clients = {
+  ingest: Client<typeof IngestService>;
+  orchestrator: Client<typeof OrchestratorService>;
+  analysis: Client<typeof AnalysisService>;
+};
+
+export function apiBase(search: string = window.location.search, origin: string = window.location.origin): string {
+  const fromQuery = new URLSearchParams(search).get("api");
+  const fromEnv = import.meta.env.VITE_API_BASE as string | undefined;
+  return (fromQuery || fromEnv || origin).replace(/\/+$/, "");
+}
+
+export function createClients(transport: Transport): Clients {
+  return {
+    ingest: createClient(IngestService, transport),
+    orchestrator: createClient(OrchestratorService, transport),
+    analysis: createClient(AnalysisService, transport),
+  };
+}
+
+export function defaultClients(): Clients {
+  return createClients(createGrpcWebTransport({ baseUrl: apiBase() }));
+}
+
+export const ClientsContext = createContext<Clients | null>(null);
+
+export function useClients(): Clients {
+  const c = useContext(ClientsContext);
+  if (!c) throw new Error("ClientsContext is not provided");
+  return c;
+}

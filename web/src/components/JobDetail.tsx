@@ -1,0 +1,79 @@
+// One job, live: timeline from WatchJob, timestamps and timings, the result chart, the error.
+import { useState } from "react";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { Model } from "@gen/satlas/v1/analysis_service_pb.js";
+import { useClients } from "../api";
+import { fmtSeconds, stateName, TERMINAL } from "../feed";
+import { useWatchJob } from "../hooks";
+import { ErrorBox, StateChip, StreamBadge } from "./Bits";
+import { ResultChart } from "./Chart";
+
+function time(t?: Timestamp): string {
+  return t ? timestampDate(t).toLocaleTimeString(undefined, { hour12: false }) + "." + String(Math.floor(t.nanos / 1e6)).padStart(3, "0") : "–";
+}
+
+export function JobDetail({ jobId, models = [], compact = false }: { jobId: string; models?: Model[]; compact?: boolean }) {
+  const { orchestrator } = useClients();
+  const { job, full, timeline, status, error } = useWatchJob(jobId);
+  const [cancelError, setCancelError] = useState<unknown>();
+  const cancel = () =>
+    orchestrator.cancelJob({ jobId }).then(
+      () => setCancelError(undefined),
+      (e) => setCancelError(e),
+    );
+  const chartJob = full && job && full.state === job.state ? full : undefined;
+  return (
+    <section className={`panel job ${compact ? "compact" : ""}`} data-testid="job-detail">
+      <h2>
+        Job <span className="mono">{jobId}</span> <StreamBadge status={status} label="watch" />
+      </h2>
+      <ErrorBox error={error} />
+      {job && (
+        <>
+          <p>
+            {job.modelName} <StateChip state={job.state} /> attempts {job.attempts}
+            {job.worker && <span className="muted"> · {job.worker}</span>}
+            {!TERMINAL.has(job.state) && (
+              <button className="small" onClick={cancel}>
+                cancel
+              </button>
+            )}
+          </p>
+          <ErrorBox error={cancelError} context="CancelJob" />
+          <ol className="timeline" aria-label="timeline">
+            {timeline.map((e) => (
+              <li key={String(e.version) + e.state} className={`s-${stateName(e.state).toLowerCase()}`}>
+                {stateName(e.state)} <span className="muted small">v{String(e.version)} seen {e.seenAt.toLocaleTimeString(undefined, { hour12: false })}</span>
+              </li>
+            ))}
+          </ol>
+          <table className="kv">
+            <tbody>
+              <tr><th>created</th><td>{time(job.createTime)}</td><th>queued</th><td>{time(job.queueTime)}</td></tr>
+              <tr><th>started</th><td>{time(job.startTime)}</td><th>ended</th><td>{time(job.endTime)}</td></tr>
+              <tr><th>queue</th><td>{fmtSeconds(job.timings?.queueSeconds)}</td><th>inference</th><td>{fmtSeconds(job.timings?.inferenceSeconds)}</td></tr>
+              <tr><th>total</th><td>{fmtSeconds(job.timings?.totalSeconds)}</td><th>series</th><td>{job.seriesId || "–"} ({job.seriesLength} points)</td></tr>
+            </tbody>
+          </table>
+          {job.error && (
+            <pre className="error" data-testid="job-error">
+              {job.error}
+            </pre>
+          )}
+          {chartJob?.result && (
+            <>
+              <ResultChart job={chartJob} model={models.find((m) => m.name === chartJob.modelName)} width={compact ? 420 : 640} height={compact ? 140 : 200} />
+              {chartJob.result.anomalyScores.length > 0 && (
+                <p>
+                  anomaly score {chartJob.result.anomalyScore.toFixed(3)} {chartJob.result.anomalyFlag ? <span className="flag">anomalous</span> : "normal"} · model version{" "}
+                  {chartJob.result.modelVersion || "–"}
+                </p>
+              )}
+            </>
+          )}
+        </>
+      )}
+    </section>
+  );
+}
