@@ -28,7 +28,7 @@ system-deps:
 	bash scripts/system_deps.sh
 
 # The dashboard's static files (web/dist), served behind Envoy; rebuilt when its sources change.
-WEB_SOURCES := $(shell find web/src gen/ts -type f) web/index.html web/dashboard.html web/vite.config.ts web/tsconfig.json
+WEB_SOURCES := $(shell find web/src web/public gen/ts -type f) web/index.html web/dashboard.html web/vite.config.ts web/tsconfig.json
 web: web/dist/index.html
 
 web/dist/index.html: $(STAMP) $(WEB_SOURCES)

@@ -31,38 +31,40 @@ export function JobFeed({ models = [], max }: { models?: string[]; max?: number 
           </label>
         ))}
       </div>
-      <table className="jobs">
-        <thead>
-          <tr>
-            <th>job</th>
-            <th>model</th>
-            <th>state</th>
-            <th>length</th>
-            <th>queue</th>
-            <th>inference</th>
-            <th>total</th>
-            <th>worker</th>
-          </tr>
-        </thead>
-        <tbody>
-          {rows.map((j) => (
-            <tr key={j.jobId} data-testid="feed-row">
-              <td>
-                <JobLink id={j.jobId} />
-              </td>
-              <td>{j.modelName}</td>
-              <td>
-                <StateChip state={j.state} />
-              </td>
-              <td>{j.seriesLength}</td>
-              <td>{fmtSeconds(j.timings?.queueSeconds)}</td>
-              <td>{fmtSeconds(j.timings?.inferenceSeconds)}</td>
-              <td>{fmtSeconds(j.timings?.totalSeconds)}</td>
-              <td className="small">{j.worker}</td>
+      <div className="scroll">
+        <table className="jobs">
+          <thead>
+            <tr>
+              <th>job</th>
+              <th>model</th>
+              <th>state</th>
+              <th>length</th>
+              <th>queue</th>
+              <th>inference</th>
+              <th>total</th>
+              <th>worker</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {rows.map((j) => (
+              <tr key={j.jobId} data-testid="feed-row">
+                <td>
+                  <JobLink id={j.jobId} />
+                </td>
+                <td>{j.modelName}</td>
+                <td>
+                  <StateChip state={j.state} />
+                </td>
+                <td>{j.seriesLength}</td>
+                <td>{fmtSeconds(j.timings?.queueSeconds)}</td>
+                <td>{fmtSeconds(j.timings?.inferenceSeconds)}</td>
+                <td>{fmtSeconds(j.timings?.totalSeconds)}</td>
+                <td className="small">{j.worker}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
       {rows.length === 0 && <p className="muted">no jobs yet</p>}
     </section>
   );

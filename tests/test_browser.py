@@ -1,0 +1,168 @@
+"""The dashboard in real Chromium (Debian's, driven by playwright) against the real stack, through
+Envoy: loads clean, submits and follows a job, shows Python's jobs live, survives an idle stream
+and an Envoy restart, shows field violations, and stays smooth under load."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from satlas.v1 import ingest_service_pb2 as ipb
+
+from mesh_helpers import MODELS, clients_of, series
+from satkit.stack import Stack, StackSettings
+from scripts import bench_dashboard
+
+ROOT = Path(__file__).resolve().parent.parent
+VIEWS = ("#/", "#/jobs", "#/results", "#/models", "#/submit")
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    assert (ROOT / "web" / "dist" / "index.html").exists(), "the dashboard is not built: make web"
+    with Stack(StackSettings.isolated(tmp_path_factory.mktemp("browser"))) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as pw:
+        b = bench_dashboard.launch(pw)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    """A fresh page that records console errors and uncaught exceptions; none may happen."""
+    p = browser.new_page(viewport=bench_dashboard.VIEWPORT)
+    p.add_init_script(bench_dashboard.PROBE)
+    p.problems = []
+    p.on("console", lambda m: m.type == "error" and p.problems.append(f"console: {m.text}"))
+    p.on("pageerror", lambda e: p.problems.append(f"pageerror: {e}"))
+    p.on("response", lambda r: r.status >= 400 and p.problems.append(f"HTTP {r.status}: {r.url}"))
+    yield p
+    p.close()
+
+
+@pytest.fixture()
+def ingest(mesh):
+    with clients_of(mesh) as (ingest, _):
+        yield ingest
+
+
+def submit(ingest, values, models=MODELS) -> list[str]:
+    return list(ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=models),
+                                    timeout=30).job_ids)
+
+
+def feed_row(page, job_id: str):
+    return page.locator('tr[data-testid="feed-row"]', has=page.locator(f'a.mono:text-is("{job_id[:8]}")'))
+
+
+def test_every_view_loads_with_no_console_errors(mesh, page, ingest):
+    submit(ingest, series(64))  # so that results and charts have something to show
+    page.goto(mesh.dashboard_url)
+    expect(page.locator(".overview .tile").first).to_be_visible(timeout=15_000)
+    for view in VIEWS:
+        page.goto(mesh.dashboard_url + view)
+        page.locator("main .panel").first.wait_for(timeout=15_000)
+        if view == "#/models":
+            expect(page.locator(".models")).to_contain_text("transformer_timeseries")
+    page.goto(mesh.dashboard_url + "#/results")
+    expect(page.locator('[data-testid="result-card"]').first).to_be_visible(timeout=15_000)
+    page.goto(mesh.dashboard_url + "dashboard.html")
+    expect(page.locator(".feed .badge")).to_have_text("live", timeout=15_000)
+    expect(page.locator(".overview .tile").first).to_be_visible(timeout=15_000)
+    page.wait_for_timeout(1500)  # a poll or two more
+    assert page.problems == []
+
+
+def test_a_job_submitted_from_the_page_succeeds_with_a_chart(mesh, page):
+    page.goto(mesh.dashboard_url + "#/submit")
+    page.get_by_label("pattern").select_option("seasonal")
+    page.get_by_label("length").fill("64")
+    page.get_by_role("button", name="generate").click()
+    page.get_by_role("button", name="submit").click()
+    jobs = page.locator('[data-testid="job-detail"]')
+    expect(jobs).to_have_count(2, timeout=15_000)
+    for i in range(2):
+        job = jobs.nth(i)
+        expect(job.locator("p .state")).to_have_text("SUCCEEDED", timeout=60_000)
+        expect(job.locator(".timeline li").last).to_contain_text("SUCCEEDED")
+        expect(job.locator("svg path.line.output")).to_have_count(1, timeout=15_000)
+        expect(job.locator("svg path.line.input")).to_have_count(1)
+    expect(page.locator("figure.chart .legend.output", has_text="forecast")).to_have_count(1)
+    expect(page.locator("figure.chart .legend.output", has_text="reconstruction")).to_have_count(1)
+    assert page.problems == []
+
+
+def test_a_bad_series_from_the_page_shows_its_field_violation(mesh, page):
+    page.goto(mesh.dashboard_url + "#/submit")
+    page.get_by_label("values").fill("1, 2")  # shorter than either model takes
+    page.get_by_role("button", name="submit").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("INVALID_ARGUMENT", timeout=15_000)
+    expect(alert.locator(".violations code").first).to_have_text("series.values")
+    expect(alert.locator(".violations")).to_contain_text("has 2 points")
+    expect(page.locator('[data-testid="job-detail"]')).to_have_count(0)
+
+
+def test_a_job_submitted_from_python_shows_in_the_live_feed_within_2_s(mesh, page, ingest):
+    page.goto(mesh.dashboard_url + "#/jobs")
+    expect(page.locator(".feed .badge")).to_have_text("live", timeout=15_000)
+    waits = []
+    for n in range(3):
+        t0 = time.time() * 1000
+        job_id = submit(ingest, series(64, seed=n), models=MODELS[:1])[0]
+        row = feed_row(page, job_id)
+        row.wait_for(timeout=10_000)
+        waits.append(page.evaluate(f"() => window.__probe.seen[{job_id[:8]!r}]") - t0)
+        expect(row.locator(".state")).to_have_text("SUCCEEDED", timeout=30_000)
+    print(f"\nPython SubmitSeries → row in the feed: {', '.join(f'{w:.0f} ms' for w in waits)}")
+    assert max(waits) < 2000, waits
+    assert page.problems == []
+
+
+def test_a_stream_idle_for_60_s_survives(mesh, page, ingest):
+    page.goto(mesh.dashboard_url + "dashboard.html")
+    badge = page.locator(".feed .badge")
+    expect(badge).to_have_text("live", timeout=15_000)
+    page.evaluate("""() => { window.__badges = [];
+        new MutationObserver(() => window.__badges.push(document.querySelector('.feed .badge').textContent))
+          .observe(document.querySelector('.feed .badge'), { childList: true, characterData: true, subtree: true }); }""")
+    page.wait_for_timeout(65_000)
+    assert page.evaluate("() => window.__badges") == [], "the feed's stream was cut and reopened while idle"
+    job_id = submit(ingest, series(64), models=MODELS[:1])[0]
+    expect(feed_row(page, job_id)).to_be_visible(timeout=2_000)
+    assert page.problems == []
+
+
+def test_the_page_reconnects_by_itself_after_envoy_restarts(mesh, page, ingest):
+    page.goto(mesh.dashboard_url + "dashboard.html")
+    badge = page.locator(".feed .badge")
+    expect(badge).to_have_text("live", timeout=15_000)
+    mesh.stop("envoy")
+    expect(badge).to_contain_text("reconnecting", timeout=15_000)
+    mesh.restart("envoy")
+    expect(badge).to_have_text("live", timeout=30_000)
+    job_id = submit(ingest, series(64), models=MODELS[:1])[0]
+    expect(feed_row(page, job_id)).to_be_visible(timeout=5_000)
+    expect(page.locator(".overview [role=alert]")).to_have_count(0, timeout=10_000)
+    # The browser logs each stream cut and each refused request while Envoy is down (net::ERR_…);
+    # nothing else may go wrong.
+    assert [p for p in page.problems if "Failed to load resource: net::ERR_" not in p] == []
+
+
+def test_the_monitoring_view_stays_responsive_at_500_jobs_per_s(mesh, browser):
+    page = bench_dashboard.open_dashboard(browser, mesh.dashboard_url)
+    result = bench_dashboard.measure(page, mesh.ingest, jobs_per_s=500, seconds=10)
+    print("\n" + bench_dashboard.summary(result))
+    assert result["feed_rows"] <= 100  # bounded list
+    assert result["feed_updates_per_s"] <= 6  # throttled rendering (every 250 ms)
+    # Loose bounds: the stack saturates both cores beside Chromium here; rendering every event
+    # instead of every 250 ms would blow through them.
+    assert result["frame_ms"]["p95"] <= 150 and result["click_to_paint_ms"]["max"] <= 500
+    page.close()
