@@ -8,6 +8,8 @@ every name, address, port and command with what the services actually read, bind
 from __future__ import annotations
 
 import ast
+import fnmatch
+import json
 import importlib.metadata as md
 import re
 import shlex
@@ -408,3 +410,37 @@ def test_envoy_routes_to_the_compose_services_on_their_ports():
         assert targets[name]["address"] == name and name in SERVICES
         listen = interpolate(SERVICES[name]["environment"][f"{name.upper()}_ADDR"])
         assert listen.endswith(f":{targets[name]['port_value']}")
+    web = targets["web"]
+    assert web["address"] == "web" and "web" in SERVICES
+    listen = re.search(r"listen (\d+);", (ROOT / "web" / "nginx.conf").read_text()).group(1)
+    assert int(listen) == web["port_value"]
+    assert f"127.0.0.1:{listen}/" in " ".join(SERVICES["web"]["healthcheck"]["test"])
+    assert SERVICES["envoy"]["depends_on"]["web"] == {"condition": "service_healthy"}
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore for plain paths: the last pattern matching the path or a parent wins."""
+    parts = path.split("/")
+    verdict = False
+    for p in patterns:
+        negate, pat = p.startswith("!"), p.lstrip("!")
+        if any(fnmatch.fnmatchcase("/".join(parts[:i]), pat) for i in range(1, len(parts) + 1)):
+            verdict = not negate
+    return verdict
+
+
+def test_dashboard_image_builds_from_the_repository_and_serves_the_build():
+    assert SERVICES["web"]["build"] == {"context": ".", "dockerfile": "web/Dockerfile"}
+    text = (ROOT / "web" / "Dockerfile").read_text()
+    patterns = [ln.strip() for ln in (ROOT / "web" / "Dockerfile.dockerignore").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")]
+    for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
+        assert (ROOT / src).exists() and not ignored(src.rstrip("/"), patterns), src
+    for heavy in ("web/node_modules", "web/dist", ".venv", "model_repository"):
+        assert ignored(heavy, patterns), heavy
+    # The build stage runs the package's build script on this machine's Node major version.
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    assert re.search(rf"^FROM node:{node[1:].split('.')[0]}-slim AS build", text, re.M), node
+    assert "RUN npm run build" in text and "build" in json.loads((ROOT / "web/package.json").read_text())["scripts"]
+    root = re.search(r"root (\S+);", (ROOT / "web" / "nginx.conf").read_text()).group(1)
+    assert f"COPY --from=build /src/web/dist {root}" in text
