@@ -1,5 +1,6 @@
 """`make run` as a user meets it: `python -m satkit.stack --simulator` in the foreground, jobs
-flowing on the terminal, and Ctrl-C stopping every process it started."""
+flowing on the terminal and on the dashboard URL it prints, and Ctrl-C stopping every process it
+started."""
 
 from __future__ import annotations
 
@@ -28,10 +29,29 @@ def processes_marked(marker: str) -> list[int]:
     return found
 
 
+def dashboard_shows_jobs_moving(url: str) -> bool:
+    """The printed URL, in Chromium: the feed is live and fills with the simulator's jobs."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from scripts.bench_dashboard import launch
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_page()
+        page.goto(url + "#/jobs")
+        expect(page.locator(".feed .badge")).to_have_text("live", timeout=15_000)
+        rows = page.locator('tr[data-testid="feed-row"]')
+        expect(rows.nth(1)).to_be_visible(timeout=15_000)  # new jobs arrive: PENDING → … rows
+        expect(page.locator(".feed .state", has_text="SUCCEEDED").first).to_be_visible(timeout=15_000)
+        browser.close()
+    return True
+
+
 def test_make_run_shows_jobs_flowing_and_ctrl_c_stops_everything(tmp_path):
     env = {**os.environ, "SATLAS_RUN_DIR": str(tmp_path), "INGEST_ADDR": "127.0.0.1:0",
            "ORCHESTRATOR_ADDR": "127.0.0.1:0", "ANALYSIS_ADDR": "127.0.0.1:0", "FLOWER_PORT": "0",
            "TRITON_HTTP_PORT": "0", "TRITON_GRPC_PORT": "0", "TRITON_METRICS_PORT": "0",
+           "ENVOY_PORT": "0", "ENVOY_ADMIN_PORT": "0", "WEB_PORT": "0",
            "SIMULATOR_ARGS": "--interval 0.2 --max-batch 2 --follow --seed 3"}
     for name in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "TRITON_URL"):
         env.pop(name, None)  # the embedded defaults
@@ -47,6 +67,8 @@ def test_make_run_shows_jobs_flowing_and_ctrl_c_stops_everything(tmp_path):
             assert time.monotonic() < deadline, "".join(lines[-40:])
             time.sleep(0.2)
         assert processes_marked(str(tmp_path)), "the marker does not find the stack's processes"
+        url = re.search(r"dashboard\s+(http://\S+)", "".join(lines)).group(1)
+        assert dashboard_shows_jobs_moving(url)
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground group
         assert launcher.wait(60) == 0
     finally:
