@@ -7,16 +7,20 @@ One StreamSeries stream sends length-64 series (one job per model each) at a fix
 rate, paced open-loop so a slow mesh cannot slow the producer down; a WatchJobs stream times
 each job's terminal event. Latency is from the moment a series is handed to the stream to the
 moment its job's SUCCEEDED event arrives. A sweep over offered loads, then one long run at the
-sustained target. Prints a table and writes JSON.
+sustained target, each with a progress line; then Triton alone on the same kind of series
+(``scripts.bench_triton``), driven directly with as many requests in flight as the workers keep,
+and the mesh's efficiency: its best done/s over Triton's jobs/s. Prints a table, writes JSON and
+a PNG of latency and achieved jobs/s against offered jobs/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
-import queue
+import sys
 import tempfile
 import threading
 import time
@@ -32,9 +36,12 @@ from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
 from satkit import patterns
+from scripts import bench_triton
 
 MODELS = ("vae_timeseries", "transformer_timeseries")
 TERMINAL = {js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED}
+JOBS_PER_MESSAGE = 16  # orchestrator_svc.settings: jobs one Celery message carries (ORCHESTRATOR_JOBS_PER_MESSAGE)
+WORKER_CONCURRENCY = 2  # satkit.stack: worker processes (WORKER_CONCURRENCY), one Triton stream each
 
 
 @dataclass
@@ -86,18 +93,65 @@ def make_series(n: int, length: int, seed: int = 0) -> list[list[float]]:
     return [patterns.random_series(rng, length=length).values.tolist() for _ in range(n)]
 
 
+def progress_line(label: str, elapsed_s: float, total_s: float, submitted: int, done: int, failed: int,
+                  done_per_s: float) -> str:
+    """One step's state: ``300 jobs/s   12.5/60 s  submitted 3750  done 3602  failed 0  298.4 done/s``."""
+    clock = f"{elapsed_s:5.1f}/{total_s:.0f} s" + (" (draining)" if elapsed_s > total_s else "")
+    return (f"{label}  {clock}  submitted {submitted}  done {done}  failed {failed}  "
+            f"{done_per_s:.1f} done/s")
+
+
+class Progress:
+    """A step's progress: one line rewritten in place on a terminal, a plain line every
+    ``every_s`` otherwise (a log, a pipe). ``done/s`` is over the last interval."""
+
+    def __init__(self, label: str, total_s: float, stream=None, every_s: float | None = None):
+        self.label, self.total_s = label, total_s
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.every_s = every_s if every_s is not None else (0.5 if self.tty else 5.0)
+        self._last: tuple[float, int] | None = None  # (time, done) of the last update
+
+    def update(self, elapsed_s: float, submitted: int, done: int, failed: int, now: float | None = None) -> str:
+        now = time.perf_counter() if now is None else now
+        last_t, last_done = self._last or (now - elapsed_s, 0)
+        rate = (done - last_done) / (now - last_t) if now > last_t else 0.0
+        self._last = (now, done)
+        line = progress_line(self.label, elapsed_s, self.total_s, submitted, done, failed, rate)
+        self.stream.write(f"\r\033[K{line}" if self.tty else line + "\n")
+        self.stream.flush()
+        return line
+
+    def close(self) -> None:
+        """Clears the in-place line, so what is printed next starts on a clean line."""
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
 def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, seconds: float,
-                series: list[list[float]], drain_s: float = 30.0) -> Run:
+                series: list[list[float]], drain_s: float = 30.0, progress: Progress | None = None) -> Run:
     per_series = len(MODELS)
     rate = jobs_per_s / per_series  # series per second
     total = max(1, int(rate * seconds))
     sent_at: dict[int, float] = {}
-    outbox: queue.Queue = queue.Queue()
+    job_sent: dict[str, float] = {}
+    accepted: list[str] = []  # job ids in arrival order; read by the progress thread (appends are atomic)
+    rejected = 0
+    start = time.perf_counter()
+    ticking = threading.Event()
+
+    def tick() -> None:
+        while not ticking.wait(progress.every_s):
+            ends = [completions.done.get(j) for j in accepted[:]]
+            done = [state for _, state in filter(None, ends)]
+            progress.update(time.perf_counter() - start, len(sent_at) * per_series, len(done),
+                            sum(state != js.JOB_STATE_SUCCEEDED for state in done))
 
     def requests():
-        start = time.perf_counter()
+        paced_from = time.perf_counter()
         for i in range(total):
-            due = start + i / rate
+            due = paced_from + i / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
@@ -105,21 +159,26 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
             yield ipb.StreamSeriesRequest(sequence=i, submission=ipb.SubmitSeriesRequest(
                 series={"values": series[i % len(series)]}, models=MODELS))
 
-    with grpc.insecure_channel(ingest_addr) as channel:
-        stub = ipb_grpc.IngestServiceStub(channel)
-        for response in stub.StreamSeries(requests(), timeout=seconds + 120):
-            outbox.put(response)
-    job_sent: dict[str, float] = {}
-    rejected = 0
-    while not outbox.empty():
-        r = outbox.get()
-        if r.HasField("error"):
-            rejected += 1
-        for job_id in r.job_ids:
-            job_sent[job_id] = sent_at[r.sequence]
-    deadline = time.perf_counter() + drain_s
-    while time.perf_counter() < deadline and any(j not in completions.done for j in job_sent):
-        time.sleep(0.05)
+    ticker = threading.Thread(target=tick, daemon=True) if progress else None
+    if ticker:
+        ticker.start()
+    try:
+        with grpc.insecure_channel(ingest_addr) as channel:
+            stub = ipb_grpc.IngestServiceStub(channel)
+            for r in stub.StreamSeries(requests(), timeout=seconds + 120):
+                if r.HasField("error"):
+                    rejected += 1
+                for job_id in r.job_ids:
+                    job_sent[job_id] = sent_at[r.sequence]
+                    accepted.append(job_id)
+        deadline = time.perf_counter() + drain_s
+        while time.perf_counter() < deadline and any(j not in completions.done for j in job_sent):
+            time.sleep(0.05)
+    finally:
+        ticking.set()
+        if ticker:
+            ticker.join()
+            progress.close()
     ends = {j: completions.done[j] for j in job_sent if j in completions.done}
     latencies = np.array([(t - job_sent[j]) * 1000 for j, (t, state) in ends.items() if state == js.JOB_STATE_SUCCEEDED])
     first = min(sent_at.values())
@@ -134,25 +193,145 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
     )
 
 
-def table(runs: list[Run]) -> str:
+@dataclass
+class TritonAlone:
+    """Triton driven directly, without the mesh: what the mesh's jobs/s are measured against."""
+
+    url: str
+    length: int
+    in_flight: int  # requests outstanding at any moment, split evenly over the models
+    cells: list[bench_triton.Cell]  # one per model, measured at the same time
+
+    @property
+    def jobs_s(self) -> float:
+        return sum(c.throughput for c in self.cells)
+
+    @property
+    def seconds(self) -> float:
+        return max((c.seconds for c in self.cells), default=0.0)
+
+    @property
+    def errors(self) -> int:
+        return sum(c.errors for c in self.cells)
+
+
+def triton_alone(url: str, length: int, in_flight: int, seconds: float, warmup: float = 1.0) -> TritonAlone:
+    """Both models at once, as the workers load Triton: one length-``length`` series per request
+    (shape [1, length]) and ``in_flight`` requests outstanding (each worker process keeps a
+    message's jobs, both models mixed, in flight on its stream). bench_triton's clients send
+    back to back, so this is what Triton sustains when it never waits for the mesh."""
+    per_model = max(1, in_flight // len(MODELS))
+
+    async def both() -> list[bench_triton.Cell]:
+        return list(await asyncio.gather(*(bench_triton.run_cell(url, m, length, per_model, seconds, warmup)
+                                           for m in MODELS)))
+
+    return TritonAlone(url, length, per_model * len(MODELS), asyncio.run(both()))
+
+
+def efficiency(runs: list[Run], triton: TritonAlone | None) -> float | None:
+    """The mesh's best done/s over the jobs/s Triton sustains alone (None without a Triton figure)."""
+    if triton is None or not triton.jobs_s or not runs:
+        return None
+    return max(r.throughput_jobs_s for r in runs) / triton.jobs_s
+
+
+def plot(runs: list[Run], sustained: Run | None, triton: TritonAlone | None, length: int, path: Path) -> None:
+    """Latency (p50/p95/p99, log scale) and achieved jobs/s against offered jobs/s, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    FigureCanvasAgg(fig)
+    latency, throughput = fig.subplots(1, 2)
+    offered = [r.offered_jobs_s for r in runs]
+    for q, colour in (("p50", "tab:blue"), ("p95", "tab:orange"), ("p99", "tab:red")):
+        latency.plot(offered, [getattr(r, f"{q}_ms") for r in runs], marker="o", color=colour, label=q)
+        if sustained:
+            latency.plot([sustained.offered_jobs_s], [getattr(sustained, f"{q}_ms")], marker="*", markersize=12,
+                         linestyle="none", color=colour)
+    latency.set_yscale("log")
+    latency.set(xlabel="offered jobs/s", ylabel="submit → SUCCEEDED, ms (log)", title="latency")
+    latency.grid(True, which="both", alpha=0.3)
+    latency.legend(title=f"★ {sustained.seconds:.0f} s run" if sustained else None)
+
+    top = max([*offered, *([sustained.offered_jobs_s] if sustained else [])], default=1.0)
+    throughput.plot([0, top], [0, top], linestyle="--", color="grey", label="achieved = offered")
+    throughput.plot(offered, [r.throughput_jobs_s for r in runs], marker="o", color="tab:blue", label="mesh")
+    if sustained:
+        throughput.plot([sustained.offered_jobs_s], [sustained.throughput_jobs_s], marker="*", markersize=12,
+                        linestyle="none", color="tab:blue", label=f"mesh, {sustained.seconds:.0f} s")
+    title = "throughput"
+    ratio = efficiency(runs + ([sustained] if sustained else []), triton)
+    if ratio is not None:
+        title += f" (Triton alone {triton.jobs_s:.0f} jobs/s; mesh efficiency {100 * ratio:.1f} %)"
+        if triton.jobs_s <= 1.5 * top:  # far above, it would flatten the mesh's curve: the title says it
+            throughput.axhline(triton.jobs_s, linestyle=":", color="tab:green", label="Triton alone")
+    throughput.set(xlabel="offered jobs/s", ylabel="achieved jobs/s", title=title)
+    throughput.set_ylim(bottom=0)
+    throughput.grid(True, alpha=0.3)
+    throughput.legend()
+    fig.suptitle(f"Satlas mesh: length-{length} series, {' + '.join(MODELS)}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def table(runs: list[Run], triton: TritonAlone | None = None) -> str:
     head = f"{'offered/s':>9} {'secs':>5} {'jobs':>6} {'done/s':>7} {'ok %':>6} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7}"
     rows = [f"{r.offered_jobs_s:9.0f} {r.seconds:5.0f} {r.jobs:6d} {r.throughput_jobs_s:7.1f} "
             f"{100 * r.success_rate:6.1f} {r.p50_ms:7.1f} {r.p95_ms:7.1f} {r.p99_ms:7.1f} {r.max_ms:7.1f}"
             for r in runs]
+    if triton:  # Triton alone: as many jobs as it answered; latency is per model, in the JSON
+        requests = sum(c.requests for c in triton.cells)
+        ok = 100 * requests / (requests + triton.errors) if requests + triton.errors else 0.0
+        rows.append(f"{'Triton':>9} {triton.seconds:5.0f} {requests:6d} {triton.jobs_s:7.1f} {ok:6.1f}"
+                    + f" {'-':>7}" * 4)
     return "\n".join([head, *rows])
+
+
+def efficiency_line(runs: list[Run], triton: TritonAlone | None) -> str:
+    ratio = efficiency(runs, triton)
+    if ratio is None:
+        return "efficiency: no Triton figure"
+    best = max(r.throughput_jobs_s for r in runs)
+    return (f"efficiency: mesh best {best:.1f} done/s / Triton alone {triton.jobs_s:.1f} jobs/s = {100 * ratio:.1f} %"
+            f"  (Triton: length {triton.length}, {' + '.join(MODELS)}, {triton.in_flight} requests in flight)")
+
+
+def triton_ready(url: str) -> bool:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        return all(client.is_model_ready(m, client_timeout=5) for m in MODELS)
+    except Exception:  # unreachable, or an older server without the models
+        return False
+    finally:
+        client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ingest", help="a running stack's ingest host:port (default: start one)")
     parser.add_argument("--orchestrator", help="a running stack's orchestrator host:port")
+    parser.add_argument("--triton", help="that stack's Triton gRPC host:port (default: the started stack's; "
+                                         "with --ingest, TRITON_URL or 127.0.0.1:8001)")
     parser.add_argument("--sweep", default="50,100,200,300", help="offered loads in jobs/s")
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--sustain", type=float, default=300.0, help="jobs/s of the long run (0: none)")
     parser.add_argument("--sustain-seconds", type=float, default=60.0)
+    parser.add_argument("--triton-seconds", type=float, default=5.0,
+                        help="seconds of Triton alone after the mesh steps (0: none)")
+    parser.add_argument("--triton-in-flight", type=int,
+                        help="requests in flight on Triton alone (default: worker processes x jobs per message, "
+                             f"WORKER_CONCURRENCY x ORCHESTRATOR_JOBS_PER_MESSAGE = "
+                             f"{WORKER_CONCURRENCY} x {JOBS_PER_MESSAGE})")
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--json", default="bench-results/mesh.json")
+    parser.add_argument("--png", help="the plot (default: next to the JSON, e.g. bench-results/mesh.png)")
     args = parser.parse_args(argv)
+    png = Path(args.png) if args.png else Path(args.json).with_suffix(".png")
 
     stack = None
     if not args.ingest:
@@ -163,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         print("starting an isolated stack ...", flush=True)
         stack = Stack(settings).start()
         args.ingest, args.orchestrator = stack.ingest, stack.orchestrator
+        args.triton = args.triton or stack.triton_url
+    args.triton = args.triton or os.environ.get("TRITON_URL", "127.0.0.1:8001")
+    workers = stack.settings.worker_concurrency if stack else int(os.environ.get("WORKER_CONCURRENCY",
+                                                                                  WORKER_CONCURRENCY))
+    in_flight = args.triton_in_flight or workers * int(os.environ.get("ORCHESTRATOR_JOBS_PER_MESSAGE",
+                                                                        JOBS_PER_MESSAGE))
+    triton = None
     try:
         series = make_series(256, args.length)
         completions = Completions(args.orchestrator)
@@ -170,28 +356,48 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         loads = [float(x) for x in args.sweep.split(",") if x]
         for load in loads:
-            runs.append(offered_run(args.ingest, completions, load, args.step_seconds, series))
+            progress = Progress(f"{load:.0f} jobs/s", args.step_seconds)
+            runs.append(offered_run(args.ingest, completions, load, args.step_seconds, series, progress=progress))
             print(table(runs[-1:]).splitlines()[-1], flush=True)
         sustained = None
         if args.sustain:
-            sustained = offered_run(args.ingest, completions, args.sustain, args.sustain_seconds, series)
+            progress = Progress(f"{args.sustain:.0f} jobs/s", args.sustain_seconds)
+            sustained = offered_run(args.ingest, completions, args.sustain, args.sustain_seconds, series,
+                                    progress=progress)
             print(table([sustained]).splitlines()[-1], flush=True)
         completions.close()
+        if args.triton_seconds > 0:
+            if triton_ready(args.triton):
+                print(f"Triton alone at {args.triton}: {args.triton_seconds:g} s, {in_flight} requests in flight ...",
+                      flush=True)
+                triton = triton_alone(args.triton, args.length, in_flight, args.triton_seconds)
+                print(table([], triton).splitlines()[-1], flush=True)
+            else:
+                print(f"Triton at {args.triton} is not ready with {', '.join(MODELS)}: no Triton figure "
+                      "(--triton sets its address)", flush=True)
     finally:
         if stack:
             stack.stop()
+    everything = runs + ([sustained] if sustained else [])
     print()
-    print(table(runs + ([sustained] if sustained else [])))
+    print(table(everything, triton))
+    print(efficiency_line(everything, triton))
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "database": (stack.database_url.split(":")[0] if stack else "external"),
         "length": args.length, "models": list(MODELS),
         "sweep": [asdict(r) | {"success_rate": r.success_rate} for r in runs],
         "sustained": asdict(sustained) | {"success_rate": sustained.success_rate} if sustained else None,
+        "triton": {"url": triton.url, "length": triton.length, "in_flight": triton.in_flight,
+                   "seconds": triton.seconds, "jobs_s": triton.jobs_s, "errors": triton.errors,
+                   "models": [asdict(c) for c in triton.cells]} if triton else None,
+        "mesh_max_jobs_s": max((r.throughput_jobs_s for r in everything), default=0.0),
+        "efficiency": efficiency(everything, triton),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json}")
+    plot(runs, sustained, triton, args.length, png)
+    print(f"wrote {args.json} and {png}")
     return 0
 
 

@@ -179,17 +179,37 @@ def test_get_stats_is_computed_once_a_second_and_then_fresh(mesh, clients):
     assert fresh.totals.succeeded >= first.totals.succeeded + 2
 
 
-def test_the_benchmark_measures_what_it_sends(mesh):
+def test_the_benchmark_measures_what_it_sends(mesh, tmp_path):
+    import io
+    import json
+
     from scripts import bench_mesh
 
     completions = bench_mesh.Completions(mesh.orchestrator)
+    shown = io.StringIO()  # not a terminal: plain lines
     try:
-        run = bench_mesh.offered_run(mesh.ingest, completions, 40, 1.0, bench_mesh.make_series(8, 64))
+        run = bench_mesh.offered_run(mesh.ingest, completions, 40, 1.0, bench_mesh.make_series(8, 64),
+                                     progress=bench_mesh.Progress("40 jobs/s", 1.0, shown, every_s=0.2))
     finally:
         completions.close()
     assert (run.jobs, run.succeeded, run.failed, run.unfinished, run.rejected) == (40, 40, 0, 0, 0)
     assert 0 < run.p50_ms <= run.p95_ms <= run.p99_ms <= run.max_ms < 10_000
     assert 10 < run.throughput_jobs_s < 80  # paced at 40 jobs/s
+    lines = shown.getvalue().splitlines()
+    assert lines and "\r" not in shown.getvalue() and all(line.startswith("40 jobs/s ") for line in lines)
+    assert "/1 s  submitted " in lines[0] and " failed 0 " in lines[-1] and lines[-1].endswith(" done/s")
+    # The whole command, briefly: the table, the JSON with Triton's own figure, the PNG beside it.
+    out = tmp_path / "mesh.json"
+    assert bench_mesh.main(["--ingest", mesh.ingest, "--orchestrator", mesh.orchestrator, "--triton", mesh.triton_url,
+                            "--sweep", "40", "--step-seconds", "1", "--sustain", "0", "--triton-seconds", "1",
+                            "--triton-in-flight", "8", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    triton = report["triton"]
+    assert triton["jobs_s"] > 100 and triton["errors"] == 0 and triton["in_flight"] == 8
+    assert [m["model"] for m in triton["models"]] == list(bench_mesh.MODELS)
+    assert report["efficiency"] == pytest.approx(report["mesh_max_jobs_s"] / triton["jobs_s"])
+    assert 0 < report["efficiency"] < 1
+    assert (tmp_path / "mesh.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_single_model_check_runs_one_job_per_model(mesh):
