@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
 SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps web web-test run up triton test proto models train convert evaluate bench bench-triton bench-store lock clean
+.PHONY: setup system-deps web web-test run up demo triton test proto models train convert evaluate bench bench-triton bench-store lock clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ up: setup web
 run: setup web
 	$(PY) -m satkit.stack --simulator
 
+# A guided tour of a running stack (`make up` in another terminal); DEMO_ARGS="--pause 3" to slow it down.
+demo: setup
+	$(PY) -m satkit.demo $(DEMO_ARGS)
+
 triton: setup
 	$(PY) -m satkit.triton_local
 
@@ -72,7 +76,8 @@ convert: setup
 evaluate: setup
 	$(PY) -m scripts.evaluate --json bench-results/quality.json
 
-# End to end on an isolated stack: offered-load sweep, then 60 s at 300 jobs/s (DATABASE_URL honoured).
+# End to end on an isolated stack: offered-load sweep, 60 s at 300 jobs/s, then Triton alone and the
+# mesh's efficiency; JSON and PNG in bench-results/ (DATABASE_URL honoured).
 bench: setup
 	$(PY) -m scripts.bench_mesh --json bench-results/mesh.json
 

@@ -125,6 +125,9 @@ def measure(page, ingest: str, jobs_per_s: float = 500, seconds: float = 30, war
             reply = stub.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": load.series[0]}, models=MODELS[:1]),
                                       timeout=30)
             markers[reply.job_ids[0][:8]] = sent
+            if screenshot and not clicks and time.monotonic() > t_end - seconds / 2:
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshot), full_page=True)  # mid-load, before the clicks
             if clicks < 6 and time.monotonic() > t_end - seconds / 2:
                 filter_box.click()
                 clicks += 1
@@ -134,10 +137,6 @@ def measure(page, ingest: str, jobs_per_s: float = 500, seconds: float = 30, war
     probe = page.evaluate("() => window.__probe")
     rows = page.locator('tr[data-testid="feed-row"]').count()
     rate_text = page.locator(".feed h2 .muted").first.inner_text()
-    if screenshot:
-        page.wait_for_timeout(1500)  # the feed refilled after the last click
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
     load.stopped.set()
     load.join(timeout=30)
     shown = [probe["seen"][m] - sent for m, sent in markers.items() if m in probe["seen"]]
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ingest", default="127.0.0.1:50051", help="IngestService address with --url")
     ap.add_argument("--rate", type=float, default=500, help="offered jobs/s [500]")
     ap.add_argument("--seconds", type=float, default=30, help="measured seconds [30]")
-    ap.add_argument("--screenshot", type=Path, help="a full-page PNG of the view at the end of the load")
+    ap.add_argument("--screenshot", type=Path, help="a full-page PNG of the view halfway through the load")
     ap.add_argument("--json", type=Path, default=Path("bench-results/dashboard.json"))
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
