@@ -41,7 +41,8 @@ async def main(settings: Settings) -> None:
         await hub.start()
         core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub)
         core.dispatcher = Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
-                                     settings.jobs_per_message, core.mark_queued)
+                                     settings.jobs_per_message, core.mark_queued,
+                                     ahead=settings.dispatch_ahead, linger_s=settings.dispatch_linger_s)
         await core.dispatcher.start()
         reconciler = asyncio.create_task(reconcile_forever(core, settings))
         try:

@@ -2,6 +2,11 @@
 
 Publishing runs in one thread with Celery's pooled producer (no connection per job). A
 publish that fails leaves its jobs PENDING; the reconciler dispatches them again.
+
+Messages fill up when the workers are busy, and only then: a job goes out at once while fewer
+than ``ahead`` published messages wait to be started (StartJobs says when one is), and
+otherwise waits up to ``linger_s`` for company, so that under load one message, one StartJobs,
+one ReportResults and one transaction each carry many jobs instead of one series' worth.
 """
 
 from __future__ import annotations
@@ -18,11 +23,52 @@ from satkit.queue import QUEUE, TASK_NAME
 log = logging.getLogger(__name__)
 
 
+class Backlog:
+    """Published messages not started yet, by what StartJobs reports. A message whose start this
+    replica never hears of (another replica heard it, a worker died) stops counting after ``stale_s``."""
+
+    def __init__(self, stale_s: float = 10.0):
+        self.stale_s = stale_s
+        self._messages: dict[int, tuple[float, list[str]]] = {}  # number -> (published at, job ids)
+        self._message_of: dict[str, int] = {}
+        self._next = 0
+
+    def published(self, job_ids: list[str], at: float) -> None:
+        self._next += 1
+        self._messages[self._next] = (at, job_ids)
+        for j in job_ids:
+            self._message_of[j] = self._next
+
+    def started(self, job_ids) -> None:
+        for j in job_ids:
+            self._forget(self._message_of.get(j))
+
+    def unpublished(self, job_ids: list[str]) -> None:
+        self.started(job_ids)
+
+    def waiting(self, now: float) -> int:
+        while self._messages:
+            number, (at, _) = next(iter(self._messages.items()))  # oldest first: dicts keep order
+            if now - at <= self.stale_s:
+                break
+            self._forget(number)
+        return len(self._messages)
+
+    def _forget(self, number: int | None) -> None:
+        _, job_ids = self._messages.pop(number, (0.0, ()))
+        for j in job_ids:
+            self._message_of.pop(j, None)
+
+
 class Dispatcher:
-    def __init__(self, celery: Celery, jobs_per_message: int, on_published):
+    def __init__(self, celery: Celery, jobs_per_message: int, on_published, ahead: int = 2,
+                 linger_s: float = 0.05):
         self.celery = celery
         self.jobs_per_message = max(1, jobs_per_message)
         self.on_published = on_published  # async (job_ids) -> None: mark them QUEUED
+        self.ahead = ahead  # 0: never wait
+        self.linger_s = linger_s
+        self.backlog = Backlog()
         self.queue: asyncio.Queue[Dispatch] = asyncio.Queue()
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="celery-publish")
         self._task: asyncio.Task | None = None
@@ -30,6 +76,13 @@ class Dispatcher:
     def submit(self, dispatches: list[Dispatch]) -> None:
         for d in dispatches:
             self.queue.put_nowait(d)
+
+    def started(self, job_ids) -> None:
+        """A worker has claimed these jobs (StartJobs): their message left the queue."""
+        self.backlog.started(job_ids)
+
+    def _busy(self, now: float) -> bool:
+        return self.ahead > 0 and self.backlog.waiting(now) >= self.ahead
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
@@ -72,25 +125,42 @@ class Dispatcher:
 
     async def _drain_once(self, block: bool) -> None:
         batch: list[Dispatch] = []
+        limit = 64 * self.jobs_per_message
         if block:
             batch.append(await self.queue.get())
-        while not self.queue.empty() and len(batch) < 64 * self.jobs_per_message:
+        while not self.queue.empty() and len(batch) < limit:
             batch.append(self.queue.get_nowait())
         if not batch:
             return
         loop = asyncio.get_running_loop()
+        # Workers busy: let the message fill while they are, up to linger_s (checked every 5 ms).
+        deadline = loop.time() + self.linger_s
+        while block and len(batch) < self.jobs_per_message and self._busy(loop.time()):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), min(remaining, 0.005)))
+            except TimeoutError:
+                continue
+            while not self.queue.empty() and len(batch) < limit:
+                batch.append(self.queue.get_nowait())
+        n = self.jobs_per_message
+        chunks = [batch[i : i + n] for i in range(0, len(batch), n)]
+        ids = [d.job_id for d in batch]
+        for chunk in chunks:  # counted before a worker can possibly start them
+            self.backlog.published([d.job_id for d in chunk], loop.time())
         try:
-            await loop.run_in_executor(self.thread, self._publish, batch)
+            await loop.run_in_executor(self.thread, self._publish, chunks)
         except Exception as exc:
+            self.backlog.unpublished(ids)
             log.warning("could not publish %d jobs (they stay PENDING for the reconciler): %s", len(batch), exc)
             return
-        await self.on_published([d.job_id for d in batch])
+        await self.on_published(ids)
 
-    def _publish(self, batch: list[Dispatch]) -> None:
-        n = self.jobs_per_message
+    def _publish(self, chunks: list[list[Dispatch]]) -> None:
         with self.celery.producer_or_acquire() as producer:
-            for i in range(0, len(batch), n):
-                chunk = batch[i : i + n]
+            for chunk in chunks:
                 self.celery.send_task(
                     TASK_NAME,
                     args=[[d.as_message() for d in chunk]],

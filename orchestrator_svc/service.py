@@ -70,6 +70,7 @@ class JobControl(jc_grpc.JobControlServiceServicer):
         return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=i) for i in ids])
 
     async def StartJobs(self, request, context):
+        self.core.dispatcher.started(request.job_ids)
         ids, snaps = await self.core.db(self.core.store.start_jobs, list(request.job_ids), request.worker)
         await self.core.hub.publish(snaps)
         return jc.StartJobsResponse(job_ids=ids)

@@ -17,7 +17,7 @@ Environment (default in brackets):
   ENVOY_ADMIN_PORT     Envoy's admin, on 127.0.0.1 only [9901]
   WEB_PORT             the dashboard's static files, behind Envoy [8081]
   ENVOY_CORS_ORIGINS   comma-separated origins allowed to call grpc-web [localhost/127.0.0.1 on 8080, 5173]
-  WORKER_CONCURRENCY   [2]                   LOG_FORMAT         [text]
+  WORKER_CONCURRENCY   [4]                   LOG_FORMAT         [text]
   STACK_STARTUP_TIMEOUT seconds for the services to turn healthy [120]
   STACK_STOP_TIMEOUT   seconds for a graceful stop before SIGKILL [10]
   SIMULATOR_ARGS       the simulator's flags with --simulator (make run) [--interval 1 --random-interval --follow]
@@ -95,7 +95,7 @@ class StackSettings:
     envoy_admin_port: int = 9901
     web_port: int = 8081
     cors_origins: tuple[str, ...] = EnvoySettings().cors_origins
-    worker_concurrency: int = 2
+    worker_concurrency: int = 4  # processes mostly wait on gRPC and Triton: more than the 2 cores
     log_format: str = "text"
     startup_timeout_s: float = 120.0
     stop_timeout_s: float = 10.0

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
@@ -41,7 +41,7 @@ from scripts import bench_triton
 MODELS = ("vae_timeseries", "transformer_timeseries")
 TERMINAL = {js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED}
 JOBS_PER_MESSAGE = 16  # orchestrator_svc.settings: jobs one Celery message carries (ORCHESTRATOR_JOBS_PER_MESSAGE)
-WORKER_CONCURRENCY = 2  # satkit.stack: worker processes (WORKER_CONCURRENCY), one Triton stream each
+WORKER_CONCURRENCY = 4  # satkit.stack: worker processes (WORKER_CONCURRENCY), one Triton stream each
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Run:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    cpu_ms_per_job: dict[str, float] = field(default_factory=dict)  # by process, this load generator included
 
     @property
     def success_rate(self) -> float:
@@ -91,6 +92,43 @@ class Completions:
 def make_series(n: int, length: int, seed: int = 0) -> list[list[float]]:
     rng = np.random.default_rng(seed)
     return [patterns.random_series(rng, length=length).values.tolist() for _ in range(n)]
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by each of a stack's process groups and by this process:
+    where the time per job goes. Each service runs in its own process group (satkit.supervise),
+    so a group is a service with its children (the worker's pool, Triton's backend stubs)."""
+
+    def __init__(self, groups: dict[str, int]):
+        self.groups = {pgid: name for name, pgid in groups.items()}
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[str, float]:
+        used = dict.fromkeys(self.groups.values(), 0.0)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            name = self.groups.get(int(fields[2]))  # pgrp; utime and stime are fields 11 and 12 here
+            if name:
+                used[name] += (int(fields[11]) + int(fields[12])) / self.tick
+        me = os.times()
+        return used | {"bench client": me.user + me.system}
+
+    @staticmethod
+    def per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+        if not jobs:
+            return {}
+        per = {n: round(1000 * (after[n] - before.get(n, 0.0)) / jobs, 2) for n in after}
+        return dict(sorted(per.items(), key=lambda kv: -kv[1])) | {"total": round(sum(per.values()), 2)}
+
+
+def cpu_line(run: "Run") -> str:
+    c = run.cpu_ms_per_job
+    return "  cpu ms/job: " + ", ".join(f"{n} {v:.2f}" for n, v in c.items()) if c else ""
 
 
 def progress_line(label: str, elapsed_s: float, total_s: float, submitted: int, done: int, failed: int,
@@ -130,7 +168,8 @@ class Progress:
 
 
 def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, seconds: float,
-                series: list[list[float]], drain_s: float = 30.0, progress: Progress | None = None) -> Run:
+                series: list[list[float]], drain_s: float = 30.0, progress: Progress | None = None,
+                cpu: CpuMeter | None = None) -> Run:
     per_series = len(MODELS)
     rate = jobs_per_s / per_series  # series per second
     total = max(1, int(rate * seconds))
@@ -138,6 +177,7 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
     job_sent: dict[str, float] = {}
     accepted: list[str] = []  # job ids in arrival order; read by the progress thread (appends are atomic)
     rejected = 0
+    cpu_before = cpu.read() if cpu else {}
     start = time.perf_counter()
     ticking = threading.Event()
 
@@ -180,6 +220,7 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
             ticker.join()
             progress.close()
     ends = {j: completions.done[j] for j in job_sent if j in completions.done}
+    cpu_used = CpuMeter.per_job(cpu_before, cpu.read(), len(ends)) if cpu else {}
     latencies = np.array([(t - job_sent[j]) * 1000 for j, (t, state) in ends.items() if state == js.JOB_STATE_SUCCEEDED])
     first = min(sent_at.values())
     last = max((t for t, _ in ends.values()), default=first)
@@ -189,7 +230,7 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
         succeeded=int(latencies.size), failed=sum(s != js.JOB_STATE_SUCCEEDED for _, s in ends.values()),
         unfinished=len(job_sent) - len(ends), rejected=rejected,
         throughput_jobs_s=len(ends) / (last - first) if last > first else 0.0,
-        p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), max_ms=float(worst),
+        p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), max_ms=float(worst), cpu_ms_per_job=cpu_used,
     )
 
 
@@ -338,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         from satkit.stack import Stack, StackSettings
 
         settings = StackSettings.isolated(Path(tempfile.mkdtemp(prefix="satlas-bench-")),
-                                          database_url=os.environ.get("DATABASE_URL", ""))
+                                          database_url=os.environ.get("DATABASE_URL", ""),
+                                          worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY",
+                                                                                WORKER_CONCURRENCY)))
         print("starting an isolated stack ...", flush=True)
         stack = Stack(settings).start()
         args.ingest, args.orchestrator = stack.ingest, stack.orchestrator
@@ -352,19 +395,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         series = make_series(256, args.length)
         completions = Completions(args.orchestrator)
+        cpu = CpuMeter({name: p.pid for name, p in stack.processes.items()}) if stack else None
         offered_run(args.ingest, completions, 50, 2, series)  # warm-up: connections, model list, caches
         runs = []
         loads = [float(x) for x in args.sweep.split(",") if x]
         for load in loads:
             progress = Progress(f"{load:.0f} jobs/s", args.step_seconds)
-            runs.append(offered_run(args.ingest, completions, load, args.step_seconds, series, progress=progress))
+            runs.append(offered_run(args.ingest, completions, load, args.step_seconds, series, progress=progress,
+                                    cpu=cpu))
             print(table(runs[-1:]).splitlines()[-1], flush=True)
+            print(cpu_line(runs[-1]), flush=True)
         sustained = None
         if args.sustain:
             progress = Progress(f"{args.sustain:.0f} jobs/s", args.sustain_seconds)
             sustained = offered_run(args.ingest, completions, args.sustain, args.sustain_seconds, series,
-                                    progress=progress)
+                                    progress=progress, cpu=cpu)
             print(table([sustained]).splitlines()[-1], flush=True)
+            print(cpu_line(sustained), flush=True)
         completions.close()
         if args.triton_seconds > 0:
             if triton_ready(args.triton):

@@ -189,12 +189,16 @@ def test_the_benchmark_measures_what_it_sends(mesh, tmp_path):
     shown = io.StringIO()  # not a terminal: plain lines
     try:
         run = bench_mesh.offered_run(mesh.ingest, completions, 40, 1.0, bench_mesh.make_series(8, 64),
-                                     progress=bench_mesh.Progress("40 jobs/s", 1.0, shown, every_s=0.2))
+                                     progress=bench_mesh.Progress("40 jobs/s", 1.0, shown, every_s=0.2),
+                                     cpu=bench_mesh.CpuMeter({n: p.pid for n, p in mesh.processes.items()}))
     finally:
         completions.close()
     assert (run.jobs, run.succeeded, run.failed, run.unfinished, run.rejected) == (40, 40, 0, 0, 0)
     assert 0 < run.p50_ms <= run.p95_ms <= run.p99_ms <= run.max_ms < 10_000
     assert 10 < run.throughput_jobs_s < 80  # paced at 40 jobs/s
+    cpu = run.cpu_ms_per_job  # where the time went, per job: each service's process group and the client
+    assert all(cpu[n] > 0 for n in ("orchestrator", "worker", "ingest", "triton", "bench client"))
+    assert cpu["total"] == pytest.approx(sum(v for n, v in cpu.items() if n != "total"), abs=0.1)
     lines = shown.getvalue().splitlines()
     assert lines and "\r" not in shown.getvalue() and all(line.startswith("40 jobs/s ") for line in lines)
     assert "/1 s  submitted " in lines[0] and " failed 0 " in lines[-1] and lines[-1].endswith(" done/s")

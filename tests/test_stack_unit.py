@@ -21,7 +21,7 @@ def test_from_env_defaults():
     assert (s.database_url, s.redis_url, s.broker_url, s.triton_url) == ("", "", "", "")
     assert (s.ingest_addr, s.orchestrator_addr, s.analysis_addr) == (
         "127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053")
-    assert (s.flower_port, s.worker_concurrency, s.log_format) == (5555, 2, "text")
+    assert (s.flower_port, s.worker_concurrency, s.log_format) == (5555, 4, "text")
     assert s.startup_timeout_s == 120.0
     assert s.names == st.NAMES
 
