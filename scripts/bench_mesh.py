@@ -99,20 +99,23 @@ class CpuMeter:
     where the time per job goes. Each service runs in its own process group (satkit.supervise),
     so a group is a service with its children (the worker's pool, Triton's backend stubs)."""
 
-    def __init__(self, groups: dict[str, int]):
+    def __init__(self, groups: dict[str, int], commands: dict[str, str] | None = None):
         self.groups = {pgid: name for name, pgid in groups.items()}
+        self.commands = {comm: name for name, comm in (commands or {}).items()}  # servers not started here
         self.tick = os.sysconf("SC_CLK_TCK")
 
     def read(self) -> dict[str, float]:
-        used = dict.fromkeys(self.groups.values(), 0.0)
+        used = dict.fromkeys([*self.groups.values(), *self.commands.values()], 0.0)
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                comm, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+                fields = rest.split()
             except OSError:  # gone meanwhile
                 continue
-            name = self.groups.get(int(fields[2]))  # pgrp; utime and stime are fields 11 and 12 here
+            # pgrp, then utime and stime, are fields 2, 11 and 12 after the command
+            name = self.groups.get(int(fields[2])) or self.commands.get(comm)
             if name:
                 used[name] += (int(fields[11]) + int(fields[12])) / self.tick
         me = os.times()
@@ -358,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orchestrator", help="a running stack's orchestrator host:port")
     parser.add_argument("--triton", help="that stack's Triton gRPC host:port (default: the started stack's; "
                                          "with --ingest, TRITON_URL or 127.0.0.1:8001)")
-    parser.add_argument("--sweep", default="50,100,200,300", help="offered loads in jobs/s")
+    parser.add_argument("--sweep", default="50,100,200,300,400,500", help="offered loads in jobs/s")
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--sustain", type=float, default=300.0, help="jobs/s of the long run (0: none)")
     parser.add_argument("--sustain-seconds", type=float, default=60.0)
@@ -395,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         series = make_series(256, args.length)
         completions = Completions(args.orchestrator)
-        cpu = CpuMeter({name: p.pid for name, p in stack.processes.items()}) if stack else None
+        # A PostgreSQL server on this machine works for the mesh too: its backends are counted.
+        local_pg = stack and stack.database_url.startswith("postgresql") and any(
+            h in stack.database_url for h in ("@127.0.0.1", "@localhost", "@/"))
+        cpu = CpuMeter({name: p.pid for name, p in stack.processes.items()},
+                       {"postgresql": "postgres"} if local_pg else None) if stack else None
         offered_run(args.ingest, completions, 50, 2, series)  # warm-up: connections, model list, caches
         runs = []
         loads = [float(x) for x in args.sweep.split(",") if x]
