@@ -13,8 +13,9 @@ import { followStream, type StreamStatus } from "./stream";
 
 export const FLUSH_MS = 250;
 
-/** GetStats polled every `intervalMs`; keeps the last good answer while a poll fails. */
-export function useStats(intervalMs = 1000, windowSeconds = 60) {
+/** GetStats polled every `intervalMs` over the last `windowSeconds` (short: a live view);
+ * keeps the last good answer while a poll fails. */
+export function useStats(intervalMs = 1000, windowSeconds = 10) {
   const { orchestrator } = useClients();
   const [stats, setStats] = useState<GetStatsResponse>();
   const [error, setError] = useState<unknown>();

@@ -19,7 +19,7 @@ export function Overview({ intervalMs = 1000 }: { intervalMs?: number }) {
 
 export function StatsView({ stats, history = [] }: { stats: GetStatsResponse; history?: number[] }) {
   const t = stats.totals;
-  const win = stats.window ? Number(stats.window.seconds) : 60;
+  const win = stats.window ? Number(stats.window.seconds) : 10;
   return (
     <>
       <div className="tiles">
@@ -28,8 +28,8 @@ export function StatsView({ stats, history = [] }: { stats: GetStatsResponse; hi
         <Tile label="failed" value={String(t?.failed ?? 0n)} />
         <Tile label="cancelled" value={String(t?.cancelled ?? 0n)} />
         <Tile label={`success rate (${win} s)`} value={fmtRate(stats.successRate)} />
-        <Tile label="throughput" value={`${stats.throughput.toFixed(1)} jobs/s`} />
-        <Tile label="latency p50 / p95" value={`${fmtSeconds(stats.latency?.p50)} / ${fmtSeconds(stats.latency?.p95)}`} />
+        <Tile label={`throughput (${win} s)`} value={`${stats.throughput.toFixed(1)} jobs/s`} />
+        <Tile label={`latency p50 / p95 (${win} s)`} value={`${fmtSeconds(stats.latency?.p50)} / ${fmtSeconds(stats.latency?.p95)}`} />
         <Tile label="queue depth" value={String(stats.queueDepth)} />
         <Tile label="running" value={String(t?.running ?? 0n)} />
         <Tile label="active workers" value={String(stats.activeWorkers)} />
