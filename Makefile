@@ -11,7 +11,7 @@ SITE = $(VENV)/lib/python3.11/site-packages
 
 setup: $(STAMP)
 
-$(STAMP): $(REQS) web/package-lock.json
+$(STAMP): $(REQS) web/package.json web/package-lock.json
 	@bash scripts/system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -34,6 +34,7 @@ class Backlog:
         self._next = 0
 
     def published(self, job_ids: list[str], at: float) -> None:
+        self.waiting(at)  # prunes stale ones: a replica that never hears of starts stays bounded
         self._next += 1
         self._messages[self._next] = (at, job_ids)
         for j in job_ids:
@@ -57,7 +58,8 @@ class Backlog:
     def _forget(self, number: int | None) -> None:
         _, job_ids = self._messages.pop(number, (0.0, ()))
         for j in job_ids:
-            self._message_of.pop(j, None)
+            if self._message_of.get(j) == number:  # a re-dispatched job may be in a newer message
+                del self._message_of[j]
 
 
 class Dispatcher:
@@ -69,9 +71,11 @@ class Dispatcher:
         self.ahead = ahead  # 0: never wait
         self.linger_s = linger_s
         self.backlog = Backlog()
-        self.queue: asyncio.Queue[Dispatch] = asyncio.Queue()
+        self.queue: asyncio.Queue[Dispatch | None] = asyncio.Queue()  # None: wake up, we are stopping
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="celery-publish")
         self._task: asyncio.Task | None = None
+        self._carry: list[Dispatch] = []  # the part of a busy round that was not a whole message
+        self._stopping = False
 
     def submit(self, dispatches: list[Dispatch]) -> None:
         for d in dispatches:
@@ -82,20 +86,27 @@ class Dispatcher:
         self.backlog.started(job_ids)
 
     def _busy(self, now: float) -> bool:
-        return self.ahead > 0 and self.backlog.waiting(now) >= self.ahead
+        return self.ahead > 0 and not self._stopping and self.backlog.waiting(now) >= self.ahead
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
-        """Publish what is waiting (best effort), then stop; the reconciler covers the rest."""
+        """Publish the batch in hand and what is waiting (best effort, without lingering), then
+        stop; the reconciler covers the rest."""
+        self._stopping = True
+        self.queue.put_nowait(None)
+        if self._task:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5)
+            except Exception as exc:
+                log.warning("dispatch at shutdown failed: %s", exc)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         try:
             await asyncio.wait_for(self._drain_once(block=False), 5)
         except Exception as exc:
             log.warning("dispatch at shutdown failed: %s", exc)
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
         self.thread.shutdown(wait=False)
 
     async def queue_depth(self) -> int | None:
@@ -114,7 +125,7 @@ class Dispatcher:
             return None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._drain_once(block=True)
             except asyncio.CancelledError:
@@ -123,29 +134,35 @@ class Dispatcher:
                 log.exception("dispatch loop error")
                 await asyncio.sleep(0.5)
 
+    def _take(self, batch: list[Dispatch], item: Dispatch | None = None) -> None:
+        """``item`` and whatever else is waiting, up to 64 messages' worth."""
+        if item is not None:
+            batch.append(item)
+        while not self.queue.empty() and len(batch) < 64 * self.jobs_per_message:
+            if (d := self.queue.get_nowait()) is not None:
+                batch.append(d)
+
     async def _drain_once(self, block: bool) -> None:
-        batch: list[Dispatch] = []
-        limit = 64 * self.jobs_per_message
-        if block:
-            batch.append(await self.queue.get())
-        while not self.queue.empty() and len(batch) < limit:
-            batch.append(self.queue.get_nowait())
+        n = self.jobs_per_message
+        batch, self._carry = self._carry, []
+        self._take(batch, await self.queue.get() if block and not batch else None)
         if not batch:
             return
         loop = asyncio.get_running_loop()
         # Workers busy: let the message fill while they are, up to linger_s (checked every 5 ms).
         deadline = loop.time() + self.linger_s
-        while block and len(batch) < self.jobs_per_message and self._busy(loop.time()):
+        while block and len(batch) < n and self._busy(loop.time()):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), min(remaining, 0.005)))
+                self._take(batch, await asyncio.wait_for(self.queue.get(), min(remaining, 0.005)))
             except TimeoutError:
                 continue
-            while not self.queue.empty() and len(batch) < limit:
-                batch.append(self.queue.get_nowait())
-        n = self.jobs_per_message
+        if block and len(batch) > n and len(batch) % n and self._busy(loop.time()):
+            # Still busy: whole messages only; the rest starts the next round (one more linger at most).
+            whole = len(batch) - len(batch) % n
+            batch, self._carry = batch[:whole], batch[whole:]
         chunks = [batch[i : i + n] for i in range(0, len(batch), n)]
         ids = [d.job_id for d in batch]
         for chunk in chunks:  # counted before a worker can possibly start them

@@ -35,6 +35,7 @@ from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
+from orchestrator_svc.db import normalize_url
 from satkit import cli, patterns
 from satkit.loadtest import healthy
 from satkit.simulator import sample
@@ -336,7 +337,7 @@ class Demo:
             self.out(f"  no database at {path}")
             self.problems.append("no database there (--database-url)")
             return
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        engine = sa.create_engine(normalize_url(url))
         try:
             with engine.connect() as conn:
                 for title, query in SQL_CHECKS:

@@ -9,7 +9,8 @@ playwright with /usr/bin/chromium (never a downloaded browser), offers load over
 stream, and measures inside the page while it flows:
   - frame time: the intervals between requestAnimationFrame callbacks, and long tasks (> 50 ms);
   - feed updates: how often the live feed's rows change in the DOM (throttled to 4/s);
-  - interaction: the Event Timing duration (input to next paint) of clicks on a feed filter;
+  - interaction: the Event Timing duration (input to next paint) of clicks on a feed filter
+    (the API reports only events of 16 ms or more, so faster clicks are not counted);
   - display latency: marker jobs submitted from here every second, from SubmitSeries to their
     row in the feed (Date.now() in the page and time.time() here read the same clock).
 Prints a summary and writes JSON.

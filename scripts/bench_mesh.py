@@ -114,10 +114,10 @@ class CpuMeter:
                 fields = rest.split()
             except OSError:  # gone meanwhile
                 continue
-            # pgrp, then utime and stime, are fields 2, 11 and 12 after the command
+            # After the command: pgrp is field 2; utime, stime, and the same of reaped children 11-14.
             name = self.groups.get(int(fields[2])) or self.commands.get(comm)
             if name:
-                used[name] += (int(fields[11]) + int(fields[12])) / self.tick
+                used[name] += sum(map(int, fields[11:15])) / self.tick
         me = os.times()
         return used | {"bench client": me.user + me.system}
 

@@ -71,6 +71,9 @@ def test_every_view_loads_with_no_console_errors(mesh, page, ingest):
         page.locator("main .panel").first.wait_for(timeout=15_000)
         if view == "#/models":
             expect(page.locator(".models")).to_contain_text("transformer_timeseries")
+        page.wait_for_timeout(500)
+        # grpc-web errors arrive as HTTP 200: the page shows them in alert boxes.
+        expect(page.get_by_role("alert")).to_have_count(0)
     page.goto(mesh.dashboard_url + "#/results")
     expect(page.locator('[data-testid="result-card"]').first).to_be_visible(timeout=15_000)
     page.goto(mesh.dashboard_url + "dashboard.html")
@@ -160,9 +163,11 @@ def test_the_monitoring_view_stays_responsive_at_500_jobs_per_s(mesh, browser):
     page = bench_dashboard.open_dashboard(browser, mesh.dashboard_url)
     result = bench_dashboard.measure(page, mesh.ingest, jobs_per_s=500, seconds=10)
     print("\n" + bench_dashboard.summary(result))
-    assert result["feed_rows"] <= 100  # bounded list
-    assert result["feed_updates_per_s"] <= 6  # throttled rendering (every 250 ms)
+    # It was measured at all: frames ran, the feed filled and moved, marker jobs showed.
+    assert result["frames"] > 10 * 10 and 0 < result["feed_rows"] and result["markers_shown"] > 0
+    assert 0 < result["feed_rows"] <= 100  # bounded list
+    assert 2 <= result["feed_updates_per_s"] <= 6  # throttled rendering (every 250 ms)
     # Loose bounds: the stack saturates both cores beside Chromium here; rendering every event
     # instead of every 250 ms would blow through them.
-    assert result["frame_ms"]["p95"] <= 150 and result["click_to_paint_ms"]["max"] <= 500
+    assert result["frame_ms"]["p95"] <= 200 and result["click_to_paint_ms"]["max"] <= 500
     page.close()

@@ -122,3 +122,90 @@ def test_backlog_counts_unstarted_messages_and_forgets_stale_ones():
     b.published(["d"], at=20)
     b.unpublished(["d"])
     assert b.waiting(now=20) == 0
+
+
+async def busy_dispatcher(url: str, published: list, n: int = 8, linger_s: float = 0.3) -> Dispatcher:
+    """A started dispatcher that believes two messages wait to be started."""
+    async def on_published(job_ids):
+        published.append((asyncio.get_running_loop().time(), job_ids))
+
+    dispatcher = Dispatcher(make_celery(url, "satlas-test"), n, on_published, ahead=2, linger_s=linger_s)
+    now = asyncio.get_running_loop().time()
+    dispatcher.backlog.published(["x1"], now)
+    dispatcher.backlog.published(["x2"], now)
+    await dispatcher.start()
+    return dispatcher
+
+
+def jobs(first: int, n: int) -> list[Dispatch]:
+    return [Dispatch(f"job-{i}", "m", [1.0]) for i in range(first, first + n)]
+
+
+async def test_while_busy_a_message_waits_at_most_the_linger_and_goes_out_whole():
+    url = BROKERS["redis"]
+    purge(url)
+    published: list = []
+    dispatcher = await busy_dispatcher(url, published)
+    try:
+        t0 = asyncio.get_running_loop().time()
+        dispatcher.submit(jobs(0, 2))  # no company comes: out after the linger, not never
+        async with asyncio.timeout(5):
+            while not published:
+                await asyncio.sleep(0.01)
+        assert 0.25 <= published[0][0] - t0 < 1.0
+        dispatcher.submit(jobs(2, 10))  # 10 at once, 8 per message: one whole message now ...
+        async with asyncio.timeout(5):
+            while sum(len(ids) for _, ids in published) < 12:
+                await asyncio.sleep(0.01)
+        assert [len(ids) for _, ids in published] == [2, 8, 2]  # ... the other 2 after waiting for company
+        assert published[2][0] - published[1][0] >= 0.25
+        assert message_sizes(url) == [2, 8, 2]
+    finally:
+        await dispatcher.stop()
+        purge(url)
+
+
+async def test_stopping_publishes_the_batch_in_hand_without_lingering():
+    url = BROKERS["redis"]
+    purge(url)
+    published: list = []
+    dispatcher = await busy_dispatcher(url, published, linger_s=30)
+    dispatcher.submit(jobs(0, 2))
+    await asyncio.sleep(0.05)  # the dispatcher holds them, waiting for company
+    assert not published
+    t0 = asyncio.get_running_loop().time()
+    await dispatcher.stop()
+    assert [ids for _, ids in published] == [["job-0", "job-1"]]
+    assert published[0][0] - t0 < 2
+    assert message_sizes(url) == [2]
+
+
+async def test_start_jobs_tells_the_dispatcher_its_message_left_the_queue():
+    from satlas.v1 import job_control_service_pb2 as jc
+
+    from orchestrator_svc.service import Core, JobControl
+
+    class Store:  # only what StartJobs touches
+        def start_jobs(self, job_ids, worker):
+            return list(job_ids), []
+
+    class Hub:
+        async def publish(self, snapshots):
+            pass
+
+    core = Core(Store(), Hub(), threads=1)
+    core.dispatcher = Dispatcher(make_celery(BROKERS["redis"], "satlas-test"), 8, None)
+    core.dispatcher.backlog.published(["a", "b"], 0.0)
+    reply = await JobControl(core).StartJobs(jc.StartJobsRequest(job_ids=["a", "b"], worker="w"), None)
+    assert list(reply.job_ids) == ["a", "b"] and core.dispatcher.backlog.waiting(0.0) == 0
+    core.pool.shutdown()
+
+
+def test_a_redispatched_job_counts_in_its_newest_message_only():
+    b = Backlog(stale_s=10)
+    b.published(["a", "b"], at=0)
+    b.published(["a"], at=1)  # the reconciler sent "a" again
+    b.started(["b"])  # the first message was taken
+    assert b.waiting(now=2) == 1  # the second still waits
+    b.started(["a"])
+    assert b.waiting(now=2) == 0

@@ -44,10 +44,11 @@ def dashboard_shows_jobs_moving(url: str) -> bool:
         expect(rows.nth(1)).to_be_visible(timeout=15_000)  # new jobs arrive: PENDING → … rows
         expect(page.locator(".feed .state", has_text="SUCCEEDED").first).to_be_visible(timeout=15_000)
         browser.close()
-    return True
+    return True  # each expect above raises if the page does not show it
 
 
 def test_make_run_shows_jobs_flowing_and_ctrl_c_stops_everything(tmp_path):
+    assert (ROOT / "web" / "dist" / "index.html").exists(), "the dashboard is not built: make web"
     env = {**os.environ, "SATLAS_RUN_DIR": str(tmp_path), "INGEST_ADDR": "127.0.0.1:0",
            "ORCHESTRATOR_ADDR": "127.0.0.1:0", "ANALYSIS_ADDR": "127.0.0.1:0", "FLOWER_PORT": "0",
            "TRITON_HTTP_PORT": "0", "TRITON_GRPC_PORT": "0", "TRITON_METRICS_PORT": "0",

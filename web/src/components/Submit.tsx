@@ -22,7 +22,11 @@ export function Submit({ models }: { models?: Model[] }) {
   const [jobIds, setJobIds] = useState<string[]>([]);
   const { values, bad } = parseValues(text);
 
-  const gen = () => setText(generate(pattern, length).map((v) => Number(v.toPrecision(6))).join(", "));
+  // An empty or out-of-range length field generates the nearest sensible length.
+  const gen = () => {
+    const n = Math.min(4096, Math.max(2, Math.round(length) || 64));
+    setText(generate(pattern, n).map((v) => Number(v.toPrecision(6))).join(", "));
+  };
   const toggle = (m: string) => setChosen((c) => (c.includes(m) ? c.filter((x) => x !== m) : [...c, m]));
   const submit = async (e: React.FormEvent) => {
     e.preventDefault();
