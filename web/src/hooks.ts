@@ -13,37 +13,50 @@ import { followStream, type StreamStatus } from "./stream";
 
 export const FLUSH_MS = 250;
 
-/** GetStats polled every `intervalMs` over the last `windowSeconds` (short: a live view);
- * keeps the last good answer while a poll fails. */
-export function useStats(intervalMs = 1000, windowSeconds = 10) {
-  const { orchestrator } = useClients();
-  const [stats, setStats] = useState<GetStatsResponse>();
+/** Runs `poll` now and `intervalMs` after each run ends, until unmounted or `deps` change. Its
+ * error is returned (a success clears it), so the last good data stays on screen meanwhile. */
+function usePoll(poll: (signal: AbortSignal) => Promise<void>, intervalMs: number, deps: unknown[]) {
   const [error, setError] = useState<unknown>();
-  const [history, setHistory] = useState<number[]>([]);
   useEffect(() => {
     const ac = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const poll = async () => {
+    const run = async () => {
       try {
-        const s = await orchestrator.getStats(
-          { window: create(DurationSchema, { seconds: BigInt(windowSeconds) }) },
-          { signal: ac.signal, timeoutMs: Math.max(intervalMs * 3, 3000) },
-        );
-        if (ac.signal.aborted) return;
-        setStats(s);
-        setError(undefined);
-        setHistory((h) => [...h.slice(-119), s.throughput]);
+        await poll(ac.signal);
+        if (!ac.signal.aborted) setError(undefined);
       } catch (err) {
         if (!ac.signal.aborted) setError(err);
       }
-      if (!ac.signal.aborted) timer = setTimeout(poll, intervalMs);
+      if (!ac.signal.aborted) timer = setTimeout(run, intervalMs);
     };
-    void poll();
+    void run();
     return () => {
       ac.abort();
       clearTimeout(timer);
     };
-  }, [orchestrator, intervalMs, windowSeconds]);
+    // `poll` is a new closure each render; what it reads is in `deps`.
+  }, [intervalMs, ...deps]);
+  return error;
+}
+
+/** GetStats polled every `intervalMs` over the last `windowSeconds` (short: a live view). */
+export function useStats(intervalMs = 1000, windowSeconds = 10) {
+  const { orchestrator } = useClients();
+  const [stats, setStats] = useState<GetStatsResponse>();
+  const [history, setHistory] = useState<number[]>([]);
+  const error = usePoll(
+    async (signal) => {
+      const s = await orchestrator.getStats(
+        { window: create(DurationSchema, { seconds: BigInt(windowSeconds) }) },
+        { signal, timeoutMs: Math.max(intervalMs * 3, 3000) },
+      );
+      if (signal.aborted) return;
+      setStats(s);
+      setHistory((h) => [...h.slice(-119), s.throughput]);
+    },
+    intervalMs,
+    [orchestrator, windowSeconds],
+  );
   return { stats, error, history };
 }
 
@@ -170,44 +183,30 @@ export function useModels() {
 export function useRecentResults(states: JobState[], count = 6, intervalMs = 3000) {
   const { orchestrator } = useClients();
   const [jobs, setJobs] = useState<Job[]>([]);
-  const [error, setError] = useState<unknown>();
   const cache = useRef(new Map<string, Job>());
   const key = states.join(",");
-  useEffect(() => {
-    const ac = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const poll = async () => {
-      try {
-        const list = await orchestrator.listJobs(
-          { states: key ? key.split(",").map(Number) : [], pageSize: count },
-          { signal: ac.signal, timeoutMs: 10_000 },
-        );
-        const out: Job[] = [];
-        for (const j of list.jobs) {
-          let full = cache.current.get(j.jobId);
-          if (!full) {
-            full = (await orchestrator.getJob({ jobId: j.jobId }, { signal: ac.signal })).job ?? j;
-            cache.current.set(j.jobId, full);
-          }
-          out.push(full);
+  const error = usePoll(
+    async (signal) => {
+      const list = await orchestrator.listJobs(
+        { states: key ? key.split(",").map(Number) : [], pageSize: count },
+        { signal, timeoutMs: 10_000 },
+      );
+      const out: Job[] = [];
+      for (const j of list.jobs) {
+        let full = cache.current.get(j.jobId);
+        if (!full) {
+          full = (await orchestrator.getJob({ jobId: j.jobId }, { signal })).job ?? j;
+          cache.current.set(j.jobId, full);
         }
-        // Keep the cache as small as the list.
-        for (const id of [...cache.current.keys()]) if (!out.some((j) => j.jobId === id)) cache.current.delete(id);
-        if (!ac.signal.aborted) {
-          setJobs(out);
-          setError(undefined);
-        }
-      } catch (err) {
-        if (!ac.signal.aborted) setError(err);
+        out.push(full);
       }
-      if (!ac.signal.aborted) timer = setTimeout(poll, intervalMs);
-    };
-    void poll();
-    return () => {
-      ac.abort();
-      clearTimeout(timer);
-    };
-  }, [orchestrator, key, count, intervalMs]);
+      // Keep the cache as small as the list.
+      for (const id of [...cache.current.keys()]) if (!out.some((j) => j.jobId === id)) cache.current.delete(id);
+      if (!signal.aborted) setJobs(out);
+    },
+    intervalMs,
+    [orchestrator, key, count],
+  );
   return { jobs, error };
 }
 
