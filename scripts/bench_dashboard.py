@@ -31,13 +31,12 @@ import numpy as np
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
-from satkit import patterns
+from scripts.bench_mesh import MODELS, make_series
 
 CHROMIUM = "/usr/bin/chromium"
 # The machine has no outside network: without these, Chromium keeps trying to reach Google.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-MODELS = ("vae_timeseries", "transformer_timeseries")
 VIEWPORT = {"width": 1440, "height": 1100}
 
 # Installed before any page script runs; everything it records lives in window.__probe.
@@ -85,8 +84,7 @@ class Load(threading.Thread):
     def __init__(self, ingest: str, jobs_per_s: float, seconds: float, length: int = 64):
         super().__init__(daemon=True)
         self.ingest, self.rate, self.seconds = ingest, jobs_per_s / len(MODELS), seconds
-        rng = np.random.default_rng(0)
-        self.series = [patterns.random_series(rng, length=length).values.tolist() for _ in range(64)]
+        self.series = make_series(64, length)
         self.accepted = self.rejected = 0
         self.stopped = threading.Event()
 

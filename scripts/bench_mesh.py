@@ -35,10 +35,10 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from satkit import patterns
+from satkit import cli, patterns
 from scripts import bench_triton
 
-MODELS = ("vae_timeseries", "transformer_timeseries")
+MODELS = cli.DEFAULT_MODELS
 TERMINAL = {js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED}
 JOBS_PER_MESSAGE = 16  # orchestrator_svc.settings: jobs one Celery message carries (ORCHESTRATOR_JOBS_PER_MESSAGE)
 WORKER_CONCURRENCY = 4  # satkit.stack: worker processes (WORKER_CONCURRENCY), one Triton stream each
