@@ -37,7 +37,7 @@ from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
 from orchestrator_svc.db import normalize_url
 from satkit import cli, patterns
-from satkit.loadtest import healthy
+from satkit.loadtest import service_health
 from satkit.simulator import sample
 from satkit.stack import StackSettings, http_answers
 
@@ -229,11 +229,9 @@ class Demo:
 
     def health(self) -> bool:
         self.step("Health of each service (grpc.health.v1)")
-        services = {"ingest": self.args.ingest, "orchestrator": self.args.orchestrator,
-                    "analysis": self.args.analysis}
-        down = [name for name, address in services.items() if not healthy(address)]
-        for name, address in services.items():
-            self.out(f"  {name:<13}{address:<22}{'NOT SERVING' if name in down else 'SERVING'}")
+        lines, down = service_health(self.args)
+        for line in lines:
+            self.out(f"  {line}")
         if down:
             self.out(f"not serving: {', '.join(down)}. Is the stack up (make up)?")
         return not down

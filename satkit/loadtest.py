@@ -92,6 +92,14 @@ def healthy(address: str) -> bool:
         check.close()
 
 
+def service_health(args) -> tuple[list[str], list[str]]:
+    """A line per service (name, address, SERVING or NOT SERVING), and the names not serving."""
+    services = {"ingest": args.ingest, "orchestrator": args.orchestrator, "analysis": args.analysis}
+    down = [name for name, address in services.items() if not healthy(address)]
+    return [f"{name:<13}{address:<22}{'NOT SERVING' if name in down else 'SERVING'}"
+            for name, address in services.items()], down
+
+
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_address_options(parser)
@@ -106,10 +114,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     targets = Targets(args.min_throughput, args.max_p95_ms, args.min_success)
 
     out("1. health")
-    services = {"ingest": args.ingest, "orchestrator": args.orchestrator, "analysis": args.analysis}
-    down = [name for name, address in services.items() if not healthy(address)]
-    for name, address in services.items():
-        out(f"   {name:<13}{address}  {'NOT SERVING' if name in down else 'SERVING'}")
+    lines, down = service_health(args)
+    for line in lines:
+        out(f"   {line}")
     if down:
         return 2
     with grpc.insecure_channel(args.ingest) as ic, grpc.insecure_channel(args.orchestrator) as oc, \
