@@ -164,8 +164,8 @@ def test_the_monitoring_view_stays_responsive_at_500_jobs_per_s(mesh, browser):
     result = bench_dashboard.measure(page, mesh.ingest, jobs_per_s=500, seconds=10)
     print("\n" + bench_dashboard.summary(result))
     # It was measured at all: frames ran, the feed filled and moved, marker jobs showed.
-    assert result["frames"] > 10 * 10 and 0 < result["feed_rows"] and result["markers_shown"] > 0
-    assert 0 < result["feed_rows"] <= 100  # bounded list
+    assert result["frames"] > 10 * 10 and result["markers_shown"] > 0
+    assert 50 <= result["feed_rows_max"] <= 100  # the list filled, and stayed bounded
     assert 2 <= result["feed_updates_per_s"] <= 6  # throttled rendering (every 250 ms)
     # Loose bounds: the stack saturates both cores beside Chromium here; rendering every event
     # instead of every 250 ms would blow through them.
