@@ -32,7 +32,7 @@ import numpy as np
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
-from scripts.bench_mesh import MODELS, make_series
+from scripts.bench_mesh import MODELS, make_series, paced_requests
 
 CHROMIUM = "/usr/bin/chromium"
 # The machine has no outside network: without these, Chromium keeps trying to reach Google.
@@ -92,18 +92,10 @@ class Load(threading.Thread):
         self.accepted = self.rejected = 0
         self.stopped = threading.Event()
 
-    def requests(self):
-        start = time.perf_counter()
-        for i in range(int(self.rate * self.seconds)):
-            delay = start + i / self.rate - time.perf_counter()
-            if self.stopped.wait(delay) if delay > 0 else self.stopped.is_set():
-                return
-            yield ipb.StreamSeriesRequest(sequence=i, submission=ipb.SubmitSeriesRequest(
-                series={"values": self.series[i % len(self.series)]}, models=MODELS))
-
     def run(self) -> None:
+        requests = paced_requests(self.series, self.rate, int(self.rate * self.seconds), stop=self.stopped)
         with grpc.insecure_channel(self.ingest) as channel:
-            for r in ipb_grpc.IngestServiceStub(channel).StreamSeries(self.requests(), timeout=self.seconds + 120):
+            for r in ipb_grpc.IngestServiceStub(channel).StreamSeries(requests, timeout=self.seconds + 120):
                 if r.HasField("error"):
                     self.rejected += 1
                 else:

@@ -170,6 +170,22 @@ class Progress:
             self.stream.flush()
 
 
+def paced_requests(series: list[list[float]], per_s: float, total: int, sent_at: dict[int, float] | None = None,
+                   stop: threading.Event | None = None):
+    """``total`` StreamSeries requests (one job per model each) at ``per_s`` series a second,
+    paced open-loop from the first; ``sent_at`` gets each one's hand-off time, ``stop`` ends early."""
+    stop = stop or threading.Event()
+    start = time.perf_counter()
+    for i in range(total):
+        delay = start + i / per_s - time.perf_counter()
+        if stop.wait(delay) if delay > 0 else stop.is_set():
+            return
+        if sent_at is not None:
+            sent_at[i] = time.perf_counter()
+        yield ipb.StreamSeriesRequest(sequence=i, submission=ipb.SubmitSeriesRequest(
+            series={"values": series[i % len(series)]}, models=MODELS))
+
+
 def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, seconds: float,
                 series: list[list[float]], drain_s: float = 30.0, progress: Progress | None = None,
                 cpu: CpuMeter | None = None) -> Run:
@@ -191,24 +207,13 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
             progress.update(time.perf_counter() - start, len(sent_at) * per_series, len(done),
                             sum(state != js.JOB_STATE_SUCCEEDED for state in done))
 
-    def requests():
-        paced_from = time.perf_counter()
-        for i in range(total):
-            due = paced_from + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sent_at[i] = time.perf_counter()
-            yield ipb.StreamSeriesRequest(sequence=i, submission=ipb.SubmitSeriesRequest(
-                series={"values": series[i % len(series)]}, models=MODELS))
-
     ticker = threading.Thread(target=tick, daemon=True) if progress else None
     if ticker:
         ticker.start()
     try:
         with grpc.insecure_channel(ingest_addr) as channel:
             stub = ipb_grpc.IngestServiceStub(channel)
-            for r in stub.StreamSeries(requests(), timeout=seconds + 120):
+            for r in stub.StreamSeries(paced_requests(series, rate, total, sent_at), timeout=seconds + 120):
                 if r.HasField("error"):
                     rejected += 1
                 for job_id in r.job_ids:
