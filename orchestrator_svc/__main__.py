@@ -40,17 +40,20 @@ async def main(settings: Settings) -> None:
         hub = EventHub(settings.redis_url)
         await hub.start()
         core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub)
-        core.dispatcher = Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
-                                     settings.jobs_per_message, core.mark_queued,
-                                     ahead=settings.dispatch_ahead, linger_s=settings.dispatch_linger_s)
+        core.set_dispatcher(Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
+                                       settings.jobs_per_message, core.mark_queued,
+                                       ahead=settings.dispatch_ahead, linger_s=settings.dispatch_linger_s))
+        await core.writer.start()
         await core.dispatcher.start()
         reconciler = asyncio.create_task(reconcile_forever(core, settings))
         try:
             yield core
         finally:
             reconciler.cancel()
+            await core.writer.stop()  # writes in hand commit (and dispatch) before the dispatcher stops
             await core.dispatcher.stop()
             await hub.stop()
+            core.writer.close()
             core.pool.shutdown(wait=True)
             engine.dispose()
 

@@ -1,4 +1,5 @@
-"""OrchestratorService (public) and JobControlService (internal) over one JobStore."""
+"""OrchestratorService (public) and JobControlService (internal) over one JobStore: reads in a
+thread pool, writes through the group-commit writer (orchestrator_svc.writer)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from orchestrator_svc import db
 from orchestrator_svc.convert import STATUS_OF_STATE, TERMINAL_STATES
 from orchestrator_svc.events import EventHub
 from orchestrator_svc.store import JobStore, now
+from orchestrator_svc.writer import Writer
 from satkit.logs import job_id_var
 from satkit.validation import abort_invalid
 
@@ -31,19 +33,31 @@ STATS_TTL_S = 1.0
 
 
 class Core:
-    """What both servicers share: the store in a thread pool, events, the dispatcher."""
+    """What both servicers share: reads in a thread pool, writes through the group-commit
+    writer, events, the dispatcher."""
 
     def __init__(self, store: JobStore, hub: EventHub, threads: int = 8):
         self.store = store
         self.hub = hub
+        self.writer = Writer(store, self.publish)
         self.dispatcher = None  # set once built: the Dispatcher calls back into mark_queued
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="db")
+
+    def set_dispatcher(self, dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.writer.dispatch = dispatcher.submit
 
     async def db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
+    async def publish(self, snaps: list[job_pb2.Job]) -> None:
+        await self.hub.publish(snaps)
+        for job in snaps:  # successes are in the events and the table; failures say why here
+            if job.state == js.JOB_STATE_FAILED:
+                log.warning("job failed: %s", job.error, extra={"job_id": job.job_id, "model": job.model_name})
+
     async def mark_queued(self, job_ids: list[str]) -> None:
-        await self.hub.publish(await self.db(self.store.mark_queued, job_ids))
+        await self.writer.mark_queued(job_ids)
 
     async def redispatch_stuck(self, older_than_s: float) -> int:
         # With messages waiting on the broker, an old QUEUED job is most likely one of them, behind
@@ -54,7 +68,7 @@ class Core:
         dispatches, snaps = await self.db(self.store.redispatch_stuck, older_than_s, 500, statuses)
         if dispatches:
             log.warning("re-dispatching %d stuck jobs", len(dispatches))
-            await self.hub.publish(snaps)
+            await self.publish(snaps)
             self.dispatcher.submit(dispatches)
         return len(dispatches)
 
@@ -64,24 +78,15 @@ class JobControl(jc_grpc.JobControlServiceServicer):
         self.core = core
 
     async def CreateJobs(self, request, context):
-        ids, dispatches, snaps = await self.core.db(self.core.store.create_jobs, list(request.submissions))
-        await self.core.hub.publish(snaps)
-        self.core.dispatcher.submit(dispatches)
+        ids = await self.core.writer.create_jobs(request.submissions)  # the writer dispatches them
         return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=i) for i in ids])
 
     async def StartJobs(self, request, context):
         self.core.dispatcher.started(request.job_ids)
-        ids, snaps = await self.core.db(self.core.store.start_jobs, list(request.job_ids), request.worker)
-        await self.core.hub.publish(snaps)
-        return jc.StartJobsResponse(job_ids=ids)
+        return jc.StartJobsResponse(job_ids=await self.core.writer.start_jobs(request.job_ids, request.worker))
 
     async def ReportResults(self, request, context):
-        applied, snaps = await self.core.db(self.core.store.report_results, list(request.outcomes))
-        await self.core.hub.publish(snaps)
-        for job in snaps:  # successes are in the events and the table; failures say why here
-            if job.state == js.JOB_STATE_FAILED:
-                log.warning("job failed: %s", job.error, extra={"job_id": job.job_id, "model": job.model_name})
-        return jc.ReportResultsResponse(applied=applied)
+        return jc.ReportResultsResponse(applied=await self.core.writer.report_results(request.outcomes))
 
 
 class Orchestrator(pb_grpc.OrchestratorServiceServicer):
@@ -119,10 +124,9 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
 
     async def CancelJob(self, request, context):
         job_id_var.set(request.job_id)
-        job, changed = await self.core.db(self.core.store.cancel, request.job_id)
+        job = await self.core.writer.cancel(request.job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id!r} not found")
-        await self.core.hub.publish(changed)
         return pb.CancelJobResponse(job=job)
 
     async def WatchJob(self, request, context):

@@ -108,7 +108,8 @@ class JobStore:
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @contextmanager
-    def _write(self):
+    def transaction(self):
+        """One write transaction (SQLite: one writer at a time)."""
         if self._write_lock is None:
             with self.engine.begin() as conn:
                 yield conn
@@ -121,7 +122,8 @@ class JobStore:
         t = now()
         return {"t": t, "t_text": t.strftime("%Y-%m-%d %H:%M:%S.%f")}
 
-    # --- writes -------------------------------------------------------------------------
+    # --- writes: each public method is one transaction; the ``*_in`` forms run inside one
+    # the caller holds, so that a group of writes can share a commit (orchestrator_svc.writer).
 
     def create_jobs(
         self, submissions: Sequence[jc.Submission]
@@ -130,101 +132,113 @@ class JobStore:
         and the new jobs' snapshots. A known idempotency key returns its first job ids."""
         for attempt in range(3):
             try:
-                return self._create_jobs(submissions)
+                with self.transaction() as conn:
+                    return self.create_jobs_in(conn, submissions)
             except IntegrityError:  # another replica stored the same key first: read it back
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _create_jobs(self, submissions):
+    def create_jobs_in(self, conn, submissions: Sequence[jc.Submission]):
         t = now()
         keys = {s.idempotency_key for s in submissions if s.idempotency_key}
-        with self._write() as conn:
-            known: dict[str, list[str]] = {}
-            if keys:
-                for key, job_ids in conn.execute(select(db.Submission.idempotency_key, db.Submission.job_ids)
-                                                 .where(db.Submission.idempotency_key.in_(keys))):
-                    known[key] = list(job_ids)
-            ids_per_submission, rows, dispatches, new_keys = [], [], [], []
-            for s in submissions:
-                key = s.idempotency_key
-                if key and key in known:
-                    ids_per_submission.append(known[key])
-                    continue
-                series = s.series.SerializeToString()
-                values = list(s.series.values)
-                ids = []
-                for model in s.models:
-                    job_id = str(uuid.uuid4())
-                    ids.append(job_id)
-                    rows.append(
-                        dict(
-                            job_id=job_id, model_name=model, status=db.PENDING, created_at=t, updated_at=t,
-                            metrics={}, series_id=s.series.series_id or None, series_length=len(values),
-                            labels=dict(s.series.labels), series=series, attempts=0, dispatches=1, version=1,
-                            idempotency_key=key or None,
-                        )
+        known: dict[str, list[str]] = {}
+        if keys:
+            for key, job_ids in conn.execute(select(db.Submission.idempotency_key, db.Submission.job_ids)
+                                             .where(db.Submission.idempotency_key.in_(keys))):
+                known[key] = list(job_ids)
+        ids_per_submission, rows, dispatches, new_keys = [], [], [], []
+        for s in submissions:
+            key = s.idempotency_key
+            if key and key in known:
+                ids_per_submission.append(known[key])
+                continue
+            series = s.series.SerializeToString()
+            values = list(s.series.values)
+            ids = []
+            for model in s.models:
+                job_id = str(uuid.uuid4())
+                ids.append(job_id)
+                rows.append(
+                    dict(
+                        job_id=job_id, model_name=model, status=db.PENDING, created_at=t, updated_at=t,
+                        metrics={}, series_id=s.series.series_id or None, series_length=len(values),
+                        labels=dict(s.series.labels), series=series, attempts=0, dispatches=1, version=1,
+                        idempotency_key=key or None,
                     )
-                    dispatches.append(Dispatch(job_id, model, values))
-                if key:
-                    known[key] = ids
-                    new_keys.append(dict(idempotency_key=key, job_ids=ids, created_at=t))
-                ids_per_submission.append(ids)
-            snapshots = [job_to_proto(r) for r in conn.execute(self.sql.insert, rows)] if rows else []
-            if new_keys:
-                conn.execute(insert(db.Submission), new_keys)
+                )
+                dispatches.append(Dispatch(job_id, model, values))
+            if key:
+                known[key] = ids
+                new_keys.append(dict(idempotency_key=key, job_ids=ids, created_at=t))
+            ids_per_submission.append(ids)
+        snapshots = [job_to_proto(r) for r in conn.execute(self.sql.insert, rows)] if rows else []
+        if new_keys:
+            conn.execute(insert(db.Submission), new_keys)
         return ids_per_submission, dispatches, snapshots
 
     def mark_queued(self, job_ids: Sequence[str]) -> list[job_pb2.Job]:
         """PENDING -> QUEUED once the dispatch is on the broker. Jobs already further along are
         left alone (a fast worker may have started them)."""
-        with self._write() as conn:
-            return [job_to_proto(r) for r in conn.execute(self.sql.mark_queued, {"ids": list(job_ids), **self._times()})]
+        with self.transaction() as conn:
+            return self.mark_queued_in(conn, job_ids)
+
+    def mark_queued_in(self, conn, job_ids: Sequence[str]) -> list[job_pb2.Job]:
+        return [job_to_proto(r) for r in conn.execute(self.sql.mark_queued, {"ids": list(job_ids), **self._times()})]
 
     def start_jobs(self, job_ids: Sequence[str], worker: str) -> tuple[list[str], list[job_pb2.Job]]:
         """Mark jobs RUNNING for ``worker``; returns the ids to run and the snapshots. A job
         started ``max_attempts`` times already fails here (it keeps killing or failing workers)."""
+        with self.transaction() as conn:
+            return self.start_jobs_in(conn, job_ids, worker)
+
+    def start_jobs_in(self, conn, job_ids: Sequence[str], worker: str) -> tuple[list[str], list[job_pb2.Job]]:
         params = {"ids": list(job_ids), "worker": worker, **self._times()}
-        with self._write() as conn:
-            poison = [job_to_proto(r) for r in conn.execute(self.sql.poison, params)]
-            started = [job_to_proto(r) for r in conn.execute(self.sql.start, params)]
+        poison = [job_to_proto(r) for r in conn.execute(self.sql.poison, params)]
+        started = [job_to_proto(r) for r in conn.execute(self.sql.start, params)]
         return [j.job_id for j in started], [*poison, *started]
 
     def report_results(self, outcomes: Sequence[jc.JobOutcome]) -> tuple[int, list[job_pb2.Job]]:
         """Apply outcomes; one that finds its job already terminal changes nothing."""
+        with self.transaction() as conn:
+            snaps = self.report_results_in(conn, outcomes)
+        return len(snaps), snaps
+
+    def report_results_in(self, conn, outcomes: Sequence[jc.JobOutcome]) -> list[job_pb2.Job]:
+        """The snapshots of the jobs the outcomes finished (one per job)."""
         times = self._times()
         t = times["t"]
-        with self._write() as conn:
-            rows = {r.job_id: r for r in conn.execute(self.sql.active_for_report,
-                                                      {"ids": [o.job_id for o in outcomes]})}
-            params = []
-            for o in outcomes:
-                row = rows.pop(o.job_id, None)  # pop: a job reported twice in one batch applies once
-                if row is None:
-                    continue
-                total = (t - utc(row.created_at)).total_seconds()
-                params.append(dict(
-                    b_job_id=o.job_id, b_status=db.FAILED if o.error else db.COMPLETED,
-                    b_inference=o.inference_seconds, b_total=total, b_error=o.error[:4000] or None,
-                    b_result=None if o.error else result_to_json(o.result),
-                    b_metrics={"inference_time": o.inference_seconds, "queue_time": row.queue_seconds,
-                               "total_time": total},
-                    **times,
-                ))
-            if not params:
-                return 0, []
-            conn.execute(self.sql.report, params)
-            snaps = [job_to_proto(r) for r in conn.execute(self.sql.snapshots, {"ids": [p["b_job_id"] for p in params]})]
-        return len(params), snaps
+        rows = {r.job_id: r for r in conn.execute(self.sql.active_for_report, {"ids": [o.job_id for o in outcomes]})}
+        params = []
+        for o in outcomes:
+            row = rows.pop(o.job_id, None)  # pop: a job reported twice in one batch applies once
+            if row is None:
+                continue
+            total = (t - utc(row.created_at)).total_seconds()
+            params.append(dict(
+                b_job_id=o.job_id, b_status=db.FAILED if o.error else db.COMPLETED,
+                b_inference=o.inference_seconds, b_total=total, b_error=o.error[:4000] or None,
+                b_result=None if o.error else result_to_json(o.result),
+                b_metrics={"inference_time": o.inference_seconds, "queue_time": row.queue_seconds,
+                           "total_time": total},
+                **times,
+            ))
+        if not params:
+            return []
+        conn.execute(self.sql.report, params)
+        return [job_to_proto(r) for r in conn.execute(self.sql.snapshots, {"ids": [p["b_job_id"] for p in params]})]
 
     def cancel(self, job_id: str) -> tuple[job_pb2.Job | None, list[job_pb2.Job]]:
         """(the job now, or None if unknown; the changes to publish)."""
-        with self._write() as conn:
-            changed = [job_to_proto(r) for r in conn.execute(self.sql.cancel, {"ids": [job_id], **self._times()})]
-            if changed:
-                return changed[0], changed
-            current = [job_to_proto(r) for r in conn.execute(self.sql.snapshots, {"ids": [job_id]})]
-            return (current[0] if current else None), []
+        with self.transaction() as conn:
+            return self.cancel_in(conn, job_id)
+
+    def cancel_in(self, conn, job_id: str) -> tuple[job_pb2.Job | None, list[job_pb2.Job]]:
+        changed = [job_to_proto(r) for r in conn.execute(self.sql.cancel, {"ids": [job_id], **self._times()})]
+        if changed:
+            return changed[0], changed
+        current = [job_to_proto(r) for r in conn.execute(self.sql.snapshots, {"ids": [job_id]})]
+        return (current[0] if current else None), []
 
     def redispatch_stuck(self, older_than_s: float, limit: int = 500, statuses: Sequence[str] = db.ACTIVE
                          ) -> tuple[list[Dispatch], list[job_pb2.Job]]:
@@ -233,7 +247,7 @@ class JobStore:
         again; results are applied once by job id, so a duplicate run changes nothing."""
         t = now()
         cutoff = t - dt.timedelta(seconds=older_than_s)
-        with self._write() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(
                 select(T.c.job_id, T.c.model_name, T.c.series)
                 .where(T.c.status.in_(list(statuses)), T.c.updated_at < cutoff)

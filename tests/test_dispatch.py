@@ -180,24 +180,27 @@ async def test_stopping_publishes_the_batch_in_hand_without_lingering():
     assert message_sizes(url) == [2]
 
 
-async def test_start_jobs_tells_the_dispatcher_its_message_left_the_queue():
+async def test_start_jobs_tells_the_dispatcher_its_message_left_the_queue(tmp_path):
     from satlas.v1 import job_control_service_pb2 as jc
 
+    from orchestrator_svc import db, migrate
     from orchestrator_svc.service import Core, JobControl
-
-    class Store:  # only what StartJobs touches
-        def start_jobs(self, job_ids, worker):
-            return list(job_ids), []
+    from orchestrator_svc.store import JobStore
 
     class Hub:
         async def publish(self, snapshots):
             pass
 
-    core = Core(Store(), Hub(), threads=1)
-    core.dispatcher = Dispatcher(make_celery(BROKERS["redis"], "satlas-test"), 8, None)
-    core.dispatcher.backlog.published(["a", "b"], 0.0)
-    reply = await JobControl(core).StartJobs(jc.StartJobsRequest(job_ids=["a", "b"], worker="w"), None)
-    assert list(reply.job_ids) == ["a", "b"] and core.dispatcher.backlog.waiting(0.0) == 0
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    migrate.upgrade(url)
+    store = JobStore(db.make_engine(url))
+    (ids,), _, _ = store.create_jobs([jc.Submission(series={"values": [1.0] * 8}, models=["a", "b"])])
+    core = Core(store, Hub(), threads=1)
+    core.set_dispatcher(Dispatcher(make_celery(BROKERS["redis"], "satlas-test"), 8, None))
+    core.dispatcher.backlog.published(ids, 0.0)
+    reply = await JobControl(core).StartJobs(jc.StartJobsRequest(job_ids=ids, worker="w"), None)
+    assert list(reply.job_ids) == ids and core.dispatcher.backlog.waiting(0.0) == 0
+    core.writer.close()
     core.pool.shutdown()
 
 
