@@ -12,6 +12,8 @@ from functools import cached_property
 from satlas.v1 import analysis_service_pb2 as pb
 from tritonclient.grpc import service_pb2 as tpb
 
+from satkit.model_repository import MULTI_SERIES
+
 ROLES = ("predictions", "anomaly_scores", "anomaly_score", "anomaly_flag")
 DEFAULT_MAX_LENGTH = 4096
 
@@ -31,6 +33,10 @@ class ModelInfo:
     description: str = ""
     backend: str = ""
     max_batch_size: int = 0
+    # Several series of one length may go in one request, as the rows of [k, n]: plain batching,
+    # or a ragged input whose server reads rows as series (parameter multi_series_requests).
+    # Triton's own ragged batcher gives a request one offset, so there one series per request.
+    multi_series: bool = False
     roles: dict[str, str] = field(default_factory=dict)  # role -> output tensor name
     parameters: dict[str, str] = field(default_factory=dict)
     inputs: tuple = ()
@@ -71,6 +77,8 @@ def describe(
     data_inputs = [i for i in metadata.inputs if i.name not in batch_inputs]
     first = data_inputs[0] if data_inputs else None
     roles = {k.removeprefix("output."): v for k, v in params.items() if k.startswith("output.")}
+    ragged = any(i.allow_ragged_batch for i in config.input if first is not None and i.name == first.name)
+    multi_series = config.max_batch_size > 0 and (not ragged or params.get(MULTI_SERIES) == "true")
     if not roles and len(metadata.outputs) == 1:  # a plain one-output model: it predicts
         roles = {"predictions": metadata.outputs[0].name}
     return ModelInfo(
@@ -87,6 +95,7 @@ def describe(
         description=params.get("description", ""),
         backend=config.backend or config.platform,
         max_batch_size=config.max_batch_size,
+        multi_series=multi_series,
         roles=roles,
         parameters={k: v for k, v in params.items() if not k.startswith("python.")},
         inputs=tuple((i.name, i.datatype, tuple(i.shape)) for i in data_inputs),

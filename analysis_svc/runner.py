@@ -10,13 +10,14 @@ import socket
 import time
 
 import grpc
-from satlas.v1 import job_control_service_pb2 as jc
-from satlas.v1 import job_control_service_pb2_grpc as jc_grpc
+from satlas.internal.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 
 from analysis_svc import catalogue
 from analysis_svc.settings import Settings
-from analysis_svc.tensors import ModelInputError, build_request, parse_response
+from analysis_svc.tensors import build_batch_request, check_length, parse_batch_response
 from analysis_svc.triton_stream import TritonRejected, TritonStream, TritonUnavailable
+from satkit.queue import TaskJob
 from satkit.server import channel_options
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,22 @@ RPC_ATTEMPTS = 4
 # A call cut by an orchestrator restart fails UNAVAILABLE even with wait_for_ready. Both calls
 # are safe to repeat: StartJobs re-claims the same active jobs, ReportResults applies once per job.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def batches(models: dict, jobs: list[TaskJob], alone: bool = False):
+    """(model, jobs) per request: jobs of one model and one length together, up to the model's
+    max_batch_size, where the model takes several series at once; otherwise one job each."""
+    groups: dict[tuple[str, int], list[TaskJob]] = {}
+    for job in jobs:
+        model = models[job.model_name]
+        if alone or not model.multi_series:
+            yield model, [job]
+        else:
+            groups.setdefault((job.model_name, len(job.values)), []).append(job)
+    for (name, _), group in groups.items():
+        size = max(1, models[name].max_batch_size)
+        for i in range(0, len(group), size):
+            yield models[name], group[i : i + size]
 
 
 def call_orchestrator(method, request):
@@ -47,15 +64,15 @@ class Runner:
         self.control = jc_grpc.JobControlServiceStub(self.channel)
         self.catalogue = catalogue.Catalogue(self.triton.stub, settings.triton_timeout_s, settings.catalogue_ttl_s)
 
-    def run(self, jobs: list[dict], claim: bool = True) -> list[dict]:
+    def run(self, jobs: list[TaskJob], claim: bool = True) -> list[TaskJob]:
         """Returns the jobs whose Triton calls stayed unavailable after every retry (the
         caller re-queues them); all others are reported."""
         if claim:
             started = call_orchestrator(
-                self.control.StartJobs, jc.StartJobsRequest(job_ids=[j["job_id"] for j in jobs], worker=self.worker)
+                self.control.StartJobs, jc.StartJobsRequest(job_ids=[j.job_id for j in jobs], worker=self.worker)
             )
             keep = set(started.job_ids)
-            jobs = [j for j in jobs if j["job_id"] in keep]
+            jobs = [j for j in jobs if j.job_id in keep]
         outcomes: list[jc.JobOutcome] = []
         todo = jobs
         for attempt in range(self.settings.triton_retries):
@@ -67,36 +84,44 @@ class Runner:
         self.report(outcomes)
         return todo
 
-    def _infer(self, jobs: list[dict], outcomes: list[jc.JobOutcome]) -> list[dict]:
+    def _infer(self, jobs: list[TaskJob], outcomes: list[jc.JobOutcome], alone: bool = False) -> list[TaskJob]:
+        """One request per model and length for models that take several series at once (one
+        request costs Triton and this process about as much as one series does), one per job
+        otherwise or when ``alone``. Returns the jobs to try again."""
         try:
-            models = {name: self.catalogue.find(name) for name in {j["model"] for j in jobs}}
+            models = {name: self.catalogue.find(name) for name in {j.model_name for j in jobs}}
         except grpc.RpcError as exc:
             log.warning("Triton unavailable for model metadata: %s", exc.code().name)
             return jobs
-        requests, sent = [], []
+        runnable = []
         for job in jobs:
-            model = models[job["model"]]
+            model = models[job.model_name]
             if model is None or not model.ready:
-                outcomes.append(jc.JobOutcome(job_id=job["job_id"], error=f"model {job['model']!r} is not served"))
-                continue
-            try:
-                requests.append(build_request(model, job["values"]))
-                sent.append((job, model))
-            except ModelInputError as exc:
-                outcomes.append(jc.JobOutcome(job_id=job["job_id"], error=str(exc)))
-        t0 = time.perf_counter()
-        answers = self.triton.infer_many(requests, self.settings.triton_timeout_s) if requests else []
-        elapsed = time.perf_counter() - t0
-        retry = []
-        for (job, model), answer in zip(sent, answers):
-            if isinstance(answer, TritonUnavailable):
-                retry.append(job)
-            elif isinstance(answer, TritonRejected):
-                outcomes.append(jc.JobOutcome(job_id=job["job_id"], error=f"Triton rejected the request: {answer}"))
+                outcomes.append(jc.JobOutcome(job_id=job.job_id, error=f"model {job.model_name!r} is not served"))
+            elif problem := check_length(model, len(job.values)):
+                outcomes.append(jc.JobOutcome(job_id=job.job_id, error=problem))
             else:
-                result = parse_response(model, answer, len(job["values"]))
-                # Requests of one batch share the wait; each job gets the batch's time.
-                outcomes.append(jc.JobOutcome(job_id=job["job_id"], result=result, inference_seconds=elapsed))
+                runnable.append(job)
+        requests, carried = [], []  # carried[i]: (model, the jobs requests[i] carries)
+        for model, batch in batches(models, runnable, alone):
+            requests.append(build_batch_request(model, [j.values for j in batch]))
+            carried.append((model, batch))
+        answers = self.triton.infer_many(requests, self.settings.triton_timeout_s) if requests else []
+        retry, single = [], []
+        for (model, batch), (answer, seconds) in zip(carried, answers):
+            if isinstance(answer, TritonUnavailable):
+                retry.extend(batch)
+            elif isinstance(answer, TritonRejected) and len(batch) > 1:
+                single.extend(batch)  # one bad series must not fail the others: again, one per request
+            elif isinstance(answer, TritonRejected):
+                outcomes.append(jc.JobOutcome(job_id=batch[0].job_id, error=f"Triton rejected the request: {answer}"))
+            else:
+                results = parse_batch_response(model, answer, [len(j.values) for j in batch])
+                # Each job's time is that of the request that carried it, on its own model.
+                outcomes.extend(jc.JobOutcome(job_id=j.job_id, result=r, inference_seconds=seconds)
+                                for j, r in zip(batch, results))
+        if single:
+            retry.extend(self._infer(single, outcomes, alone=True))
         if retry:
             log.warning("Triton unavailable for %d jobs; retrying", len(retry))
         return retry
@@ -105,8 +130,8 @@ class Runner:
         if outcomes:
             call_orchestrator(self.control.ReportResults, jc.ReportResultsRequest(outcomes=outcomes))
 
-    def fail(self, jobs: list[dict], reason: str) -> None:
-        self.report([jc.JobOutcome(job_id=j["job_id"], error=reason) for j in jobs])
+    def fail(self, jobs: list[TaskJob], reason: str) -> None:
+        self.report([jc.JobOutcome(job_id=j.job_id, error=reason) for j in jobs])
 
     def close(self) -> None:
         self.triton.close()

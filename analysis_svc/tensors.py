@@ -1,5 +1,5 @@
-"""One series -> one Triton request, one Triton response -> a JobResult, for any model the
-catalogue describes."""
+"""Series -> a Triton request, a Triton response -> JobResults, for any model the catalogue
+describes: one series as [1, n], or (``model.multi_series``) several of one length as [k, n]."""
 
 from __future__ import annotations
 
@@ -24,10 +24,15 @@ def check_length(model: ModelInfo, n: int) -> str | None:
 
 
 def build_request(model: ModelInfo, values, request_id: str = "") -> tpb.ModelInferRequest:
-    problem = check_length(model, len(values))
-    if problem:
-        raise ModelInputError(problem)
-    array = np.asarray(values, dtype=NUMPY.get(model.input_datatype, np.float32)).reshape(1, -1)
+    return build_batch_request(model, [values], request_id)
+
+
+def build_batch_request(model: ModelInfo, series: list, request_id: str = "") -> tpb.ModelInferRequest:
+    """One request for ``series`` (all of one length) as the rows of [k, n]."""
+    for values in series:
+        if problem := check_length(model, len(values)):
+            raise ModelInputError(problem)
+    array = np.asarray(series, dtype=NUMPY.get(model.input_datatype, np.float32)).reshape(len(series), -1)
     return tpb.ModelInferRequest(
         model_name=model.name,
         id=request_id,
@@ -38,28 +43,38 @@ def build_request(model: ModelInfo, values, request_id: str = "") -> tpb.ModelIn
 
 
 def parse_response(model: ModelInfo, response: tpb.ModelInferResponse, n: int) -> job_pb2.JobResult:
-    """Map outputs to roles; outputs without a role go to ``outputs`` by name. Per-point outputs
-    (as long as the model's window) are right-aligned: only their last min(n, window) entries
-    belong to the series, so the rest is cut off."""
-    result = job_pb2.JobResult(model_version=response.model_version)
-    role_of = model.role_of
+    return parse_batch_response(model, response, [n])[0]
+
+
+def parse_batch_response(model: ModelInfo, response: tpb.ModelInferResponse, lengths: list[int]
+                         ) -> list[job_pb2.JobResult]:
+    """One JobResult per row (series of ``lengths``, in request order)."""
+    results = [job_pb2.JobResult(model_version=response.model_version) for _ in lengths]
     for tensor, raw in zip(response.outputs, response.raw_output_contents):
         dtype = NUMPY.get(tensor.datatype)
         if dtype is None:
             continue
-        flat = np.frombuffer(raw, dtype=dtype).astype(np.float64).ravel()
-        if model.window and flat.size == model.window and n < model.window:
-            flat = flat[-n:]
-        values = flat.tolist()
-        role = role_of.get(tensor.name)
-        if role == "predictions":
-            result.predictions.extend(values)
-        elif role == "anomaly_scores":
-            result.anomaly_scores.extend(values)
-        elif role == "anomaly_score" and values:
-            result.anomaly_score = values[0]
-        elif role == "anomaly_flag" and values:
-            result.anomaly_flag = bool(values[0])
-        else:
-            result.outputs[tensor.name].values.extend(values)
-    return result
+        rows = np.frombuffer(raw, dtype=dtype).astype(np.float64).reshape(len(lengths), -1)
+        for result, row, n in zip(results, rows, lengths):
+            _fill(model, result, tensor.name, row, n)
+    return results
+
+
+def _fill(model: ModelInfo, result: job_pb2.JobResult, name: str, flat: np.ndarray, n: int) -> None:
+    """Map an output to its role; outputs without a role go to ``outputs`` by name. Per-point
+    outputs (as long as the model's window) are right-aligned: only their last min(n, window)
+    entries belong to the series, so the rest is cut off."""
+    if model.window and flat.size == model.window and n < model.window:
+        flat = flat[-n:]
+    values = flat.tolist()
+    role = model.role_of.get(name)
+    if role == "predictions":
+        result.predictions.extend(values)
+    elif role == "anomaly_scores":
+        result.anomaly_scores.extend(values)
+    elif role == "anomaly_score" and values:
+        result.anomaly_score = values[0]
+    elif role == "anomaly_flag" and values:
+        result.anomaly_flag = bool(values[0])
+    else:
+        result.outputs[name].values.extend(values)

@@ -11,6 +11,7 @@ import itertools
 import queue
 import re
 import threading
+import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 
 import grpc
@@ -54,6 +55,7 @@ class _Stream:
                     future = self.pending.pop(response.infer_response.id, None)
                 if future is None:
                     continue
+                future.seconds = time.perf_counter() - future.sent  # this request's own time on Triton
                 if response.error_message:
                     future.set_exception(classify(response.error_message))
                 else:
@@ -68,6 +70,7 @@ class _Stream:
 
     def send(self, request: tpb.ModelInferRequest) -> Future:
         future: Future = Future()
+        future.sent, future.seconds = time.perf_counter(), 0.0
         with self.lock:
             if not self.alive:
                 raise TritonUnavailable("Triton stream closed")
@@ -94,9 +97,10 @@ class TritonStream:
                 self._stream = _Stream(self.stub)
             return self._stream
 
-    def infer_many(self, requests: list[tpb.ModelInferRequest], timeout: float) -> list:
-        """Send all, then wait for all. Each entry of the result is a ModelInferResponse or the
-        exception for that request (TritonUnavailable or TritonRejected)."""
+    def infer_many(self, requests: list[tpb.ModelInferRequest], timeout: float) -> list[tuple[object, float]]:
+        """Send all, then wait for all. Each entry of the result is (a ModelInferResponse or the
+        exception for that request (TritonUnavailable or TritonRejected), the request's seconds
+        from send to answer)."""
         stream = self._current()
         futures = []
         for request in requests:
@@ -105,17 +109,18 @@ class TritonStream:
                 futures.append(stream.send(request))
             except TritonUnavailable as exc:
                 failed: Future = Future()
+                failed.seconds = 0.0
                 failed.set_exception(exc)
                 futures.append(failed)
         out = []
         for future in futures:
             try:
-                out.append(future.result(timeout))
+                out.append((future.result(timeout), future.seconds))
             except FutureTimeout:
-                out.append(TritonUnavailable(f"no answer from Triton within {timeout:.1f}s"))
+                out.append((TritonUnavailable(f"no answer from Triton within {timeout:.1f}s"), timeout))
                 self.reset()
             except (TritonUnavailable, TritonRejected) as exc:
-                out.append(exc)
+                out.append((exc, future.seconds))
         return out
 
     def reset(self) -> None:

@@ -15,7 +15,7 @@ from celery import signals
 from analysis_svc.runner import Runner
 from analysis_svc.settings import Settings
 from satkit import logs
-from satkit.queue import TASK_NAME, make_celery
+from satkit.queue import TASK_NAME, TASK_SERIALIZER, decode_task, encode_task, make_celery
 
 log = logging.getLogger(__name__)
 settings = Settings.from_env()
@@ -38,8 +38,10 @@ def runner() -> Runner:
     return _runner[1]
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=None)
-def run_jobs(self, jobs: list[dict], requeues: int = 0) -> int:
+@app.task(name=TASK_NAME, bind=True, max_retries=None, serializer=TASK_SERIALIZER)  # retries too
+def run_jobs(self, payload: bytes, requeues: int = 0) -> int:
+    """``payload``: a serialised satlas.internal.v1.RunJobsTask."""
+    jobs = decode_task(payload)
     r = runner()
     try:
         unavailable = r.run(jobs, claim=requeues == 0)
@@ -47,11 +49,11 @@ def run_jobs(self, jobs: list[dict], requeues: int = 0) -> int:
         if self.request.retries >= MAX_ORCHESTRATOR_RETRIES:
             raise
         log.warning("orchestrator unreachable (%s); task again in %.0fs", exc.code().name, REQUEUE_DELAY_S)
-        raise self.retry(args=[jobs, requeues], countdown=REQUEUE_DELAY_S)
+        raise self.retry(args=[payload, requeues], countdown=REQUEUE_DELAY_S)
     if unavailable:
         if requeues >= MAX_REQUEUES:
             r.fail(unavailable, f"Triton stayed unavailable through {requeues + 1} rounds of retries")
         else:
             log.warning("re-queueing %d jobs in %.0fs (Triton unavailable)", len(unavailable), REQUEUE_DELAY_S)
-            raise self.retry(args=[unavailable, requeues + 1], countdown=REQUEUE_DELAY_S)
+            raise self.retry(args=[encode_task(unavailable), requeues + 1], countdown=REQUEUE_DELAY_S)
     return len(jobs)

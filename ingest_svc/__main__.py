@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import grpc
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
-from satlas.v1 import job_control_service_pb2_grpc as jc_grpc
+from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 
 from ingest_svc.batcher import Batcher
 from ingest_svc.models import ModelDirectory

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from satlas.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_control_service_pb2 as jc
 
 log = logging.getLogger(__name__)
 

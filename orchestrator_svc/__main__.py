@@ -6,7 +6,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from satlas.v1 import job_control_service_pb2_grpc as jc_grpc
+from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
 
 from orchestrator_svc import db, migrate
@@ -60,7 +60,7 @@ async def main(settings: Settings) -> None:
     def register(srv, core: Core):
         pb_grpc.add_OrchestratorServiceServicer_to_server(Orchestrator(core), srv)
         jc_grpc.add_JobControlServiceServicer_to_server(JobControl(core), srv)
-        return ["satlas.v1.OrchestratorService", "satlas.v1.JobControlService"]
+        return ["satlas.v1.OrchestratorService", "satlas.internal.v1.JobControlService"]
 
     await server.serve("orchestrator", settings.address, lifespan, register, grace_s=settings.grace_s)
 

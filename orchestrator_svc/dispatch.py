@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from celery import Celery
 
 from orchestrator_svc.store import Dispatch
-from satkit.queue import QUEUE, TASK_NAME
+from satkit.queue import QUEUE, TASK_NAME, TASK_SERIALIZER, encode_task
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ class Dispatcher:
             for chunk in chunks:
                 self.celery.send_task(
                     TASK_NAME,
-                    args=[[d.as_message() for d in chunk]],
+                    args=[encode_task(d.task_job() for d in chunk)],
+                    serializer=TASK_SERIALIZER,
                     producer=producer,
                     argsrepr=f"[{len(chunk)} jobs: {chunk[0].job_id} ...]",  # no series in Flower/logs
                     retry=True,

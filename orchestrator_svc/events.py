@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
-from satlas.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_events_pb2
 from satlas.v1 import job_pb2
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class EventHub:
         jobs, self._outbox = self._outbox, []
         if not jobs:
             return
-        payload = jc.JobEventBatch(jobs=jobs).SerializeToString()
+        payload = job_events_pb2.JobEventBatch(jobs=jobs).SerializeToString()
         try:
             await self.redis.publish(self.channel, payload)
         except asyncio.CancelledError:
@@ -117,7 +117,7 @@ class EventHub:
                     async for message in pubsub.listen():
                         if message["type"] != "message":
                             continue
-                        jobs = list(jc.JobEventBatch.FromString(message["data"]).jobs)
+                        jobs = list(job_events_pb2.JobEventBatch.FromString(message["data"]).jobs)
                         for sub in list(self.subscribers):
                             sub.put(jobs)
             except asyncio.CancelledError:

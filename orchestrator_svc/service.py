@@ -12,8 +12,8 @@ import grpc
 import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from satlas.v1 import job_control_service_pb2 as jc
-from satlas.v1 import job_control_service_pb2_grpc as jc_grpc
+from satlas.internal.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 from satlas.v1 import job_pb2
 from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as pb

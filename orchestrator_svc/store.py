@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from satlas.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import job_pb2, timeseries_pb2
 from sqlalchemy import DateTime, String, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, defer
 
 from orchestrator_svc import db
 from orchestrator_svc.convert import job_to_proto, result_to_json, utc
+from satkit.queue import TaskJob
 
 R = db.InferenceResult
 T = R.__table__
@@ -40,14 +41,14 @@ def now() -> dt.datetime:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """What a worker needs to run one job (the Celery message carries a list of these)."""
+    """What a worker needs to run one job (a Celery message carries several, as TaskJobs)."""
 
     job_id: str
     model_name: str
-    values: list[float]
+    values: Sequence[float]
 
-    def as_message(self) -> dict:
-        return {"job_id": self.job_id, "model": self.model_name, "values": self.values}
+    def task_job(self) -> TaskJob:
+        return TaskJob(job_id=self.job_id, model_name=self.model_name, values=self.values)
 
 
 class Statements:
@@ -154,7 +155,7 @@ class JobStore:
                 ids_per_submission.append(known[key])
                 continue
             series = s.series.SerializeToString()
-            values = list(s.series.values)
+            values = s.series.values
             ids = []
             for model in s.models:
                 job_id = str(uuid.uuid4())

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from satlas.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import job_pb2
 
 from orchestrator_svc.store import Dispatch, JobStore

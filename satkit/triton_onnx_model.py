@@ -4,8 +4,10 @@ Linked as ``model.py`` into each version folder of the local CPU repository (see
 ``model_repository.build_cpu_repository``). It behaves like Triton's ONNX Runtime backend for
 the models Satlas ships: requests of one dynamic batch are concatenated (ragged inputs into one
 1-D tensor), batch inputs are filled in, the graph runs once, and outputs are split back per
-request. It also checks what the ONNX backend cannot: one series per request, a length within
-the model's limits and finite values, so a bad request fails alone and the batch goes on.
+request. It also checks what the ONNX backend cannot: a length within the model's limits and finite
+values, so a bad request fails alone and the batch goes on. Unlike Triton's ragged batcher,
+which gives a request one offset, it reads the rows of a [k, n] request as k series
+(parameter ``multi_series_requests``), so a client may send a batch of series as one request.
 """
 
 import json
@@ -34,6 +36,8 @@ class TritonPythonModel:
                        for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.batch_inputs = json.loads(params.get("python.batch_inputs", "[]"))
+        # A [k, n] request carries k series of n points (see model_repository.MULTI_SERIES).
+        self.multi_series = params.get("multi_series_requests", "false") == "true"
         self.min_length = int(params.get("min_length", "1"))
         self.max_length = int(params.get("max_length", str(2**31)))
 
@@ -46,7 +50,7 @@ class TritonPythonModel:
                 return f"missing input '{name}'"
             array = tensor.as_numpy()
             if ragged:
-                if array.ndim != 2 or array.shape[0] != 1:
+                if array.ndim != 2 or (array.shape[0] != 1 and not self.multi_series):
                     return f"input '{name}' must have shape [1, n] (one series per request), got {list(array.shape)}"
                 n = array.shape[1]
                 if not self.min_length <= n <= self.max_length:
@@ -61,8 +65,9 @@ class TritonPythonModel:
         for name, _, ragged in self.inputs:
             parts = [a[name] for a in batch]
             feeds[name] = np.concatenate([p.reshape(-1) for p in parts] if ragged else parts)
-        for b in self.batch_inputs:
-            counts = np.array([a[b["source_input"]].size for a in batch], dtype=np.float32)
+        for b in self.batch_inputs:  # per series: a request's rows are series of one length each
+            counts = np.concatenate([np.full(a[b["source_input"]].shape[0], a[b["source_input"]][0].size)
+                                     for a in batch]).astype(np.float32)
             if b["kind"] == "BATCH_ACCUMULATED_ELEMENT_COUNT":
                 feeds[b["target_name"]] = np.cumsum(counts, dtype=np.float32)
             elif b["kind"] == "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO":

@@ -13,7 +13,7 @@ import argparse
 import tempfile
 import time
 
-from satlas.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import job_pb2
 
 from orchestrator_svc import db, migrate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from satlas.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_control_service_pb2 as jc
 
 from ingest_svc.batcher import Batcher, Overloaded
 

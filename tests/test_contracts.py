@@ -42,3 +42,12 @@ def test_service_names_match_the_design():
         "GetJob", "ListJobs", "CancelJob", "WatchJob", "WatchJobs", "GetStats"}
     assert set(analysis_service_pb2.DESCRIPTOR.services_by_name["AnalysisService"].methods_by_name) == {
         "Analyze", "ListModels"}
+
+
+def test_internal_contracts_stay_out_of_the_browser_and_the_front_door():
+    assert (ROOT / "gen/python/satlas/internal/v1/job_control_service_pb2.py").is_file()
+    assert not list((ROOT / "gen/ts").rglob("*internal*")), "gen/ts must carry only the public API"
+    public = {p.name for p in (ROOT / "protos/satlas/v1").glob("*.proto")}
+    assert not public & {"job_control_service.proto", "job_events.proto", "run_jobs_task.proto"}
+    for config in ("envoy/envoy.yaml", "envoy/envoy.compose.yaml"):
+        assert "satlas.internal" not in (ROOT / config).read_text()

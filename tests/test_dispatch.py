@@ -10,7 +10,7 @@ from kombu import Connection
 
 from orchestrator_svc.dispatch import Backlog, Dispatcher
 from orchestrator_svc.store import Dispatch
-from satkit.queue import QUEUE, make_celery
+from satkit.queue import QUEUE, decode_task, make_celery
 
 BROKERS = {"redis": "redis://127.0.0.1:6379/14", "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//"}
 
@@ -50,6 +50,9 @@ async def test_jobs_go_out_several_per_message_and_the_depth_counts_them(broker)
         assert [j for batch in published for j in batch] == [f"job-{i}" for i in range(10)]
         # RabbitMQ counts a message once it is routed, which can trail the publish a little.
         assert await depth_becomes(dispatcher, 3)  # 4 + 4 + 2 jobs
+        first = first_message(url)
+        assert [(j.job_id, j.model_name, list(j.values)) for j in first] == [
+            (f"job-{i}", "m", [1.0, 2.0]) for i in range(4)]
         purge(url)
         assert await depth_becomes(dispatcher, 0)
     finally:
@@ -57,15 +60,30 @@ async def test_jobs_go_out_several_per_message_and_the_depth_counts_them(broker)
         purge(url)
 
 
+def first_message(url: str):
+    """The jobs of the message at the head of the queue (a RunJobsTask in msgpack; left queued)."""
+    with Connection(url, connect_timeout=5) as conn:
+        queue = conn.SimpleQueue(QUEUE, accept=["msgpack"])
+        try:
+            message = queue.get(timeout=2)
+            assert message.content_type == "application/x-msgpack"
+            payload = message.payload[0][0]  # args: (RunJobsTask,)
+            message.requeue()
+            return decode_task(payload)
+        finally:
+            queue.close()
+
+
 def message_sizes(url: str) -> list[int]:
     """Jobs in each message waiting on the queue, in order (consumes them)."""
     sizes = []
     with Connection(url, connect_timeout=5) as conn:
-        queue = conn.SimpleQueue(QUEUE)
+        queue = conn.SimpleQueue(QUEUE, accept=["msgpack"])
         try:
             while True:
                 message = queue.get(timeout=0.5)
-                sizes.append(len(message.payload[0][0]))
+                assert message.content_type == "application/x-msgpack"
+                sizes.append(len(decode_task(message.payload[0][0])))
                 message.ack()
         except queue.Empty:
             return sizes
@@ -181,7 +199,7 @@ async def test_stopping_publishes_the_batch_in_hand_without_lingering():
 
 
 async def test_start_jobs_tells_the_dispatcher_its_message_left_the_queue(tmp_path):
-    from satlas.v1 import job_control_service_pb2 as jc
+    from satlas.internal.v1 import job_control_service_pb2 as jc
 
     from orchestrator_svc import db, migrate
     from orchestrator_svc.service import Core, JobControl

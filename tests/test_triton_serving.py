@@ -114,12 +114,11 @@ def test_series_of_different_lengths_share_one_dynamic_batch(triton_client, mode
     [
         (lambda: [_input(np.zeros((1, 4), np.float32))], "has 4 points; this model takes 8 to 4096"),
         (lambda: [_input(np.full((1, 20), np.nan, np.float32))], "NaN or infinite"),
-        (lambda: [_input(np.zeros((2, 20), np.float32))], "one series per request"),
         (lambda: [_input(np.zeros((1, 20), np.int32), "INT32")], "data-type"),
         (lambda: [_input(np.zeros(20, np.float32))], "shape"),
         (lambda: [_input(np.zeros((1, 20), np.float32)), _input(np.zeros((1, 20), np.float32))], "values"),
     ],
-    ids=["too-short", "nan", "batch-of-two", "int32", "no-batch-dim", "duplicate-input"],
+    ids=["too-short", "nan", "int32", "no-batch-dim", "duplicate-input"],
 )
 def test_malformed_tensors_get_a_clear_error_and_the_server_keeps_serving(triton_client, inputs, message):
     with pytest.raises(InferenceServerException) as err:

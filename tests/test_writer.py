@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
-from satlas.v1 import job_control_service_pb2 as jc
+from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import job_pb2
 from satlas.v1 import job_state_pb2 as js
 

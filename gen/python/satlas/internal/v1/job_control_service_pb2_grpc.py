@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from satlas.v1 import job_control_service_pb2 as satlas_dot_v1_dot_job__control__service__pb2
+from satlas.internal.v1 import job_control_service_pb2 as satlas_dot_internal_dot_v1_dot_job__control__service__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in satlas/v1/job_control_service_pb2_grpc.py depends on'
+        + ' but the generated code in satlas/internal/v1/job_control_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -26,8 +26,11 @@ if _version_not_supported:
 
 
 class JobControlServiceStub:
-    """JobControlService is internal: the ingest service and the analysis workers call it to
-    change job state, which only the orchestrator writes. Envoy does not expose it.
+    """Contracts between Satlas's own processes: not part of the public API (satlas.v1), not
+    generated for the browser, and never routed by Envoy. They may change between releases.
+
+    JobControlService: the ingest service and the analysis workers call it to change job
+    state, which only the orchestrator writes.
     """
 
     def __init__(self, channel):
@@ -37,25 +40,28 @@ class JobControlServiceStub:
             channel: A grpc.Channel.
         """
         self.CreateJobs = channel.unary_unary(
-                '/satlas.v1.JobControlService/CreateJobs',
-                request_serializer=satlas_dot_v1_dot_job__control__service__pb2.CreateJobsRequest.SerializeToString,
-                response_deserializer=satlas_dot_v1_dot_job__control__service__pb2.CreateJobsResponse.FromString,
+                '/satlas.internal.v1.JobControlService/CreateJobs',
+                request_serializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.CreateJobsRequest.SerializeToString,
+                response_deserializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.CreateJobsResponse.FromString,
                 _registered_method=True)
         self.StartJobs = channel.unary_unary(
-                '/satlas.v1.JobControlService/StartJobs',
-                request_serializer=satlas_dot_v1_dot_job__control__service__pb2.StartJobsRequest.SerializeToString,
-                response_deserializer=satlas_dot_v1_dot_job__control__service__pb2.StartJobsResponse.FromString,
+                '/satlas.internal.v1.JobControlService/StartJobs',
+                request_serializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.StartJobsRequest.SerializeToString,
+                response_deserializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.StartJobsResponse.FromString,
                 _registered_method=True)
         self.ReportResults = channel.unary_unary(
-                '/satlas.v1.JobControlService/ReportResults',
-                request_serializer=satlas_dot_v1_dot_job__control__service__pb2.ReportResultsRequest.SerializeToString,
-                response_deserializer=satlas_dot_v1_dot_job__control__service__pb2.ReportResultsResponse.FromString,
+                '/satlas.internal.v1.JobControlService/ReportResults',
+                request_serializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.ReportResultsRequest.SerializeToString,
+                response_deserializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.ReportResultsResponse.FromString,
                 _registered_method=True)
 
 
 class JobControlServiceServicer:
-    """JobControlService is internal: the ingest service and the analysis workers call it to
-    change job state, which only the orchestrator writes. Envoy does not expose it.
+    """Contracts between Satlas's own processes: not part of the public API (satlas.v1), not
+    generated for the browser, and never routed by Envoy. They may change between releases.
+
+    JobControlService: the ingest service and the analysis workers call it to change job
+    state, which only the orchestrator writes.
     """
 
     def CreateJobs(self, request, context):
@@ -87,30 +93,33 @@ def add_JobControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateJobs,
-                    request_deserializer=satlas_dot_v1_dot_job__control__service__pb2.CreateJobsRequest.FromString,
-                    response_serializer=satlas_dot_v1_dot_job__control__service__pb2.CreateJobsResponse.SerializeToString,
+                    request_deserializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.CreateJobsRequest.FromString,
+                    response_serializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.CreateJobsResponse.SerializeToString,
             ),
             'StartJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.StartJobs,
-                    request_deserializer=satlas_dot_v1_dot_job__control__service__pb2.StartJobsRequest.FromString,
-                    response_serializer=satlas_dot_v1_dot_job__control__service__pb2.StartJobsResponse.SerializeToString,
+                    request_deserializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.StartJobsRequest.FromString,
+                    response_serializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.StartJobsResponse.SerializeToString,
             ),
             'ReportResults': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportResults,
-                    request_deserializer=satlas_dot_v1_dot_job__control__service__pb2.ReportResultsRequest.FromString,
-                    response_serializer=satlas_dot_v1_dot_job__control__service__pb2.ReportResultsResponse.SerializeToString,
+                    request_deserializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.ReportResultsRequest.FromString,
+                    response_serializer=satlas_dot_internal_dot_v1_dot_job__control__service__pb2.ReportResultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'satlas.v1.JobControlService', rpc_method_handlers)
+            'satlas.internal.v1.JobControlService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('satlas.v1.JobControlService', rpc_method_handlers)
+    server.add_registered_method_handlers('satlas.internal.v1.JobControlService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
 class JobControlService:
-    """JobControlService is internal: the ingest service and the analysis workers call it to
-    change job state, which only the orchestrator writes. Envoy does not expose it.
+    """Contracts between Satlas's own processes: not part of the public API (satlas.v1), not
+    generated for the browser, and never routed by Envoy. They may change between releases.
+
+    JobControlService: the ingest service and the analysis workers call it to change job
+    state, which only the orchestrator writes.
     """
 
     @staticmethod
@@ -127,9 +136,9 @@ class JobControlService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/satlas.v1.JobControlService/CreateJobs',
-            satlas_dot_v1_dot_job__control__service__pb2.CreateJobsRequest.SerializeToString,
-            satlas_dot_v1_dot_job__control__service__pb2.CreateJobsResponse.FromString,
+            '/satlas.internal.v1.JobControlService/CreateJobs',
+            satlas_dot_internal_dot_v1_dot_job__control__service__pb2.CreateJobsRequest.SerializeToString,
+            satlas_dot_internal_dot_v1_dot_job__control__service__pb2.CreateJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -154,9 +163,9 @@ class JobControlService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/satlas.v1.JobControlService/StartJobs',
-            satlas_dot_v1_dot_job__control__service__pb2.StartJobsRequest.SerializeToString,
-            satlas_dot_v1_dot_job__control__service__pb2.StartJobsResponse.FromString,
+            '/satlas.internal.v1.JobControlService/StartJobs',
+            satlas_dot_internal_dot_v1_dot_job__control__service__pb2.StartJobsRequest.SerializeToString,
+            satlas_dot_internal_dot_v1_dot_job__control__service__pb2.StartJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -181,9 +190,9 @@ class JobControlService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/satlas.v1.JobControlService/ReportResults',
-            satlas_dot_v1_dot_job__control__service__pb2.ReportResultsRequest.SerializeToString,
-            satlas_dot_v1_dot_job__control__service__pb2.ReportResultsResponse.FromString,
+            '/satlas.internal.v1.JobControlService/ReportResults',
+            satlas_dot_internal_dot_v1_dot_job__control__service__pb2.ReportResultsRequest.SerializeToString,
+            satlas_dot_internal_dot_v1_dot_job__control__service__pb2.ReportResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,
