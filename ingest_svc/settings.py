@@ -13,7 +13,7 @@ class Settings:
     analysis_addr: str = "127.0.0.1:50053"  # ANALYSIS_ADDR: where the model list comes from
     max_batch: int = 256  # INGEST_MAX_BATCH: submissions per CreateJobs call
     max_wait_s: float = 0.002  # INGEST_MAX_WAIT_S: how long a submission waits for company
-    max_in_flight: int = 4  # INGEST_MAX_IN_FLIGHT: CreateJobs calls at once
+    max_in_flight: int = 1  # INGEST_MAX_IN_FLIGHT: CreateJobs calls at once (the next batch fills meanwhile)
     max_pending: int = 20_000  # INGEST_MAX_PENDING: backlog past which requests get RESOURCE_EXHAUSTED
     max_message_bytes: int = 4 * 1024 * 1024  # INGEST_MAX_MESSAGE_BYTES
     models_ttl_s: float = 10.0

@@ -76,6 +76,7 @@ class Dispatcher:
         self._task: asyncio.Task | None = None
         self._carry: list[Dispatch] = []  # the part of a busy round that was not a whole message
         self._stopping = False
+        self._marking: set[asyncio.Future] = set()  # QUEUED marks in flight
 
     def submit(self, dispatches: list[Dispatch]) -> None:
         for d in dispatches:
@@ -107,6 +108,7 @@ class Dispatcher:
             await asyncio.wait_for(self._drain_once(block=False), 5)
         except Exception as exc:
             log.warning("dispatch at shutdown failed: %s", exc)
+        await asyncio.gather(*self._marking, return_exceptions=True)
         self.thread.shutdown(wait=False)
 
     async def queue_depth(self) -> int | None:
@@ -173,7 +175,16 @@ class Dispatcher:
             self.backlog.unpublished(ids)
             log.warning("could not publish %d jobs (they stay PENDING for the reconciler): %s", len(batch), exc)
             return
-        await self.on_published(ids)
+        # Marked QUEUED in the background: the next round need not wait for that commit (a job a
+        # worker starts first stays RUNNING: the mark applies only to PENDING jobs).
+        marking = asyncio.ensure_future(self.on_published(ids))
+        self._marking.add(marking)
+        marking.add_done_callback(self._marked)
+
+    def _marked(self, task: asyncio.Future) -> None:
+        self._marking.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not mark jobs QUEUED (the reconciler will): %s", task.exception())
 
     def _publish(self, chunks: list[list[Dispatch]]) -> None:
         with self.celery.producer_or_acquire() as producer:

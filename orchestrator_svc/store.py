@@ -76,7 +76,7 @@ class Statements:
             .returning(*SNAPSHOT)
         )
         self.start = (
-            update(T).where(ids, active)
+            update(T).where(ids, active, T.c.attempts < max_attempts)
             .values(status=db.RUNNING, started_at=t, worker=bindparam("worker"), attempts=T.c.attempts + 1,
                     queue_seconds=age, **bump)
             .returning(*SNAPSHOT)
@@ -195,9 +195,12 @@ class JobStore:
 
     def start_jobs_in(self, conn, job_ids: Sequence[str], worker: str) -> tuple[list[str], list[job_pb2.Job]]:
         params = {"ids": list(job_ids), "worker": worker, **self._times()}
-        poison = [job_to_proto(r) for r in conn.execute(self.sql.poison, params)]
         started = [job_to_proto(r) for r in conn.execute(self.sql.start, params)]
-        return [j.job_id for j in started], [*poison, *started]
+        if len(started) == len(set(job_ids)):  # the usual case: no second statement
+            return [j.job_id for j in started], started
+        rest = list(set(job_ids) - {j.job_id for j in started})  # finished, unknown, or poison
+        poison = [job_to_proto(r) for r in conn.execute(self.sql.poison, {**params, "ids": rest})]
+        return [j.job_id for j in started], [*started, *poison]
 
     def report_results(self, outcomes: Sequence[jc.JobOutcome]) -> tuple[int, list[job_pb2.Job]]:
         """Apply outcomes; one that finds its job already terminal changes nothing."""

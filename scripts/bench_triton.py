@@ -3,8 +3,10 @@
     python -m scripts.bench_triton                      # starts a local Triton on free ports
     python -m scripts.bench_triton --url 127.0.0.1:8001 # or measures a running one
 
-Each cell runs ``concurrency`` clients that send one series per request, back to back, over
-gRPC (tritonclient's asyncio client) for ``--duration`` seconds after a warm-up. Prints a
+Each cell runs ``concurrency`` clients that send ``rows`` series per request (``--rows``; 1 by
+default, more as the rows of one [rows, length] request, the layout the worker uses), back to
+back, over gRPC (tritonclient's asyncio client) for ``--duration`` seconds after a warm-up.
+Throughput and ``requests`` count series (inferences), latency is per request. Prints a
 table, writes JSON, and checks that dynamic batching pays: at length 64, concurrency 32 must
 give at least 3x the throughput of concurrency 1 (exit code 1 otherwise).
 """
@@ -44,9 +46,11 @@ class Cell:
     p95_ms: float
     p99_ms: float
     errors: int
+    rows: int = 1  # series per request
 
 
-async def run_cell(url: str, model: str, length: int, concurrency: int, duration: float, warmup: float) -> Cell:
+async def run_cell(url: str, model: str, length: int, concurrency: int, duration: float, warmup: float,
+                   rows: int = 1) -> Cell:
     client = grpcaio.InferenceServerClient(url)
     rng = np.random.default_rng(length)
     series = [patterns.random_series(rng, length=length).values.astype(np.float32) for _ in range(64)]
@@ -57,9 +61,9 @@ async def run_cell(url: str, model: str, length: int, concurrency: int, duration
         nonlocal errors
         i = k
         while time.perf_counter() < until:
-            inp = grpcaio.InferInput("values", [1, length], "FP32")
-            inp.set_data_from_numpy(series[i % len(series)][None, :])
-            i += concurrency
+            inp = grpcaio.InferInput("values", [rows, length], "FP32")
+            inp.set_data_from_numpy(np.stack([series[(i + r) % len(series)] for r in range(rows)]))
+            i += concurrency * rows
             started = time.perf_counter()
             try:
                 await client.infer(model, [inp], client_timeout=30)
@@ -77,8 +81,9 @@ async def run_cell(url: str, model: str, length: int, concurrency: int, duration
     finally:
         await client.close()
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return Cell(model, length, concurrency, len(latencies), round(elapsed, 3), len(latencies) / elapsed,
-                float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), float(np.percentile(lat, 99)), errors)
+    done = len(latencies) * rows
+    return Cell(model, length, concurrency, done, round(elapsed, 3), done / elapsed, float(np.percentile(lat, 50)),
+                float(np.percentile(lat, 95)), float(np.percentile(lat, 99)), errors * rows, rows)
 
 
 def table(cells: list[Cell]) -> str:
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--rows", type=int, default=1, help="series per request")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--json", type=Path, default=Path("bench-results/triton.json"))
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             for length in args.lengths:
                 for conc in args.concurrency:
-                    cell = asyncio.run(run_cell(url, model, length, conc, args.duration, args.warmup))
+                    cell = asyncio.run(run_cell(url, model, length, conc, args.duration, args.warmup, args.rows))
                     print(f"  {model} length {length} concurrency {conc}: {cell.throughput:.0f}/s", flush=True)
                     cells.append(cell)
         config = grpcclient.InferenceServerClient(url).get_model_config(args.models[0]).config
