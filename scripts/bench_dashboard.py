@@ -32,7 +32,7 @@ import numpy as np
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
-from scripts.bench_mesh import MODELS, make_series, paced_requests
+from scripts.bench_measure import MODELS, make_series, paced_requests
 
 CHROMIUM = "/usr/bin/chromium"
 # The machine has no outside network: without these, Chromium keeps trying to reach Google.

@@ -86,6 +86,49 @@ async def run_cell(url: str, model: str, length: int, concurrency: int, duration
                 float(np.percentile(lat, 95)), float(np.percentile(lat, 99)), errors * rows, rows)
 
 
+async def run_mix(url: str, models: list[str], length: int, concurrency: int, duration: float, warmup: float,
+                  rows: int = 1) -> Cell:
+    """The mesh's mix: each client sends one request to every model at once and waits for all,
+    so every model serves as many series as the others (as the mesh's jobs ask)."""
+    client = grpcaio.InferenceServerClient(url)
+    rng = np.random.default_rng(length)
+    series = [patterns.random_series(rng, length=length).values.astype(np.float32) for _ in range(64)]
+    rounds: list[float] = []
+    errors = 0
+
+    async def worker(k: int, until: float, record: bool) -> None:
+        nonlocal errors
+        i = k
+        while time.perf_counter() < until:
+            batch = np.stack([series[(i + r) % len(series)] for r in range(rows)])
+            i += concurrency * rows
+            inputs = []
+            for _ in models:
+                inp = grpcaio.InferInput("values", [rows, length], "FP32")
+                inp.set_data_from_numpy(batch)
+                inputs.append(inp)
+            started = time.perf_counter()
+            answers = await asyncio.gather(*(client.infer(m, [x], client_timeout=30) for m, x in zip(models, inputs)),
+                                           return_exceptions=True)
+            if any(isinstance(a, Exception) for a in answers):
+                errors += record
+            elif record:
+                rounds.append(time.perf_counter() - started)
+
+    try:
+        await asyncio.gather(*(worker(k, time.perf_counter() + warmup, False) for k in range(concurrency)))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k, started + duration, True) for k in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await client.close()
+    lat = np.array(rounds) * 1000 if rounds else np.array([np.nan])
+    done = len(rounds) * rows * len(models)
+    return Cell("+".join(models), length, concurrency, done, round(elapsed, 3), done / elapsed,
+                float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), float(np.percentile(lat, 99)),
+                errors * rows * len(models), rows)
+
+
 def table(cells: list[Cell]) -> str:
     rows = [f"{'model':<24}{'length':>7}{'conc':>6}{'infer/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"]
     for c in cells:

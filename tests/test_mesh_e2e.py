@@ -183,34 +183,41 @@ def test_the_benchmark_measures_what_it_sends(mesh, tmp_path):
     import io
     import json
 
-    from scripts import bench_mesh
+    from scripts import bench_measure, bench_mesh
 
-    completions = bench_mesh.Completions(mesh.orchestrator)
+    completions = bench_measure.Completions(mesh.orchestrator)
     shown = io.StringIO()  # not a terminal: plain lines
     try:
-        run = bench_mesh.offered_run(mesh.ingest, completions, 40, 1.0, bench_mesh.make_series(8, 64),
-                                     progress=bench_mesh.Progress("40 jobs/s", 1.0, shown, every_s=0.2),
-                                     cpu=bench_mesh.CpuMeter({n: p.pid for n, p in mesh.processes.items()}))
+        run = bench_measure.offered_run(mesh.ingest, completions, 40, 2.5, bench_measure.make_series(8, 64),
+                                        progress=bench_measure.Progress("40 jobs/s", 2.5, shown, every_s=0.2),
+                                        cpu=bench_measure.CpuMeter({n: p.pid for n, p in mesh.processes.items()}))
     finally:
         completions.close()
-    assert (run.jobs, run.succeeded, run.failed, run.unfinished, run.rejected) == (40, 40, 0, 0, 0)
+    assert (run.jobs, run.succeeded, run.failed, run.unfinished, run.rejected) == (100, 100, 0, 0, 0)
     assert 0 < run.p50_ms <= run.p95_ms <= run.p99_ms <= run.max_ms < 10_000
     assert 10 < run.throughput_jobs_s < 80  # paced at 40 jobs/s
+    assert len(run.backlog) == 2 and all(0 <= b <= 100 for b in run.backlog)  # sampled each second
     cpu = run.cpu_ms_per_job  # where the time went, per job: each service's process group and the client
     assert all(cpu[n] > 0 for n in ("orchestrator", "worker", "ingest", "triton", "bench client"))
     assert cpu["total"] == pytest.approx(sum(v for n, v in cpu.items() if n != "total"), abs=0.1)
     lines = shown.getvalue().splitlines()
     assert lines and "\r" not in shown.getvalue() and all(line.startswith("40 jobs/s ") for line in lines)
-    assert "/1 s  submitted " in lines[0] and " failed 0 " in lines[-1] and lines[-1].endswith(" done/s")
-    # The whole command, briefly: the table, the JSON with Triton's own figure, the PNG beside it.
+    assert "/2 s  submitted " in lines[0] and " failed 0 " in lines[-1] and lines[-1].endswith(" done/s")
+    # The whole command, briefly: repeated steps, Triton alone in both layouts, the JSON and the PNG.
     out = tmp_path / "mesh.json"
     assert bench_mesh.main(["--ingest", mesh.ingest, "--orchestrator", mesh.orchestrator, "--triton", mesh.triton_url,
-                            "--sweep", "40", "--step-seconds", "1", "--sustain", "0", "--triton-seconds", "1",
-                            "--triton-in-flight", "8", "--json", str(out)]) == 0
+                            "--sweep", "40", "--step-seconds", "1", "--sustain", "0", "--repeat", "2",
+                            "--triton-seconds", "1", "--triton-in-flight", "8", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
+    (step,) = report["steps"]
+    assert len(step["runs"]) == 2 and step["summary"]["success_rate_min"] == 1.0
+    done = step["summary"]["throughput_jobs_s"]
+    assert done["min"] <= done["median"] <= done["max"]
     triton = report["triton"]
-    assert triton["jobs_s"] > 100 and triton["errors"] == 0 and triton["in_flight"] == 8
-    assert [m["model"] for m in triton["models"]] == list(bench_mesh.MODELS)
+    assert set(triton["layouts"]) == {"one series per request", "batched"}
+    assert all(lay["errors"] == 0 and len(lay["cells"]) == 2 for lay in triton["layouts"].values())
+    assert triton["layouts"]["one series per request"]["concurrency"] == 4  # 8 requests: 4 per model
+    assert triton["jobs_s"] == max(lay["jobs_s"]["median"] for lay in triton["layouts"].values()) > 100
     assert report["efficiency"] == pytest.approx(report["mesh_max_jobs_s"] / triton["jobs_s"])
     assert 0 < report["efficiency"] < 1
     assert (tmp_path / "mesh.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

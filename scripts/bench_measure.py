@@ -1,0 +1,259 @@
+"""What the mesh benchmark measures: one paced run of StreamSeries against a stack, timed on
+WatchJobs, with the CPU each process used and the backlog over time.
+
+The stream runs in a thread and the main thread only waits, so Ctrl-C and SIGTERM are taken at
+once (a main thread blocked inside a gRPC call would not run Python's signal handlers); ``STOP``
+ends every paced run early.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
+from satlas.v1 import job_state_pb2 as js
+from satlas.v1 import orchestrator_service_pb2 as opb
+from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+
+from satkit import cli, patterns
+
+MODELS = cli.DEFAULT_MODELS
+TERMINAL = {js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED}
+STOP = threading.Event()  # set on Ctrl-C/SIGTERM: paced runs end early
+
+
+@dataclass
+class Run:
+    offered_jobs_s: float
+    seconds: float
+    jobs: int
+    succeeded: int
+    failed: int
+    unfinished: int  # accepted, but no terminal event by the end of the drain (still queued or running)
+    rejected: int
+    throughput_jobs_s: float  # terminal jobs per second, first submit to last completion
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_ms_per_job: dict[str, float] = field(default_factory=dict)  # by process, this load generator included
+    # Accepted and not yet finished, sampled each second while offering: a backlog that grows
+    # (growth in jobs/s, a straight line fitted over the second half) means the mesh is behind.
+    backlog: list[int] = field(default_factory=list)
+    backlog_growth_jobs_s: float = 0.0
+
+    @property
+    def success_rate(self) -> float:
+        return self.succeeded / self.jobs if self.jobs else 0.0
+
+
+class Completions:
+    """Terminal events from WatchJobs: job_id -> (arrival time, state)."""
+
+    def __init__(self, address: str):
+        self.channel = grpc.insecure_channel(address)
+        stub = opb_grpc.OrchestratorServiceStub(self.channel)
+        self.call = stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL)))
+        self.done: dict[str, tuple[float, int]] = {}
+        self.call.initial_metadata()  # subscribed from here on
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.call:
+                self.done.setdefault(event.job.job_id, (time.perf_counter(), event.job.state))
+        except grpc.RpcError:
+            pass
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()
+
+
+def make_series(n: int, length: int, seed: int = 0) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    return [patterns.random_series(rng, length=length).values.tolist() for _ in range(n)]
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by each of a stack's process groups and by this process:
+    where the time per job goes. Each service runs in its own process group (satkit.supervise),
+    so a group is a service with its children (the worker's pool, Triton's backend stubs)."""
+
+    def __init__(self, groups: dict[str, int], commands: dict[str, str] | None = None):
+        self.groups = {pgid: name for name, pgid in groups.items()}
+        self.commands = {comm: name for name, comm in (commands or {}).items()}  # servers not started here
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[str, float]:
+        used = dict.fromkeys([*self.groups.values(), *self.commands.values()], 0.0)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                comm, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+                fields = rest.split()
+            except OSError:  # gone meanwhile
+                continue
+            # After the command: pgrp is field 2; utime, stime, and the same of reaped children 11-14.
+            name = self.groups.get(int(fields[2])) or self.commands.get(comm)
+            if name:
+                used[name] += sum(map(int, fields[11:15])) / self.tick
+        me = os.times()
+        return used | {"bench client": me.user + me.system}
+
+    @staticmethod
+    def per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+        if not jobs:
+            return {}
+        per = {n: round(1000 * (after[n] - before.get(n, 0.0)) / jobs, 2) for n in after}
+        return dict(sorted(per.items(), key=lambda kv: -kv[1])) | {"total": round(sum(per.values()), 2)}
+
+
+def progress_line(label: str, elapsed_s: float, total_s: float, submitted: int, done: int, failed: int,
+                  done_per_s: float) -> str:
+    """One step's state: ``300 jobs/s   12.5/60 s  submitted 3750  done 3602  failed 0  298.4 done/s``."""
+    clock = f"{elapsed_s:5.1f}/{total_s:.0f} s" + (" (draining)" if elapsed_s > total_s else "")
+    return (f"{label}  {clock}  submitted {submitted}  done {done}  failed {failed}  "
+            f"{done_per_s:.1f} done/s")
+
+
+class Progress:
+    """A step's progress: one line rewritten in place on a terminal, a plain line every
+    ``every_s`` otherwise (a log, a pipe). ``done/s`` is over the last interval."""
+
+    def __init__(self, label: str, total_s: float, stream=None, every_s: float | None = None):
+        self.label, self.total_s = label, total_s
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.every_s = every_s if every_s is not None else (0.5 if self.tty else 5.0)
+        self._last: tuple[float, int] | None = None  # (time, done) of the last update
+
+    def update(self, elapsed_s: float, submitted: int, done: int, failed: int, now: float | None = None) -> str:
+        now = time.perf_counter() if now is None else now
+        last_t, last_done = self._last or (now - elapsed_s, 0)
+        rate = (done - last_done) / (now - last_t) if now > last_t else 0.0
+        self._last = (now, done)
+        line = progress_line(self.label, elapsed_s, self.total_s, submitted, done, failed, rate)
+        self.stream.write(f"\r\033[K{line}" if self.tty else line + "\n")
+        self.stream.flush()
+        return line
+
+    def close(self) -> None:
+        """Clears the in-place line, so what is printed next starts on a clean line."""
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def paced_requests(series: list[list[float]], per_s: float, total: int, sent_at: dict[int, float] | None = None,
+                   stop: threading.Event | None = None):
+    """``total`` StreamSeries requests (one job per model each) at ``per_s`` series a second,
+    paced open-loop from the first; ``sent_at`` gets each one's hand-off time, ``stop`` ends early."""
+    stop = stop or threading.Event()
+    start = time.perf_counter()
+    for i in range(total):
+        delay = start + i / per_s - time.perf_counter()
+        if stop.wait(delay) if delay > 0 else stop.is_set():
+            return
+        if sent_at is not None:
+            sent_at[i] = time.perf_counter()
+        yield ipb.StreamSeriesRequest(sequence=i, submission=ipb.SubmitSeriesRequest(
+            series={"values": series[i % len(series)]}, models=MODELS))
+
+
+def backlog_growth(samples: list[int]) -> float:
+    """Jobs per second by which the backlog grew over the second half of the samples (one a second)."""
+    half = samples[len(samples) // 2:]
+    if len(half) < 2:
+        return 0.0
+    return float(np.polyfit(np.arange(len(half)), half, 1)[0])
+
+
+def wait_for(thread: threading.Thread) -> None:
+    """Join in short steps, so that a signal reaches the main thread's handler."""
+    while thread.is_alive():
+        thread.join(0.2)
+
+
+def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, seconds: float,
+                series: list[list[float]], drain_s: float = 30.0, progress: Progress | None = None,
+                cpu: CpuMeter | None = None) -> Run:
+    per_series = len(MODELS)
+    rate = jobs_per_s / per_series  # series per second
+    total = max(1, int(rate * seconds))
+    sent_at: dict[int, float] = {}
+    job_sent: dict[str, float] = {}
+    accepted: list[str] = []  # job ids in arrival order; read by the ticker thread (appends are atomic)
+    rejected = [0]
+    backlog: list[int] = []
+    cpu_before = cpu.read() if cpu else {}
+    start = time.perf_counter()
+    ticking = threading.Event()
+
+    def finished() -> list[int]:
+        return [state for _, state in filter(None, (completions.done.get(j) for j in accepted[:]))]
+
+    def tick() -> None:
+        every = progress.every_s if progress else 1.0
+        next_sample = start + 1.0
+        while not ticking.wait(min(every, 1.0)):
+            done = finished()
+            if time.perf_counter() >= next_sample and time.perf_counter() - start <= seconds:
+                backlog.append(len(accepted) - len(done))
+                next_sample += 1.0
+            if progress:
+                progress.update(time.perf_counter() - start, len(sent_at) * per_series, len(done),
+                                sum(state != js.JOB_STATE_SUCCEEDED for state in done))
+
+    def stream() -> None:
+        with grpc.insecure_channel(ingest_addr) as channel:
+            stub = ipb_grpc.IngestServiceStub(channel)
+            for r in stub.StreamSeries(paced_requests(series, rate, total, sent_at, STOP), timeout=seconds + 120):
+                if r.HasField("error"):
+                    rejected[0] += 1
+                for job_id in r.job_ids:
+                    job_sent[job_id] = sent_at[r.sequence]
+                    accepted.append(job_id)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    sender = threading.Thread(target=stream, daemon=True, name="bench-stream")
+    sender.start()
+    try:
+        wait_for(sender)
+        deadline = time.perf_counter() + drain_s
+        while time.perf_counter() < deadline and not STOP.is_set() and any(j not in completions.done for j in job_sent):
+            time.sleep(0.05)
+    except BaseException:
+        STOP.set()  # the paced requests end, so the stream does
+        sender.join(5)
+        raise
+    finally:
+        ticking.set()
+        ticker.join()
+        if progress:
+            progress.close()
+    ends = {j: completions.done[j] for j in job_sent if j in completions.done}
+    cpu_used = CpuMeter.per_job(cpu_before, cpu.read(), len(ends)) if cpu else {}
+    latencies = np.array([(t - job_sent[j]) * 1000 for j, (t, state) in ends.items() if state == js.JOB_STATE_SUCCEEDED])
+    first = min(sent_at.values(), default=start)
+    last = max((t for t, _ in ends.values()), default=first)
+    p50, p95, p99, worst = (np.percentile(latencies, [50, 95, 99, 100]) if latencies.size else (0.0,) * 4)
+    return Run(
+        offered_jobs_s=jobs_per_s, seconds=seconds, jobs=len(job_sent),
+        succeeded=int(latencies.size), failed=sum(s != js.JOB_STATE_SUCCEEDED for _, s in ends.values()),
+        unfinished=len(job_sent) - len(ends), rejected=rejected[0],
+        throughput_jobs_s=len(ends) / (last - first) if last > first else 0.0,
+        p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), max_ms=float(worst), cpu_ms_per_job=cpu_used,
+        backlog=backlog, backlog_growth_jobs_s=round(backlog_growth(backlog), 2),
+    )
