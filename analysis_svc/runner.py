@@ -66,23 +66,36 @@ class Runner:
 
     def run(self, jobs: list[TaskJob], claim: bool = True) -> list[TaskJob]:
         """Returns the jobs whose Triton calls stayed unavailable after every retry (the
-        caller re-queues them); all others are reported."""
-        if claim:
-            started = call_orchestrator(
-                self.control.StartJobs, jc.StartJobsRequest(job_ids=[j.job_id for j in jobs], worker=self.worker)
-            )
-            keep = set(started.job_ids)
-            jobs = [j for j in jobs if j.job_id in keep]
+        caller re-queues them); all others are reported.
+
+        The claim (StartJobs) goes out first and the first Triton round runs while it commits:
+        the claim's wait is off each message's path. Only claimed jobs are reported (a job
+        cancelled or finished meanwhile is inferred for nothing, which is rare), and a job is
+        counted as started before its inference begins, as the poison check needs."""
+        request = jc.StartJobsRequest(job_ids=[j.job_id for j in jobs], worker=self.worker)
+        claiming = self.control.StartJobs.future(request, timeout=RPC_TIMEOUT_S, wait_for_ready=True) if claim else None
         outcomes: list[jc.JobOutcome] = []
-        todo = jobs
-        for attempt in range(self.settings.triton_retries):
+        todo = self._infer(jobs, outcomes)
+        if claiming is not None:
+            keep = set(self._claimed(claiming, request).job_ids)
+            outcomes = [o for o in outcomes if o.job_id in keep]
+            todo = [j for j in todo if j.job_id in keep]
+        for attempt in range(1, self.settings.triton_retries):
             if not todo:
                 break
-            if attempt:
-                time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+            time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
             todo = self._infer(todo, outcomes)
         self.report(outcomes)
         return todo
+
+    def _claimed(self, claiming, request: jc.StartJobsRequest) -> jc.StartJobsResponse:
+        try:
+            return claiming.result()
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRYABLE:
+                raise
+            log.warning("orchestrator %s; trying again", exc.code().name)
+            return call_orchestrator(self.control.StartJobs, request)  # safe to repeat: re-claims active jobs
 
     def _infer(self, jobs: list[TaskJob], outcomes: list[jc.JobOutcome], alone: bool = False) -> list[TaskJob]:
         """One request per model and length for models that take several series at once (one

@@ -107,4 +107,6 @@ def make_engine(url: str, **kwargs) -> Engine:
         return engine
     if "poolclass" not in kwargs:
         kwargs.update(pool_size=8, max_overflow=8)
+    # An executemany UPDATE (the results of a group) in pages of statements, not a round trip per row.
+    kwargs.setdefault("executemany_mode", "values_plus_batch")
     return create_engine(url, pool_pre_ping=True, **kwargs)

@@ -61,6 +61,31 @@ def test_200_series_of_mixed_lengths_through_both_models(clients):
         assert transformer.timings.total_seconds >= transformer.timings.inference_seconds > 0
 
 
+def test_the_seed_sql_gives_each_model_its_own_inference_time(mesh, clients):
+    import sqlalchemy as sa
+
+    from mesh_helpers import query
+
+    ingest, orchestrator, _ = clients
+    responses = list(ingest.StreamSeries((ipb.StreamSeriesRequest(
+        submission={"series": {"values": series(64, i)}, "models": MODELS}, sequence=i) for i in range(40)), timeout=60))
+    jobs = wait_terminal(orchestrator, [i for r in responses for i in r.job_ids])
+    assert {j.state for j in jobs.values()} == {js.JOB_STATE_SUCCEEDED}
+    seed = ("SELECT model_name, COUNT(*) AS total, AVG(CAST(metrics->>'inference_time' AS FLOAT)) AS avg_inference_time "
+            "FROM inference_results WHERE status = 'completed' GROUP BY model_name;")
+    averages = {r.model_name: r.avg_inference_time for r in query(mesh.database_url, sa.text(seed))}
+    columns = {r[0]: r[1] for r in query(mesh.database_url, sa.text(
+        "SELECT model_name, AVG(inference_seconds) FROM inference_results WHERE status = 'completed' GROUP BY model_name"))}
+    assert set(averages) == set(MODELS)
+    for model in MODELS:
+        assert averages[model] == pytest.approx(columns[model])
+    # Each job carries its own model's request time, not its message's: the models differ.
+    assert averages["vae_timeseries"] != pytest.approx(averages["transformer_timeseries"], rel=1e-6)
+    for r in responses:  # a series' two jobs went to two models, in two requests
+        vae, transformer = jobs[r.job_ids[0]], jobs[r.job_ids[1]]
+        assert vae.timings.inference_seconds != transformer.timings.inference_seconds
+
+
 def test_watch_job_sees_every_change_in_order_and_a_late_watcher_gets_the_end(clients):
     ingest, orchestrator, _ = clients
     job_id = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": series(64)}, models=MODELS[:1]),
