@@ -22,12 +22,16 @@ class Overloaded(Exception):
 
 class Batcher:
     def __init__(self, create_jobs, *, max_batch: int, max_wait_s: float, max_in_flight: int, max_pending: int,
-                 max_timeout_s: float = 30.0):
+                 max_timeout_s: float = 30.0, max_batch_bytes: int = 8 * 1024 * 1024):
         self.create_jobs = create_jobs  # async (CreateJobsRequest, timeout) -> CreateJobsResponse
         self.max_timeout_s = max_timeout_s
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_pending = max_pending
+        # A batch stays well inside the orchestrator's message limit (INTERNAL_MAX_MESSAGE_BYTES):
+        # with one call in flight, a busy stream's next batch could otherwise grow past it.
+        self.max_batch_bytes = max_batch_bytes
+        self._held: tuple | None = None  # the submission that would have made the last batch too big
         self.queue: asyncio.Queue[tuple[jc.Submission, asyncio.Future, float]] = asyncio.Queue()
         self.slots = asyncio.Semaphore(max_in_flight)
         self._task: asyncio.Task | None = None
@@ -55,7 +59,8 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
+            first, self._held = self._held or await self.queue.get(), None
+            batch, size = [first], first[0].ByteSize()
             deadline = loop.time() + self.max_wait_s
             while len(batch) < self.max_batch:
                 if self.queue.empty():
@@ -63,11 +68,16 @@ class Batcher:
                     if remaining <= 0:
                         break
                     try:
-                        batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                        item = await asyncio.wait_for(self.queue.get(), remaining)
                     except TimeoutError:
                         break
                 else:
-                    batch.append(self.queue.get_nowait())
+                    item = self.queue.get_nowait()
+                size += item[0].ByteSize()
+                if size > self.max_batch_bytes:
+                    self._held = item  # first of the next batch
+                    break
+                batch.append(item)
             await self.slots.acquire()
             call = asyncio.create_task(self._send(batch))
             self._calls.add(call)

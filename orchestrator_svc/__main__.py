@@ -62,7 +62,8 @@ async def main(settings: Settings) -> None:
         jc_grpc.add_JobControlServiceServicer_to_server(JobControl(core), srv)
         return ["satlas.v1.OrchestratorService", "satlas.internal.v1.JobControlService"]
 
-    await server.serve("orchestrator", settings.address, lifespan, register, grace_s=settings.grace_s)
+    await server.serve("orchestrator", settings.address, lifespan, register, grace_s=settings.grace_s,
+                       max_message_bytes=server.INTERNAL_MAX_MESSAGE_BYTES)
 
 
 if __name__ == "__main__":

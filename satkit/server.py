@@ -29,7 +29,12 @@ SERVER_OPTIONS = [
 ]
 
 
-def channel_options(max_message_bytes: int = 4 * 1024 * 1024) -> list[tuple[str, int]]:
+# Between the services: a CreateJobs carries a batch of submissions, each up to the ingest's own
+# limit (INGEST_MAX_MESSAGE_BYTES, 4 MiB); the ingest keeps a batch under 8 MiB.
+INTERNAL_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def channel_options(max_message_bytes: int = INTERNAL_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
     """Options for the services' long-lived client channels to each other."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),

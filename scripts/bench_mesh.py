@@ -10,7 +10,8 @@ at the sustained rate, each step ``--repeat`` times (median and spread); then Tr
 same series, at the same time for both models (the mesh's mix), in two layouts (one series per
 request, and ``jobs per message`` series as the rows of one request), each repeated, and the
 mesh's efficiency: its best median done/s over Triton's best median jobs/s. Prints a table,
-writes JSON and a PNG. Ctrl-C or SIGTERM stops it, and the stack it started, at once.
+writes JSON and a PNG. Ctrl-C or SIGTERM stops it, and the stack it started, at once. With a
+PostgreSQL DATABASE_URL the run gets a fresh database on that server (scripts.bench_database).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import platform
 import signal
 import statistics
 import tempfile
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from scripts import bench_triton
+from scripts.bench_database import fresh_database, vacuum_if_no_autovacuum
 from scripts.bench_measure import MODELS, STOP, Completions, CpuMeter, Progress, Run, make_series, offered_run
 
 JOBS_PER_MESSAGE = 16  # orchestrator_svc.settings: jobs one Celery message carries (ORCHESTRATOR_JOBS_PER_MESSAGE)
@@ -60,6 +63,8 @@ class Step:
 def run_step(args, completions: Completions, cpu: CpuMeter | None, load: float, seconds: float, series) -> Step:
     runs = []
     for k in range(args.repeat):
+        if args.vacuum_url and vacuum_if_no_autovacuum(args.vacuum_url):
+            args.vacuumed = True
         label = f"{load:.0f} jobs/s" + (f" ({k + 1}/{args.repeat})" if args.repeat > 1 else "")
         runs.append(offered_run(args.ingest, completions, load, seconds, series, progress=Progress(label, seconds),
                                 cpu=cpu))
@@ -206,14 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     STOP.clear()
     previous = {s: signal.signal(s, _interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     stack, steps, sustained, triton = None, [], None, None
+    args.vacuum_url, args.vacuumed = "", False
+    exits = ExitStack()
     try:
         workers = int(os.environ.get("WORKER_CONCURRENCY", WORKER_CONCURRENCY))
         per_message = int(os.environ.get("ORCHESTRATOR_JOBS_PER_MESSAGE", JOBS_PER_MESSAGE))
         if not args.ingest:
             from satkit.stack import Stack, StackSettings
 
+            # PostgreSQL: a database of the run's own on that server (scripts.bench_database).
+            database_url = exits.enter_context(fresh_database(os.environ.get("DATABASE_URL", "")))
+            args.vacuum_url = database_url
             settings = StackSettings.isolated(Path(tempfile.mkdtemp(prefix="satlas-bench-")),
-                                              database_url=os.environ.get("DATABASE_URL", ""),
+                                              database_url=database_url,
                                               worker_concurrency=workers, stop_timeout_s=5.0)
             print("starting an isolated stack ...", flush=True)
             stack = Stack(settings).start()
@@ -248,11 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if stack:
             stack.stop()
+        exits.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     everything = steps + ([sustained] if sustained else [])
     ratio = efficiency(everything, triton)
     print()
+    if args.vacuumed:
+        print("(the PostgreSQL server runs without autovacuum: the benchmark ran VACUUM before each run)")
     print(table(everything, triton))
     if ratio is not None:
         print(f"efficiency: mesh best median {max(s.done_s for s in everything):.1f} done/s / Triton alone "
@@ -261,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m scripts.bench_mesh " + " ".join(argv or []),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "database": (stack.database_url.split(":")[0] if stack else "external"),
+        "vacuumed_between_runs": args.vacuumed,
         "length": args.length, "models": list(MODELS), "repeat": args.repeat,
         "steps": [{"offered_jobs_s": s.offered_jobs_s, "seconds": s.seconds, "summary": s.summary(),
                    "runs": [asdict(r) | {"success_rate": r.success_rate} for r in s.runs]} for s in steps],

@@ -51,45 +51,13 @@ class Cell:
 
 async def run_cell(url: str, model: str, length: int, concurrency: int, duration: float, warmup: float,
                    rows: int = 1) -> Cell:
-    client = grpcaio.InferenceServerClient(url)
-    rng = np.random.default_rng(length)
-    series = [patterns.random_series(rng, length=length).values.astype(np.float32) for _ in range(64)]
-    latencies: list[float] = []
-    errors = 0
-
-    async def worker(k: int, until: float, record: bool) -> None:
-        nonlocal errors
-        i = k
-        while time.perf_counter() < until:
-            inp = grpcaio.InferInput("values", [rows, length], "FP32")
-            inp.set_data_from_numpy(np.stack([series[(i + r) % len(series)] for r in range(rows)]))
-            i += concurrency * rows
-            started = time.perf_counter()
-            try:
-                await client.infer(model, [inp], client_timeout=30)
-            except Exception:
-                errors += record
-                continue
-            if record:
-                latencies.append(time.perf_counter() - started)
-
-    try:
-        await asyncio.gather(*(worker(k, time.perf_counter() + warmup, False) for k in range(concurrency)))
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(k, started + duration, True) for k in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    finally:
-        await client.close()
-    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    done = len(latencies) * rows
-    return Cell(model, length, concurrency, done, round(elapsed, 3), done / elapsed, float(np.percentile(lat, 50)),
-                float(np.percentile(lat, 95)), float(np.percentile(lat, 99)), errors * rows, rows)
+    return await run_mix(url, [model], length, concurrency, duration, warmup, rows)
 
 
 async def run_mix(url: str, models: list[str], length: int, concurrency: int, duration: float, warmup: float,
                   rows: int = 1) -> Cell:
-    """The mesh's mix: each client sends one request to every model at once and waits for all,
-    so every model serves as many series as the others (as the mesh's jobs ask)."""
+    """Each client sends one request to every model at once and waits for all (with several
+    models, the mesh's mix: each serves as many series as the others); latency is per round."""
     client = grpcaio.InferenceServerClient(url)
     rng = np.random.default_rng(length)
     series = [patterns.random_series(rng, length=length).values.astype(np.float32) for _ in range(64)]

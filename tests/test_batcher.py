@@ -82,3 +82,14 @@ async def test_a_full_backlog_is_refused():
     batcher.submit(sub("2"))
     with pytest.raises(Overloaded):
         batcher.submit(sub("3"))
+
+
+async def test_a_batch_stays_under_its_byte_limit_and_nothing_is_dropped():
+    recorder = Recorder()
+    big = lambda k: jc.Submission(series={"values": [1.0] * 1000}, models=["m"], idempotency_key=k)  # noqa: E731
+    size = big("0").ByteSize()
+    batcher = await started(recorder, max_batch=100, max_batch_bytes=int(size * 2.5))
+    futures = [batcher.submit(big(str(i))) for i in range(7)]
+    assert [await f for f in futures] == [[f"id-{i}"] for i in range(7)]
+    assert [keys for keys, _ in recorder.calls] == [["0", "1"], ["2", "3"], ["4", "5"], ["6"]]
+    await batcher.stop()

@@ -70,9 +70,11 @@ def test_worker_sigkilled_with_100_jobs_in_flight(mesh, clients):
     with EventLog(mesh.orchestrator) as events:
         job_ids = stream_submit(ingest, [1500 + 7 * i for i in range(50)])  # long series: a slower batch
         assert len(job_ids) == 100
-        wait_for(lambda: js.JOB_STATE_RUNNING in events.states_of(job_ids), 60, "a job to start")
-        mesh.kill("worker", signal.SIGKILL)
-        at_kill = {r.job_id: r.status for r in table_rows(mesh.database_url, job_ids)}
+        with paused(mesh, "triton"):  # the started jobs cannot finish before the kill
+            wait_for(lambda: js.JOB_STATE_RUNNING in events.states_of(job_ids), 60, "a job to start")
+            time.sleep(0.5)  # every worker process has claimed its message
+            mesh.kill("worker", signal.SIGKILL)
+            at_kill = {r.job_id: r.status for r in table_rows(mesh.database_url, job_ids)}
         wait_for(lambda: group_gone(worker.pid), 10, "the worker's pool processes to go")
         unfinished = [j for j, s in at_kill.items() if s != "completed"]
         assert unfinished, "every job finished before the kill: nothing was in flight"
