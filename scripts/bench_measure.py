@@ -245,14 +245,19 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
             progress.close()
     ends = {j: completions.done[j] for j in job_sent if j in completions.done}
     cpu_used = CpuMeter.per_job(cpu_before, cpu.read(), len(ends)) if cpu else {}
-    latencies = np.array([(t - job_sent[j]) * 1000 for j, (t, state) in ends.items() if state == js.JOB_STATE_SUCCEEDED])
     first = min(sent_at.values(), default=start)
+    return _run(jobs_per_s, seconds, job_sent, ends, first, rejected[0], cpu_used, backlog)
+
+
+def _run(jobs_per_s: float, seconds: float, job_sent: dict[str, float], ends: dict[str, tuple[float, int]],
+         first: float, rejected: int, cpu_used: dict[str, float], backlog: list[int]) -> Run:
+    latencies = np.array([(t - job_sent[j]) * 1000 for j, (t, state) in ends.items() if state == js.JOB_STATE_SUCCEEDED])
     last = max((t for t, _ in ends.values()), default=first)
     p50, p95, p99, worst = (np.percentile(latencies, [50, 95, 99, 100]) if latencies.size else (0.0,) * 4)
     return Run(
         offered_jobs_s=jobs_per_s, seconds=seconds, jobs=len(job_sent),
         succeeded=int(latencies.size), failed=sum(s != js.JOB_STATE_SUCCEEDED for _, s in ends.values()),
-        unfinished=len(job_sent) - len(ends), rejected=rejected[0],
+        unfinished=len(job_sent) - len(ends), rejected=rejected,
         throughput_jobs_s=len(ends) / (last - first) if last > first else 0.0,
         p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), max_ms=float(worst), cpu_ms_per_job=cpu_used,
         backlog=backlog, backlog_growth_jobs_s=round(backlog_growth(backlog), 2),

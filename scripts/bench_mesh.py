@@ -205,62 +205,63 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    png = Path(args.png) if args.png else Path(args.json).with_suffix(".png")
-    STOP.clear()
-    previous = {s: signal.signal(s, _interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    stack, steps, sustained, triton = None, [], None, None
-    args.vacuum_url, args.vacuumed = "", False
-    exits = ExitStack()
-    try:
-        workers = int(os.environ.get("WORKER_CONCURRENCY", WORKER_CONCURRENCY))
-        per_message = int(os.environ.get("ORCHESTRATOR_JOBS_PER_MESSAGE", JOBS_PER_MESSAGE))
-        if not args.ingest:
-            from satkit.stack import Stack, StackSettings
+def start_stack(args, exits: ExitStack, workers: int):
+    """An isolated stack (on PostgreSQL, in a database of the run's own: scripts.bench_database)."""
+    from satkit.stack import Stack, StackSettings
 
-            # PostgreSQL: a database of the run's own on that server (scripts.bench_database).
-            database_url = exits.enter_context(fresh_database(os.environ.get("DATABASE_URL", "")))
-            args.vacuum_url = database_url
-            settings = StackSettings.isolated(Path(tempfile.mkdtemp(prefix="satlas-bench-")),
-                                              database_url=database_url,
-                                              worker_concurrency=workers, stop_timeout_s=5.0)
-            print("starting an isolated stack ...", flush=True)
-            stack = Stack(settings).start()
-            args.ingest, args.orchestrator = stack.ingest, stack.orchestrator
-            args.triton = args.triton or stack.triton_url
-        args.triton = args.triton or os.environ.get("TRITON_URL", "127.0.0.1:8001")
+    database_url = exits.enter_context(fresh_database(os.environ.get("DATABASE_URL", "")))
+    args.vacuum_url = database_url
+    settings = StackSettings.isolated(Path(tempfile.mkdtemp(prefix="satlas-bench-")), database_url=database_url,
+                                      worker_concurrency=workers, stop_timeout_s=5.0)
+    print("starting an isolated stack ...", flush=True)
+    stack = Stack(settings).start()
+    args.ingest, args.orchestrator = stack.ingest, stack.orchestrator
+    args.triton = args.triton or stack.triton_url
+    return stack
+
+
+def cpu_meter(stack) -> CpuMeter | None:
+    if stack is None:
+        return None
+    # A PostgreSQL server on this machine works for the mesh too: its backends are counted.
+    local_pg = stack.database_url.startswith("postgresql") and any(
+        h in stack.database_url for h in ("@127.0.0.1", "@localhost", "@/"))
+    return CpuMeter({name: p.pid for name, p in stack.processes.items()}, {"postgresql": "postgres"} if local_pg else None)
+
+
+def measure(args, stack, workers: int, per_message: int) -> tuple[list[Step], Step | None, dict | None]:
+    """The mesh steps, the sustained run, then Triton alone."""
+    steps, sustained, triton = [], None, None
+    series = make_series(256, args.length)
+    completions = Completions(args.orchestrator)
+    cpu = cpu_meter(stack)
+    offered_run(args.ingest, completions, 50, 2, series)  # warm-up: connections, model list, caches
+    print(f"{'offered/s':>9} {'secs':>5} {'jobs':>6} {'done/s':>7} {'ok %':>6} {'p50 ms':>7} {'p95 ms':>7} "
+          f"{'p99 ms':>7} {'backlog/s':>8}", flush=True)
+    for load in [float(x) for x in args.sweep.split(",") if x]:
+        steps.append(run_step(args, completions, cpu, load, args.step_seconds, series))
+    if args.sustain:
+        sustained = run_step(args, completions, cpu, args.sustain, args.sustain_seconds, series)
+    completions.close()
+    if args.triton_seconds > 0 and triton_ready(args.triton):
         in_flight = args.triton_in_flight or workers * per_message
-        series = make_series(256, args.length)
-        completions = Completions(args.orchestrator)
-        # A PostgreSQL server on this machine works for the mesh too: its backends are counted.
-        local_pg = stack and stack.database_url.startswith("postgresql") and any(
-            h in stack.database_url for h in ("@127.0.0.1", "@localhost", "@/"))
-        cpu = CpuMeter({name: p.pid for name, p in stack.processes.items()},
-                       {"postgresql": "postgres"} if local_pg else None) if stack else None
-        offered_run(args.ingest, completions, 50, 2, series)  # warm-up: connections, model list, caches
-        print(f"{'offered/s':>9} {'secs':>5} {'jobs':>6} {'done/s':>7} {'ok %':>6} {'p50 ms':>7} {'p95 ms':>7} "
-              f"{'p99 ms':>7} {'backlog/s':>8}", flush=True)
-        for load in [float(x) for x in args.sweep.split(",") if x]:
-            steps.append(run_step(args, completions, cpu, load, args.step_seconds, series))
-        if args.sustain:
-            sustained = run_step(args, completions, cpu, args.sustain, args.sustain_seconds, series)
-        completions.close()
-        if args.triton_seconds > 0 and triton_ready(args.triton):
-            layouts = {"one series per request": (max(1, in_flight // len(MODELS)), 1),
-                       "batched": (workers, max(1, per_message // len(MODELS)))}
-            triton = triton_alone(args.triton, args.length, layouts, args.triton_seconds, args.repeat)
-        elif args.triton_seconds > 0:
-            print(f"Triton at {args.triton} is not ready with {', '.join(MODELS)}: no Triton figure", flush=True)
-    except KeyboardInterrupt as exc:
-        print(f"\ninterrupted ({exc}); stopping", flush=True)
-        return 130
-    finally:
-        if stack:
-            stack.stop()
-        exits.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        layouts = {"one series per request": (max(1, in_flight // len(MODELS)), 1),
+                   "batched": (workers, max(1, per_message // len(MODELS)))}
+        triton = triton_alone(args.triton, args.length, layouts, args.triton_seconds, args.repeat)
+    elif args.triton_seconds > 0:
+        print(f"Triton at {args.triton} is not ready with {', '.join(MODELS)}: no Triton figure", flush=True)
+    return steps, sustained, triton
+
+
+def step_report(s: Step | None) -> dict | None:
+    if s is None:
+        return None
+    return {"offered_jobs_s": s.offered_jobs_s, "seconds": s.seconds, "summary": s.summary(),
+            "runs": [asdict(r) | {"success_rate": r.success_rate} for r in s.runs]}
+
+
+def report(args, argv, stack, steps: list[Step], sustained: Step | None, triton: dict | None) -> None:
+    """Prints the table and the efficiency; writes the JSON and the PNG."""
     everything = steps + ([sustained] if sustained else [])
     ratio = efficiency(everything, triton)
     print()
@@ -270,25 +271,45 @@ def main(argv: list[str] | None = None) -> int:
     if ratio is not None:
         print(f"efficiency: mesh best median {max(s.done_s for s in everything):.1f} done/s / Triton alone "
               f"({triton['best_layout']}) {triton['jobs_s']:.1f} jobs/s = {100 * ratio:.1f} %")
-    report = {
+    out = {
         "command": "python -m scripts.bench_mesh " + " ".join(argv or []),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "database": (stack.database_url.split(":")[0] if stack else "external"),
         "vacuumed_between_runs": args.vacuumed,
         "length": args.length, "models": list(MODELS), "repeat": args.repeat,
-        "steps": [{"offered_jobs_s": s.offered_jobs_s, "seconds": s.seconds, "summary": s.summary(),
-                   "runs": [asdict(r) | {"success_rate": r.success_rate} for r in s.runs]} for s in steps],
-        "sustained": ({"offered_jobs_s": sustained.offered_jobs_s, "seconds": sustained.seconds,
-                       "summary": sustained.summary(), "runs": [asdict(r) | {"success_rate": r.success_rate}
-                                                                for r in sustained.runs]} if sustained else None),
-        "triton": triton,
-        "mesh_max_jobs_s": max((s.done_s for s in everything), default=0.0),
-        "efficiency": ratio,
+        "steps": [step_report(s) for s in steps], "sustained": step_report(sustained), "triton": triton,
+        "mesh_max_jobs_s": max((s.done_s for s in everything), default=0.0), "efficiency": ratio,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    png = Path(args.png) if args.png else Path(args.json).with_suffix(".png")
     plot(steps, sustained, triton, args.length, png)
     print(f"wrote {args.json} and {png}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    args.vacuum_url, args.vacuumed = "", False
+    STOP.clear()
+    previous = {s: signal.signal(s, _interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    workers = int(os.environ.get("WORKER_CONCURRENCY", WORKER_CONCURRENCY))
+    per_message = int(os.environ.get("ORCHESTRATOR_JOBS_PER_MESSAGE", JOBS_PER_MESSAGE))
+    stack, exits = None, ExitStack()
+    try:
+        if not args.ingest:
+            stack = start_stack(args, exits, workers)
+        args.triton = args.triton or os.environ.get("TRITON_URL", "127.0.0.1:8001")
+        steps, sustained, triton = measure(args, stack, workers, per_message)
+    except KeyboardInterrupt as exc:
+        print(f"\ninterrupted ({exc}); stopping", flush=True)
+        return 130
+    finally:
+        if stack:
+            stack.stop()
+        exits.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    report(args, argv, stack, steps, sustained, triton)
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import satkit  # noqa: F401  (before anything imports gRPC: see satkit/__init__.py)
 from satkit.triton_local import LocalTriton, TritonSettings, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
