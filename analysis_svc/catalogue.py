@@ -77,7 +77,7 @@ def describe(
     data_inputs = [i for i in metadata.inputs if i.name not in batch_inputs]
     first = data_inputs[0] if data_inputs else None
     roles = {k.removeprefix("output."): v for k, v in params.items() if k.startswith("output.")}
-    ragged = any(i.allow_ragged_batch for i in config.input if first is not None and i.name == first.name)
+    ragged = first is not None and any(i.allow_ragged_batch for i in config.input if i.name == first.name)
     multi_series = config.max_batch_size > 0 and (not ragged or params.get(MULTI_SERIES) == "true")
     if not roles and len(metadata.outputs) == 1:  # a plain one-output model: it predicts
         roles = {"predictions": metadata.outputs[0].name}

@@ -22,7 +22,7 @@ PASSTHROUGH = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 class Analysis(pb_grpc.AnalysisServiceServicer):
     def __init__(self, settings: Settings):
         self.settings = settings
-        options = channel_options(64 * 1024 * 1024)
+        options = channel_options()
         self.channel = grpc.aio.insecure_channel(settings.triton_url, options=options)
         self.triton = tpb_grpc.GRPCInferenceServiceStub(self.channel)
         # Model descriptions come through the same sync code the worker uses, off the event loop.

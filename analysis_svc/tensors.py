@@ -13,11 +13,9 @@ NUMPY = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "BOOL": np.
          "INT64": np.int64}
 
 
-class ModelInputError(ValueError):
-    """The series does not fit the model (a permanent error: retrying cannot help)."""
-
-
 def check_length(model: ModelInfo, n: int) -> str | None:
+    """Why a series of ``n`` points does not fit the model (None: it does). Callers check this
+    before building a request, so that a misfit fails alone with a field violation."""
     if n < model.min_length or n > model.max_length:
         return f"series has {n} points; {model.name} takes {model.min_length} to {model.max_length}"
     return None
@@ -28,10 +26,7 @@ def build_request(model: ModelInfo, values, request_id: str = "") -> tpb.ModelIn
 
 
 def build_batch_request(model: ModelInfo, series: list, request_id: str = "") -> tpb.ModelInferRequest:
-    """One request for ``series`` (all of one length) as the rows of [k, n]."""
-    for values in series:
-        if problem := check_length(model, len(values)):
-            raise ModelInputError(problem)
+    """One request for ``series`` (all of one length, each checked with check_length) as the rows of [k, n]."""
     array = np.asarray(series, dtype=NUMPY.get(model.input_datatype, np.float32)).reshape(len(series), -1)
     return tpb.ModelInferRequest(
         model_name=model.name,

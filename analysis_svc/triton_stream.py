@@ -85,7 +85,7 @@ class _Stream:
 
 class TritonStream:
     def __init__(self, url: str):
-        self.channel = grpc.insecure_channel(url, options=channel_options(64 * 1024 * 1024))
+        self.channel = grpc.insecure_channel(url, options=channel_options())
         self.stub = tpb_grpc.GRPCInferenceServiceStub(self.channel)
         self._stream: _Stream | None = None
         self._ids = itertools.count()

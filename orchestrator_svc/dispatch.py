@@ -17,8 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
 
-from orchestrator_svc.store import Dispatch
-from satkit.queue import QUEUE, TASK_NAME, TASK_SERIALIZER, encode_task
+from satkit.queue import QUEUE, TASK_NAME, TASK_SERIALIZER, TaskJob, encode_task
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +70,14 @@ class Dispatcher:
         self.ahead = ahead  # 0: never wait
         self.linger_s = linger_s
         self.backlog = Backlog()
-        self.queue: asyncio.Queue[Dispatch | None] = asyncio.Queue()  # None: wake up, we are stopping
+        self.queue: asyncio.Queue[TaskJob | None] = asyncio.Queue()  # None: wake up, we are stopping
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="celery-publish")
         self._task: asyncio.Task | None = None
-        self._carry: list[Dispatch] = []  # the part of a busy round that was not a whole message
+        self._carry: list[TaskJob] = []  # the part of a busy round that was not a whole message
         self._stopping = False
         self._marking: set[asyncio.Future] = set()  # QUEUED marks in flight
 
-    def submit(self, dispatches: list[Dispatch]) -> None:
+    def submit(self, dispatches: list[TaskJob]) -> None:
         for d in dispatches:
             self.queue.put_nowait(d)
 
@@ -136,7 +135,7 @@ class Dispatcher:
                 log.exception("dispatch loop error")
                 await asyncio.sleep(0.5)
 
-    def _take(self, batch: list[Dispatch], item: Dispatch | None = None) -> None:
+    def _take(self, batch: list[TaskJob], item: TaskJob | None = None) -> None:
         """``item`` and whatever else is waiting, up to 64 messages' worth."""
         if item is not None:
             batch.append(item)
@@ -186,12 +185,12 @@ class Dispatcher:
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not mark jobs QUEUED (the reconciler will): %s", task.exception())
 
-    def _publish(self, chunks: list[list[Dispatch]]) -> None:
+    def _publish(self, chunks: list[list[TaskJob]]) -> None:
         with self.celery.producer_or_acquire() as producer:
             for chunk in chunks:
                 self.celery.send_task(
                     TASK_NAME,
-                    args=[encode_task(d.task_job() for d in chunk)],
+                    args=[encode_task(chunk)],
                     serializer=TASK_SERIALIZER,
                     producer=producer,
                     argsrepr=f"[{len(chunk)} jobs: {chunk[0].job_id} ...]",  # no series in Flower/logs

@@ -18,7 +18,6 @@ import threading
 import uuid
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import job_pb2, timeseries_pb2
@@ -28,7 +27,7 @@ from sqlalchemy.orm import Session, defer
 
 from orchestrator_svc import db
 from orchestrator_svc.convert import job_to_proto, result_to_json, utc
-from satkit.queue import TaskJob
+from satkit.queue import TaskJob  # what a worker needs to run one job; a message carries several
 
 R = db.InferenceResult
 T = R.__table__
@@ -37,18 +36,6 @@ SNAPSHOT = [c for c in T.c if c.name != "series"]  # what an event carries
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """What a worker needs to run one job (a Celery message carries several, as TaskJobs)."""
-
-    job_id: str
-    model_name: str
-    values: Sequence[float]
-
-    def task_job(self) -> TaskJob:
-        return TaskJob(job_id=self.job_id, model_name=self.model_name, values=self.values)
 
 
 class Statements:
@@ -128,7 +115,7 @@ class JobStore:
 
     def create_jobs(
         self, submissions: Sequence[jc.Submission]
-    ) -> tuple[list[list[str]], list[Dispatch], list[job_pb2.Job]]:
+    ) -> tuple[list[list[str]], list[TaskJob], list[job_pb2.Job]]:
         """Store the jobs of many submissions. Returns job ids per submission, what to dispatch
         and the new jobs' snapshots. A known idempotency key returns its first job ids."""
         for attempt in range(3):
@@ -168,7 +155,7 @@ class JobStore:
                         idempotency_key=key or None,
                     )
                 )
-                dispatches.append(Dispatch(job_id, model, values))
+                dispatches.append(TaskJob(job_id=job_id, model_name=model, values=values))
             if key:
                 known[key] = ids
                 new_keys.append(dict(idempotency_key=key, job_ids=ids, created_at=t))
@@ -245,7 +232,7 @@ class JobStore:
         return (current[0] if current else None), []
 
     def redispatch_stuck(self, older_than_s: float, limit: int = 500, statuses: Sequence[str] = db.ACTIVE
-                         ) -> tuple[list[Dispatch], list[job_pb2.Job]]:
+                         ) -> tuple[list[TaskJob], list[job_pb2.Job]]:
         """Jobs in ``statuses`` with no progress for ``older_than_s``: PENDING (dispatch never
         published), QUEUED (message lost with the broker) or RUNNING (worker gone). They are queued
         again; results are applied once by job id, so a duplicate run changes nothing."""
@@ -271,7 +258,7 @@ class JobStore:
             )]
             changed = {j.job_id for j in snaps}
             dispatches = [
-                Dispatch(r.job_id, r.model_name, list(timeseries_pb2.TimeSeries.FromString(r.series).values))
+                TaskJob(job_id=r.job_id, model_name=r.model_name, values=timeseries_pb2.TimeSeries.FromString(r.series).values)
                 for r in rows if r.job_id in changed
             ]
             return dispatches, snaps

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import job_pb2
 
-from orchestrator_svc.store import Dispatch, JobStore
+from orchestrator_svc.store import JobStore
+from satkit.queue import TaskJob
 
 log = logging.getLogger(__name__)
 CREATE, QUEUED, START, REPORT, CANCEL = "create", "queued", "start", "report", "cancel"
@@ -47,7 +48,7 @@ class Applied:
 
     results: list
     snapshots: list[job_pb2.Job]
-    dispatches: list[Dispatch]
+    dispatches: list[TaskJob]
 
 
 def apply_group(store: JobStore, ops: Sequence[Op]) -> Applied:
@@ -58,65 +59,60 @@ def apply_group(store: JobStore, ops: Sequence[Op]) -> Applied:
         by_kind.setdefault(op.kind, []).append(i)
     with store.transaction() as conn:
         for kind in ORDER:
-            mine = by_kind.get(kind)
-            if mine:
-                _APPLY[kind](store, conn, [ops[i] for i in mine], _Setter(out.results, mine), out)
+            slots = by_kind.get(kind, [])
+            if slots:
+                results = _APPLY[kind](store, conn, [ops[i] for i in slots], out)
+                for i, result in zip(slots, results):
+                    out.results[i] = result
     return out
 
 
-class _Setter:
-    """Writes the k-th result of a kind's ops into its op's slot."""
+# Each applies a kind's ops (in arrival order) and returns one result per op.
 
-    def __init__(self, results: list, slots: list[int]):
-        self.results, self.slots = results, slots
-
-    def __setitem__(self, k: int, value) -> None:
-        self.results[self.slots[k]] = value
-
-
-def _create(store, conn, ops, results, out: Applied) -> None:
-    submissions = [s for op in ops for s in op.args[0]]
-    ids, dispatches, snaps = store.create_jobs_in(conn, submissions)
-    k = 0
-    for n, op in enumerate(ops):
-        results[n] = ids[k : k + len(op.args[0])]
-        k += len(op.args[0])
+def _create(store, conn, ops, out: Applied) -> list:
+    ids, dispatches, snaps = store.create_jobs_in(conn, [s for op in ops for s in op.args[0]])
     out.snapshots.extend(snaps)
     out.dispatches.extend(dispatches)
+    results, k = [], 0
+    for op in ops:
+        results.append(ids[k : k + len(op.args[0])])
+        k += len(op.args[0])
+    return results
 
 
-def _queued(store, conn, ops, results, out: Applied) -> None:
+def _queued(store, conn, ops, out: Applied) -> list:
     out.snapshots.extend(store.mark_queued_in(conn, [j for op in ops for j in op.args[0]]))
+    return [None] * len(ops)
 
 
-def _start(store, conn, ops, results, out: Applied) -> None:
+def _start(store, conn, ops, out: Applied) -> list:
     # One statement per worker: the worker's name is bound into it.
-    by_worker: dict[str, list[int]] = {}
-    for n, op in enumerate(ops):
-        by_worker.setdefault(op.args[1], []).append(n)
-    for worker, members in by_worker.items():
-        started, snaps = store.start_jobs_in(conn, [j for n in members for j in ops[n].args[0]], worker)
+    started: dict[str, set[str]] = {}  # per worker: what its own statement claimed
+    for worker in dict.fromkeys(op.args[1] for op in ops):
+        ids, snaps = store.start_jobs_in(conn, [j for op in ops if op.args[1] == worker for j in op.args[0]], worker)
         out.snapshots.extend(snaps)
-        started = set(started)
-        for n in members:
-            results[n] = [j for j in ops[n].args[0] if j in started]
+        started[worker] = set(ids)
+    return [[j for j in op.args[0] if j in started[op.args[1]]] for op in ops]
 
 
-def _report(store, conn, ops, results, out: Applied) -> None:
+def _report(store, conn, ops, out: Applied) -> list:
     snaps = store.report_results_in(conn, [o for op in ops for o in op.args[0]])
     out.snapshots.extend(snaps)
-    applied = {j.job_id for j in snaps}
-    for n, op in enumerate(ops):  # a job reported by two ops counts for the first
+    applied, results = {j.job_id for j in snaps}, []
+    for op in ops:  # a job reported by two ops counts for the first
         mine = {o.job_id for o in op.args[0]} & applied
         applied -= mine
-        results[n] = len(mine)
+        results.append(len(mine))
+    return results
 
 
-def _cancel(store, conn, ops, results, out: Applied) -> None:
-    for n, op in enumerate(ops):
+def _cancel(store, conn, ops, out: Applied) -> list:
+    results = []
+    for op in ops:
         job, changed = store.cancel_in(conn, op.args[0])
-        results[n] = job
         out.snapshots.extend(changed)
+        results.append(job)
+    return results
 
 
 _APPLY = {CREATE: _create, QUEUED: _queued, START: _start, REPORT: _report, CANCEL: _cancel}
@@ -127,7 +123,7 @@ class Writer:
     its snapshots were handed to ``publish`` (and new jobs to ``dispatch``)."""
 
     def __init__(self, store: JobStore, publish: Callable[[list[job_pb2.Job]], Awaitable[None]],
-                 dispatch: Callable[[list[Dispatch]], None] | None = None, max_group: int = MAX_GROUP):
+                 dispatch: Callable[[list[TaskJob]], None] | None = None, max_group: int = MAX_GROUP):
         self.store = store
         self.publish = publish
         self.dispatch = dispatch  # set once the dispatcher exists
@@ -135,7 +131,7 @@ class Writer:
         self.queue: asyncio.Queue[Op | None] = asyncio.Queue()  # None: stop
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
         self._task: asyncio.Task | None = None
-        self.groups = 0  # transactions committed, for tests and the log
+        self.groups = 0  # transactions committed and writes in them (how well writes share)
         self.ops = 0
 
     # --- the writes --------------------------------------------------------------------------

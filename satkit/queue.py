@@ -2,9 +2,9 @@
 
 One message of task ``satlas.run_jobs`` carries one ``satlas.internal.v1.RunJobsTask`` (several
 jobs, values as packed doubles), serialised with protobuf and framed by Celery's msgpack
-serializer (for this task only), which carries bytes as they are. JSON lists of floats cost the orchestrator and
-the worker more CPU than the rest of the message, and one Celery message per job caps near
-640 jobs/s on 2 cores; a batch also reaches Triton together.
+serializer (for this task only), which carries bytes as they are. JSON lists of floats cost the
+orchestrator and the worker more CPU than the rest of the message, and one Celery message per
+job caps near 640 jobs/s on 2 cores; a batch also reaches Triton together.
 """
 
 from __future__ import annotations

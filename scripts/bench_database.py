@@ -20,12 +20,13 @@ def _engine(url: str) -> sa.Engine:
 
 
 @contextmanager
-def fresh_database(url: str) -> Iterator[str]:
-    """``url`` itself unless it is PostgreSQL; then the URL of a new database on its server."""
+def fresh_database(url: str, prefix: str = "satlas_bench") -> Iterator[str]:
+    """``url`` itself unless it is PostgreSQL; then the URL of a new database on its server
+    (``prefix``_<8 hex>), dropped on exit. The tests' ``postgres_url`` is one of these too."""
     if not url.startswith(("postgresql", "postgres")):
         yield url
         return
-    name = f"satlas_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = _engine(url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

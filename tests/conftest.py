@@ -40,16 +40,7 @@ POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 @pytest.fixture(scope="session")
 def postgres_url():
     """A fresh PostgreSQL database on the machine's server, dropped at the end."""
-    import uuid
+    from scripts.bench_database import fresh_database
 
-    import sqlalchemy as sa
-
-    name = f"satlas_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg2://"),
-                             isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(POSTGRES_ADMIN_URL, prefix="satlas_test") as url:
+        yield url

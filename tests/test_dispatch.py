@@ -9,8 +9,7 @@ import pytest
 from kombu import Connection
 
 from orchestrator_svc.dispatch import Backlog, Dispatcher
-from orchestrator_svc.store import Dispatch
-from satkit.queue import QUEUE, decode_task, make_celery
+from satkit.queue import QUEUE, TaskJob, decode_task, make_celery
 
 BROKERS = {"redis": "redis://127.0.0.1:6379/14", "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//"}
 
@@ -43,7 +42,7 @@ async def test_jobs_go_out_several_per_message_and_the_depth_counts_them(broker)
     dispatcher = Dispatcher(make_celery(url, "satlas-test"), 4, on_published)
     await dispatcher.start()
     try:
-        dispatcher.submit([Dispatch(f"job-{i}", "m", [1.0, 2.0]) for i in range(10)])
+        dispatcher.submit([TaskJob(job_id=f"job-{i}", model_name="m", values=[1.0, 2.0]) for i in range(10)])
         async with asyncio.timeout(10):
             while sum(map(len, published)) < 10:
                 await asyncio.sleep(0.02)
@@ -104,7 +103,7 @@ async def test_messages_fill_up_only_while_the_workers_are_busy():
 
     async def trickle(first: int, n: int) -> None:  # one series' jobs at a time, as CreateJobs hands them
         for i in range(first, first + n, 2):
-            dispatcher.submit([Dispatch(f"job-{i}", "m", [1.0]), Dispatch(f"job-{i + 1}", "m", [1.0])])
+            dispatcher.submit([TaskJob(job_id=f"job-{i}", model_name="m", values=[1.0]), TaskJob(job_id=f"job-{i + 1}", model_name="m", values=[1.0])])
             await asyncio.sleep(0.01)
 
     async def all_out(n: int) -> None:
@@ -155,8 +154,8 @@ async def busy_dispatcher(url: str, published: list, n: int = 8, linger_s: float
     return dispatcher
 
 
-def jobs(first: int, n: int) -> list[Dispatch]:
-    return [Dispatch(f"job-{i}", "m", [1.0]) for i in range(first, first + n)]
+def jobs(first: int, n: int) -> list[TaskJob]:
+    return [TaskJob(job_id=f"job-{i}", model_name="m", values=[1.0]) for i in range(first, first + n)]
 
 
 async def test_while_busy_a_message_waits_at_most_the_linger_and_goes_out_whole():
