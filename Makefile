@@ -41,18 +41,18 @@ web-test: setup
 # The whole stack in the foreground: Triton, Valkey, the three services, a worker, Flower.
 # DATABASE_URL / REDIS_URL / TRITON_URL point it at servers of your own. Ctrl-C stops it all.
 up: setup web
-	$(PY) -m satkit.stack
+	$(PY) -m launcher
 
 # `make up`, fed by the data simulator (its flags: SIMULATOR_ARGS="--interval 0.2 --max-batch 10").
 run: setup web
-	$(PY) -m satkit.stack --simulator
+	$(PY) -m launcher --simulator
 
 # A guided tour of a running stack (`make up` in another terminal); DEMO_ARGS="--pause 3" to slow it down.
 demo: setup
-	$(PY) -m satkit.demo $(DEMO_ARGS)
+	$(PY) -m tools.demo $(DEMO_ARGS)
 
 triton: setup
-	$(PY) -m satkit.triton_local
+	$(PY) -m launcher.triton_local
 
 # Contracts: lint, then regenerate gen/python and gen/ts (committed; tests fail when stale).
 proto: setup
@@ -79,13 +79,13 @@ evaluate: setup
 # End to end on an isolated stack: offered-load sweep, 60 s at 300 jobs/s, then Triton alone and the
 # mesh's efficiency; JSON and PNG in bench-results/ (DATABASE_URL honoured).
 bench: setup
-	$(PY) -m scripts.bench_mesh --json bench-results/mesh.json
+	$(PY) -m tools.bench.mesh --json bench-results/mesh.json
 
 bench-triton: setup
-	$(PY) -m scripts.bench_triton --json bench-results/triton.json
+	$(PY) -m tools.bench.triton --json bench-results/triton.json
 
 bench-store: setup
-	$(PY) -m scripts.bench_store
+	$(PY) -m tools.bench.store
 
 lock: setup
 	(echo '# Every package of the environment, pinned (pip freeze). Regenerate with `make lock` after changing requirements/*.txt.'; \

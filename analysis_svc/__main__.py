@@ -10,6 +10,7 @@ from satlas.v1 import analysis_service_pb2_grpc as pb_grpc
 from analysis_svc.service import Analysis
 from analysis_svc.settings import Settings
 from satkit import logs, server
+from satkit.settings import load
 
 
 async def main(settings: Settings) -> None:
@@ -30,4 +31,4 @@ async def main(settings: Settings) -> None:
 
 if __name__ == "__main__":
     logs.setup("analysis")
-    asyncio.run(main(Settings.from_env()))
+    asyncio.run(main(load(Settings)))

@@ -12,7 +12,7 @@ from functools import cached_property
 from satlas.v1 import analysis_service_pb2 as pb
 from tritonclient.grpc import service_pb2 as tpb
 
-from satkit.model_repository import MULTI_SERIES
+from satkit.jobs import MULTI_SERIES
 
 ROLES = ("predictions", "anomaly_scores", "anomaly_score", "anomaly_flag")
 DEFAULT_MAX_LENGTH = 4096

@@ -1,30 +1,25 @@
-"""Analysis settings, from the environment (defaults in brackets)."""
+"""Analysis settings, the server's and the worker's: each field reads one environment variable."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from satkit.settings import ANALYSIS_ADDR, BROKER_URL, ORCHESTRATOR_ADDR, TRITON_URL, Var, setting
+
+TRITON_TIMEOUT_S = Var("TRITON_TIMEOUT_S", 10.0, "the deadline of one inference request")
+TRITON_RETRIES = Var("TRITON_RETRIES", 4, "tries for transient Triton errors, with backoff")
+MAX_REQUEUES = Var("ANALYSIS_MAX_REQUEUES", 6,
+                   "the worker: rounds of re-queueing (5 s apart) while Triton stays down, then the jobs fail")
 
 
 @dataclass(frozen=True)
 class Settings:
-    address: str = "127.0.0.1:50053"  # ANALYSIS_ADDR
-    triton_url: str = "127.0.0.1:8001"  # TRITON_URL: Triton's gRPC endpoint
-    orchestrator_addr: str = "127.0.0.1:50052"  # ORCHESTRATOR_ADDR
-    broker_url: str = "redis://127.0.0.1:6379/0"  # BROKER_URL [REDIS_URL]
-    triton_timeout_s: float = 10.0  # TRITON_TIMEOUT_S: deadline of one inference
-    triton_retries: int = 4  # TRITON_RETRIES: tries for transient Triton errors, with backoff
+    address: str = setting(ANALYSIS_ADDR)
+    triton_url: str = setting(TRITON_URL)
+    orchestrator_addr: str = setting(ORCHESTRATOR_ADDR)
+    broker_url: str = setting(BROKER_URL)
+    triton_timeout_s: float = setting(TRITON_TIMEOUT_S)
+    triton_retries: int = setting(TRITON_RETRIES)
+    max_requeues: int = setting(MAX_REQUEUES)
     catalogue_ttl_s: float = 10.0  # how long model descriptions are reused
     grace_s: float = 5.0
-
-    @classmethod
-    def from_env(cls) -> "Settings":
-        e = os.environ
-        return cls(
-            address=e.get("ANALYSIS_ADDR", cls.address),
-            triton_url=e.get("TRITON_URL", cls.triton_url),
-            orchestrator_addr=e.get("ORCHESTRATOR_ADDR", cls.orchestrator_addr),
-            broker_url=e.get("BROKER_URL") or e.get("REDIS_URL") or cls.broker_url,
-            triton_timeout_s=float(e.get("TRITON_TIMEOUT_S", cls.triton_timeout_s)),
-            triton_retries=int(e.get("TRITON_RETRIES", cls.triton_retries)),
-        )

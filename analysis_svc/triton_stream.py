@@ -12,7 +12,8 @@ import queue
 import re
 import threading
 import time
-from concurrent.futures import Future, TimeoutError as FutureTimeout
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import grpc
 from tritonclient.grpc import service_pb2 as tpb

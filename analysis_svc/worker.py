@@ -16,11 +16,11 @@ from analysis_svc.runner import Runner
 from analysis_svc.settings import Settings
 from satkit import logs
 from satkit.queue import TASK_NAME, TASK_SERIALIZER, decode_task, encode_task, make_celery
+from satkit.settings import load
 
 log = logging.getLogger(__name__)
-settings = Settings.from_env()
+settings = load(Settings)
 app = make_celery(settings.broker_url, "satlas-analysis")
-MAX_REQUEUES = int(os.environ.get("ANALYSIS_MAX_REQUEUES", 6))  # rounds while Triton stays down
 REQUEUE_DELAY_S = 5.0
 MAX_ORCHESTRATOR_RETRIES = 12  # a minute of an unreachable orchestrator; then the reconciler's turn
 _runner: tuple[int, Runner] | None = None
@@ -51,7 +51,7 @@ def run_jobs(self, payload: bytes, requeues: int = 0) -> int:
         log.warning("orchestrator unreachable (%s); task again in %.0fs", exc.code().name, REQUEUE_DELAY_S)
         raise self.retry(args=[payload, requeues], countdown=REQUEUE_DELAY_S)
     if unavailable:
-        if requeues >= MAX_REQUEUES:
+        if requeues >= settings.max_requeues:
             r.fail(unavailable, f"Triton stayed unavailable through {requeues + 1} rounds of retries")
         else:
             log.warning("re-queueing %d jobs in %.0fs (Triton unavailable)", len(unavailable), REQUEUE_DELAY_S)

@@ -6,15 +6,16 @@ import asyncio
 from contextlib import asynccontextmanager
 
 import grpc
+from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
-from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 
 from ingest_svc.batcher import Batcher
 from ingest_svc.models import ModelDirectory
 from ingest_svc.service import Ingest
 from ingest_svc.settings import Settings
 from satkit import logs, server
+from satkit.settings import load
 
 CREATE_TIMEOUT_S = 30.0  # the longest a CreateJobs call may take when the caller set no deadline
 
@@ -50,4 +51,4 @@ async def main(settings: Settings) -> None:
 
 if __name__ == "__main__":
     logs.setup("ingest")
-    asyncio.run(main(Settings.from_env()))
+    asyncio.run(main(load(Settings)))

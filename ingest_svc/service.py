@@ -7,9 +7,9 @@ import logging
 
 import grpc
 from google.rpc import code_pb2
+from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import ingest_service_pb2 as pb
 from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
-from satlas.internal.v1 import job_control_service_pb2 as jc
 
 from ingest_svc.batcher import Batcher, Overloaded
 from ingest_svc.models import ModelDirectory

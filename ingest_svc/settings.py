@@ -1,34 +1,27 @@
-"""Ingest settings, from the environment (defaults in brackets)."""
+"""Ingest settings: each field reads one environment variable (``satkit.settings``)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from satkit.settings import ANALYSIS_ADDR, INGEST_ADDR, ORCHESTRATOR_ADDR, Var, setting
+
+MAX_BATCH = Var("INGEST_MAX_BATCH", 256, "submissions per CreateJobs call")
+MAX_WAIT_S = Var("INGEST_MAX_WAIT_S", 0.002, "how long a submission waits for company before its batch goes")
+MAX_IN_FLIGHT = Var("INGEST_MAX_IN_FLIGHT", 1, "CreateJobs calls at once (the next batch fills meanwhile)")
+MAX_PENDING = Var("INGEST_MAX_PENDING", 20_000, "backlog of submissions past which requests get RESOURCE_EXHAUSTED")
+MAX_MESSAGE_BYTES = Var("INGEST_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, "the largest request message")
 
 
 @dataclass(frozen=True)
 class Settings:
-    address: str = "127.0.0.1:50051"  # INGEST_ADDR
-    orchestrator_addr: str = "127.0.0.1:50052"  # ORCHESTRATOR_ADDR
-    analysis_addr: str = "127.0.0.1:50053"  # ANALYSIS_ADDR: where the model list comes from
-    max_batch: int = 256  # INGEST_MAX_BATCH: submissions per CreateJobs call
-    max_wait_s: float = 0.002  # INGEST_MAX_WAIT_S: how long a submission waits for company
-    max_in_flight: int = 1  # INGEST_MAX_IN_FLIGHT: CreateJobs calls at once (the next batch fills meanwhile)
-    max_pending: int = 20_000  # INGEST_MAX_PENDING: backlog past which requests get RESOURCE_EXHAUSTED
-    max_message_bytes: int = 4 * 1024 * 1024  # INGEST_MAX_MESSAGE_BYTES
+    address: str = setting(INGEST_ADDR)
+    orchestrator_addr: str = setting(ORCHESTRATOR_ADDR)
+    analysis_addr: str = setting(ANALYSIS_ADDR)  # where the model list comes from
+    max_batch: int = setting(MAX_BATCH)
+    max_wait_s: float = setting(MAX_WAIT_S)
+    max_in_flight: int = setting(MAX_IN_FLIGHT)
+    max_pending: int = setting(MAX_PENDING)
+    max_message_bytes: int = setting(MAX_MESSAGE_BYTES)
     models_ttl_s: float = 10.0
     grace_s: float = 5.0
-
-    @classmethod
-    def from_env(cls) -> "Settings":
-        e = os.environ
-        return cls(
-            address=e.get("INGEST_ADDR", cls.address),
-            orchestrator_addr=e.get("ORCHESTRATOR_ADDR", cls.orchestrator_addr),
-            analysis_addr=e.get("ANALYSIS_ADDR", cls.analysis_addr),
-            max_batch=int(e.get("INGEST_MAX_BATCH", cls.max_batch)),
-            max_wait_s=float(e.get("INGEST_MAX_WAIT_S", cls.max_wait_s)),
-            max_in_flight=int(e.get("INGEST_MAX_IN_FLIGHT", cls.max_in_flight)),
-            max_pending=int(e.get("INGEST_MAX_PENDING", cls.max_pending)),
-            max_message_bytes=int(e.get("INGEST_MAX_MESSAGE_BYTES", cls.max_message_bytes)),
-        )

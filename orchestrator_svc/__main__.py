@@ -17,6 +17,7 @@ from orchestrator_svc.settings import Settings
 from orchestrator_svc.store import JobStore
 from satkit import logs, server
 from satkit.queue import make_celery
+from satkit.settings import load
 
 log = logging.getLogger("orchestrator_svc")
 
@@ -68,4 +69,4 @@ async def main(settings: Settings) -> None:
 
 if __name__ == "__main__":
     logs.setup("orchestrator")
-    asyncio.run(main(Settings.from_env()))
+    asyncio.run(main(load(Settings)))

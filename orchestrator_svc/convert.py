@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from satlas.v1 import job_pb2, job_state_pb2, timeseries_pb2
 
 from orchestrator_svc import db
+from satkit.jobs import TERMINAL_STATES
 
 STATE_OF_STATUS = {
     db.PENDING: job_state_pb2.JOB_STATE_PENDING,
@@ -18,7 +19,7 @@ STATE_OF_STATUS = {
     db.CANCELLED: job_state_pb2.JOB_STATE_CANCELLED,
 }
 STATUS_OF_STATE = {v: k for k, v in STATE_OF_STATUS.items()}
-TERMINAL_STATES = frozenset(STATE_OF_STATUS[s] for s in db.TERMINAL)
+assert TERMINAL_STATES == {STATE_OF_STATUS[s] for s in db.TERMINAL}  # the store's and the contract's agree
 
 
 def utc(value: dt.datetime | None) -> dt.datetime | None:

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 from orchestrator_svc.settings import Settings
+from satkit.settings import load
 
 HERE = Path(__file__).resolve().parent
 
@@ -26,4 +27,4 @@ def upgrade(url: str) -> None:
 
 
 if __name__ == "__main__":
-    upgrade(Settings.from_env().database_url)
+    upgrade(load(Settings).database_url)

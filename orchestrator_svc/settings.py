@@ -1,47 +1,33 @@
-"""Orchestrator settings, from the environment (defaults in brackets)."""
+"""Orchestrator settings: each field reads one environment variable (``satkit.settings``)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from satkit.settings import BROKER_URL, DATABASE_URL, ORCHESTRATOR_ADDR, REDIS_URL, Var, setting
 
-
-def default_database_url() -> str:
-    return f"sqlite:///{ROOT / '.run' / 'satlas.db'}"
+JOBS_PER_MESSAGE = Var("ORCHESTRATOR_JOBS_PER_MESSAGE", 16, "jobs carried by one Celery message")
+DISPATCH_AHEAD = Var("ORCHESTRATOR_DISPATCH_AHEAD", 2,
+                     "unstarted messages past which new ones wait to fill up (0: never wait)")
+DISPATCH_LINGER_S = Var("ORCHESTRATOR_DISPATCH_LINGER_S", 0.05, "the longest a job waits to fill a message")
+RECONCILE_S = Var("ORCHESTRATOR_RECONCILE_S", 5.0, "how often the reconciler looks for stuck jobs")
+STUCK_S = Var("ORCHESTRATOR_STUCK_S", 30.0, "a PENDING/QUEUED/RUNNING job unchanged this long is re-dispatched")
+MAX_ATTEMPTS = Var("ORCHESTRATOR_MAX_ATTEMPTS", 3, "starts before a job fails as poison")
+MIGRATE = Var("ORCHESTRATOR_MIGRATE", True, "run the Alembic migrations at start-up")
 
 
 @dataclass(frozen=True)
 class Settings:
-    address: str = "127.0.0.1:50052"  # ORCHESTRATOR_ADDR
-    database_url: str = ""  # DATABASE_URL [sqlite:///.run/satlas.db]
-    redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL: events (pub/sub)
-    broker_url: str = ""  # BROKER_URL [REDIS_URL]: the Celery broker
-    jobs_per_message: int = 16  # ORCHESTRATOR_JOBS_PER_MESSAGE: jobs carried by one Celery message
-    dispatch_ahead: int = 2  # ORCHESTRATOR_DISPATCH_AHEAD: unstarted messages past which new ones fill up (0: never)
-    dispatch_linger_s: float = 0.05  # ORCHESTRATOR_DISPATCH_LINGER_S: the longest a job waits to fill a message
-    reconcile_every_s: float = 5.0  # ORCHESTRATOR_RECONCILE_S
-    stuck_after_s: float = 30.0  # ORCHESTRATOR_STUCK_S: a PENDING/QUEUED/RUNNING job this old is re-dispatched
-    max_attempts: int = 3  # ORCHESTRATOR_MAX_ATTEMPTS: starts before a job fails as poison
-    migrate: bool = True  # ORCHESTRATOR_MIGRATE: run Alembic migrations at start-up
+    address: str = setting(ORCHESTRATOR_ADDR)
+    database_url: str = setting(DATABASE_URL)
+    redis_url: str = setting(REDIS_URL)  # events (pub/sub)
+    broker_url: str = setting(BROKER_URL)
+    jobs_per_message: int = setting(JOBS_PER_MESSAGE)
+    dispatch_ahead: int = setting(DISPATCH_AHEAD)
+    dispatch_linger_s: float = setting(DISPATCH_LINGER_S)
+    reconcile_every_s: float = setting(RECONCILE_S)
+    stuck_after_s: float = setting(STUCK_S)
+    max_attempts: int = setting(MAX_ATTEMPTS)
+    migrate: bool = setting(MIGRATE)
     grace_s: float = 5.0
 
-    @classmethod
-    def from_env(cls) -> "Settings":
-        e = os.environ
-        redis_url = e.get("REDIS_URL", cls.redis_url)
-        return cls(
-            address=e.get("ORCHESTRATOR_ADDR", cls.address),
-            database_url=e.get("DATABASE_URL") or default_database_url(),
-            redis_url=redis_url,
-            broker_url=e.get("BROKER_URL") or redis_url,
-            jobs_per_message=int(e.get("ORCHESTRATOR_JOBS_PER_MESSAGE", cls.jobs_per_message)),
-            dispatch_ahead=int(e.get("ORCHESTRATOR_DISPATCH_AHEAD", cls.dispatch_ahead)),
-            dispatch_linger_s=float(e.get("ORCHESTRATOR_DISPATCH_LINGER_S", cls.dispatch_linger_s)),
-            reconcile_every_s=float(e.get("ORCHESTRATOR_RECONCILE_S", cls.reconcile_every_s)),
-            stuck_after_s=float(e.get("ORCHESTRATOR_STUCK_S", cls.stuck_after_s)),
-            max_attempts=int(e.get("ORCHESTRATOR_MAX_ATTEMPTS", cls.max_attempts)),
-            migrate=e.get("ORCHESTRATOR_MIGRATE", "1") not in ("0", "false", "no"),
-        )

@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import sys
 import time
+
+from satkit.settings import LOG_FORMAT, LOG_LEVEL
 
 job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -55,8 +56,8 @@ def setup(service: str, level: str | None = None) -> None:
     global _service
     _service = service
     handler = logging.StreamHandler(sys.stderr)
-    fmt = os.environ.get("LOG_FORMAT", "text")
+    fmt = LOG_FORMAT.read()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel((level or LOG_LEVEL.read()).upper())

@@ -10,9 +10,12 @@ job caps near 640 jobs/s on 2 cores; a batch also reaches Triton together.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from celery import Celery
 from satlas.internal.v1 import run_jobs_task_pb2 as task_pb2
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 TASK_NAME = "satlas.run_jobs"
 QUEUE = "satlas.jobs"
@@ -29,6 +32,8 @@ def decode_task(payload: bytes) -> list[TaskJob]:
 
 
 def make_celery(broker_url: str, name: str = "satlas") -> Celery:
+    from celery import Celery  # here, not at the top: the launcher reads QUEUE without loading Celery
+
     app = Celery(name, broker=broker_url, set_as_current=False)
     app.conf.update(
         task_default_queue=QUEUE,

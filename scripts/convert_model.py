@@ -28,10 +28,9 @@ import numpy as np
 import onnx
 import torch
 
-from satkit import model_repository as repo
-from satkit import patterns
-from scripts import datasets
-from scripts.tsmodels import MODEL_CLASSES, TensorSpec, TritonSignature
+from launcher import model_repository as repo
+from scripts.tsmodels import MODEL_CLASSES, TensorSpec, TritonSignature, datasets
+from tools import patterns
 
 ROOT = Path(__file__).resolve().parent.parent
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "FP32", onnx.TensorProto.DOUBLE: "FP64", onnx.TensorProto.FLOAT16: "FP16",

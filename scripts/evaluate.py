@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from satkit import patterns
-from scripts import datasets
+from scripts.tsmodels import datasets
+from tools import patterns
 
 HELD_OUT_SEED = 20261122
 REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _window(model_name: str) -> str:
-    from satkit import model_repository
+    from launcher import model_repository
 
     return model_repository.read_config(REPOSITORY / model_name).parameters["window"].string_value
 

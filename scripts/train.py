@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scripts import datasets
-from scripts.tsmodels import TimeSeriesTransformer, TimeSeriesVAE
+from scripts.tsmodels import TimeSeriesTransformer, TimeSeriesVAE, datasets
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoints"
 

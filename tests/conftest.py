@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import satkit  # noqa: F401  (before anything imports gRPC: see satkit/__init__.py)
-from satkit.triton_local import LocalTriton, TritonSettings, free_port
+from launcher.triton_local import LocalTriton, TritonSettings, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 @pytest.fixture(scope="session")
 def postgres_url():
     """A fresh PostgreSQL database on the machine's server, dropped at the end."""
-    from scripts.bench_database import fresh_database
+    from tools.bench.database import fresh_database
 
     with fresh_database(POSTGRES_ADMIN_URL, prefix="satlas_test") as url:
         yield url

@@ -13,12 +13,13 @@ import grpc
 import sqlalchemy as sa
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
-from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-MODELS = ["vae_timeseries", "transformer_timeseries"]
-TERMINAL = (js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED)
+from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
+
+MODELS = list(DEFAULT_MODELS)
+TERMINAL = TERMINAL_STATES
 
 
 def series(n: int, seed: int = 0) -> list[float]:

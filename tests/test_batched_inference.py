@@ -14,12 +14,12 @@ from tritonclient.grpc import service_pb2 as tpb
 from analysis_svc import catalogue
 from analysis_svc.runner import Runner, batches
 from analysis_svc.settings import Settings
-from satkit import patterns
-from satkit.model_repository import MULTI_SERIES
+from satkit.jobs import DEFAULT_MODELS, MULTI_SERIES
 from satkit.queue import TaskJob
 from scripts.evaluate import onnx_predictor
+from tools import patterns
 
-MODELS = ["vae_timeseries", "transformer_timeseries"]
+MODELS = list(DEFAULT_MODELS)
 
 
 def _series(n: int, seed: int) -> np.ndarray:

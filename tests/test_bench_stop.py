@@ -1,4 +1,4 @@
-"""`python -m scripts.bench_mesh` stops on SIGTERM and on Ctrl-C (SIGINT) in the middle of a step,
+"""`python -m tools.bench.mesh` stops on SIGTERM and on Ctrl-C (SIGINT) in the middle of a step,
 within 15 s, and leaves no process behind: not Triton, not the Celery worker, nothing it started."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def test_the_benchmark_stops_with_everything_it_started(sig, tmp_path):
     marker = f"SATLAS_BENCH_STOP_TEST={uuid.uuid4().hex}"
     key, value = marker.split("=")
     bench = subprocess.Popen(
-        [sys.executable, "-u", "-m", "scripts.bench_mesh", "--sweep", "100", "--step-seconds", "60", "--sustain", "0",
+        [sys.executable, "-u", "-m", "tools.bench.mesh", "--sweep", "100", "--step-seconds", "60", "--sustain", "0",
          "--json", str(tmp_path / "mesh.json")],
         cwd=ROOT, env={**os.environ, key: value}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []

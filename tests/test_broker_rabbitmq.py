@@ -11,11 +11,11 @@ from collections import Counter
 
 import pytest
 from kombu import Connection
+from mesh_helpers import clients_of, paused, stream_submit, table_rows, wait_terminal
 from satlas.v1 import job_state_pb2 as js
 
-from mesh_helpers import clients_of, paused, stream_submit, table_rows, wait_terminal
+from launcher.stack import Stack, StackSettings
 from satkit.queue import QUEUE
-from satkit.stack import Stack, StackSettings
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 

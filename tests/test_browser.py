@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from mesh_helpers import MODELS, clients_of, series
 from playwright.sync_api import expect, sync_playwright
 from satlas.v1 import ingest_service_pb2 as ipb
 
-from mesh_helpers import MODELS, clients_of, series
-from satkit.stack import Stack, StackSettings
-from scripts import bench_dashboard
+from launcher.stack import Stack, StackSettings
+from tools.bench import dashboard as bench_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWS = ("#/", "#/jobs", "#/results", "#/models", "#/submit")

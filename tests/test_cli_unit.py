@@ -1,4 +1,4 @@
-"""Unit tests of satkit.cli's own logic: arguments, series input, states, output, errors.
+"""Unit tests of tools.cli's own logic: arguments, series input, states, output, errors.
 
 No servers: RPC errors are hand-built, and the watch/list loops get fake stubs.
 """
@@ -21,7 +21,7 @@ from satlas.v1 import (
     orchestrator_service_pb2,
 )
 
-from satkit import cli
+from tools import cli, display, inputs
 
 S = job_state_pb2.JobState
 
@@ -52,8 +52,8 @@ def test_submit_arguments():
     assert args.func is cli.cmd_submit
     assert args.values == "1,2,3" and args.series_id == "s1" and args.idempotency_key == "key-1" and args.watch
     assert args.label == [("site", "a"), ("k", "v=w")]  # only the first '=' splits
-    assert cli.split_models(args.models) == ["vae_timeseries", "transformer_timeseries"]
-    assert cli.split_models(" vae_timeseries , ,x ") == ["vae_timeseries", "x"]
+    assert inputs.split_models(args.models) == ["vae_timeseries", "transformer_timeseries"]
+    assert inputs.split_models(" vae_timeseries , ,x ") == ["vae_timeseries", "x"]
 
 
 @pytest.mark.parametrize(
@@ -94,10 +94,10 @@ def test_filter_arguments():
 
 
 def test_parse_numbers_accepts_commas_lines_and_spaces():
-    assert cli.parse_numbers("1,2.5, -3\n4\n\n5e2 ,6") == [1.0, 2.5, -3.0, 4.0, 500.0, 6.0]
-    assert cli.parse_numbers("") == []
+    assert inputs.parse_numbers("1,2.5, -3\n4\n\n5e2 ,6") == [1.0, 2.5, -3.0, 4.0, 500.0, 6.0]
+    assert inputs.parse_numbers("") == []
     with pytest.raises(ValueError, match="not a number: 'x'"):
-        cli.parse_numbers("1,x")
+        inputs.parse_numbers("1,x")
 
 
 def _series_args(*argv):
@@ -105,7 +105,7 @@ def _series_args(*argv):
 
 
 def test_series_from_values_with_id_and_labels():
-    series = cli.build_series(_series_args("--values=-1,2,3", "--series-id", "s", "--label", "a=1"))
+    series = inputs.build_series(_series_args("--values=-1,2,3", "--series-id", "s", "--label", "a=1"))
     assert list(series.values) == [-1.0, 2.0, 3.0]
     assert series.series_id == "s" and dict(series.labels) == {"a": "1"}
 
@@ -113,43 +113,43 @@ def test_series_from_values_with_id_and_labels():
 def test_series_from_file_and_stdin(tmp_path, monkeypatch):
     path = tmp_path / "s.txt"
     path.write_text("1\n2\n3.5\n")
-    assert cli.series_values(_series_args("--file", str(path))) == [1.0, 2.0, 3.5]
+    assert inputs.series_values(_series_args("--file", str(path))) == [1.0, 2.0, 3.5]
     monkeypatch.setattr("sys.stdin", io.StringIO("4,5,6\n"))
-    assert cli.series_values(_series_args("--file", "-")) == [4.0, 5.0, 6.0]
+    assert inputs.series_values(_series_args("--file", "-")) == [4.0, 5.0, 6.0]
 
 
 def test_series_from_pattern_is_seeded():
-    a = cli.series_values(_series_args("--pattern", "seasonal", "--length", "40", "--seed", "7"))
-    b = cli.series_values(_series_args("--pattern", "seasonal", "--length", "40", "--seed", "7"))
-    c = cli.series_values(_series_args("--pattern", "seasonal", "--length", "40", "--seed", "8"))
+    a = inputs.series_values(_series_args("--pattern", "seasonal", "--length", "40", "--seed", "7"))
+    b = inputs.series_values(_series_args("--pattern", "seasonal", "--length", "40", "--seed", "7"))
+    c = inputs.series_values(_series_args("--pattern", "seasonal", "--length", "40", "--seed", "8"))
     assert len(a) == 40 and a == b and a != c
-    assert len(cli.series_values(_series_args("--pattern", "random_walk"))) == 128  # default length
+    assert len(inputs.series_values(_series_args("--pattern", "random_walk"))) == 128  # default length
 
 
 def test_empty_series_is_refused():
     with pytest.raises(ValueError, match="empty"):
-        cli.series_values(_series_args("--values", ","))
+        inputs.series_values(_series_args("--values", ","))
 
 
 # --- states --------------------------------------------------------------------------------
 
 
 def test_state_names_are_short():
-    assert cli.state_name(S.JOB_STATE_SUCCEEDED) == "SUCCEEDED"
-    assert cli.state_name(S.JOB_STATE_CANCELLED) == "CANCELLED"
-    assert cli.state_name(S.JOB_STATE_UNSPECIFIED) == "UNSPECIFIED"
-    assert cli.state_name(42) == "42"
+    assert display.state_name(S.JOB_STATE_SUCCEEDED) == "SUCCEEDED"
+    assert display.state_name(S.JOB_STATE_CANCELLED) == "CANCELLED"
+    assert display.state_name(S.JOB_STATE_UNSPECIFIED) == "UNSPECIFIED"
+    assert display.state_name(42) == "42"
 
 
 @pytest.mark.parametrize("text", ["succeeded", "SUCCEEDED", "Succeeded", "job_state_succeeded", "JOB_STATE_SUCCEEDED"])
 def test_parse_state_spellings(text):
-    assert cli.parse_state(text) == S.JOB_STATE_SUCCEEDED
+    assert inputs.parse_state(text) == S.JOB_STATE_SUCCEEDED
 
 
 def test_parse_state_covers_every_state_but_unspecified():
-    assert {cli.parse_state(s) for s in cli.STATE_CHOICES} == set(S.values()) - {S.JOB_STATE_UNSPECIFIED}
+    assert {inputs.parse_state(s) for s in inputs.STATE_CHOICES} == set(S.values()) - {S.JOB_STATE_UNSPECIFIED}
     with pytest.raises(Exception, match="unknown state"):
-        cli.parse_state("unspecified")
+        inputs.parse_state("unspecified")
 
 
 # --- output --------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def _job(**overrides) -> job_pb2.Job:
 
 
 def test_job_text_shows_summary_and_only_a_preview():
-    text = cli.job_text(_job())
+    text = display.job_text(_job())
     assert "state          SUCCEEDED" in text
     assert "model          transformer_timeseries" in text
     assert "timings        queue 12.3 ms, inference 4.5 ms, total 20.1 ms" in text
@@ -208,31 +208,31 @@ def test_job_text_failed_without_result():
     job = _job(state=S.JOB_STATE_FAILED, error="model exploded", worker="")
     job.ClearField("result")
     job.timings.Clear()
-    text = cli.job_text(job)
+    text = display.job_text(job)
     assert "state          FAILED" in text and "error          model exploded" in text
     assert "timings        -" in text and "worker         -" in text
     assert "predictions" not in text and "anomaly" not in text
 
 
 def test_result_lines_without_anomaly_outputs():
-    lines = cli.result_lines(job_pb2.JobResult(predictions=[1.5, 2.0], model_version="2"))
+    lines = display.result_lines(job_pb2.JobResult(predictions=[1.5, 2.0], model_version="2"))
     assert lines == ["model version  2", "predictions    [2] 1.5, 2"]
 
 
 def test_event_line_uses_the_state_timestamp():
     job = _job()
-    line = cli.event_line(job)
-    assert line.startswith(cli.clock(job.end_time) + "  job-123  transformer_timeseries  SUCCEEDED  v4")
+    line = display.event_line(job)
+    assert line.startswith(display.clock(job.end_time) + "  job-123  transformer_timeseries  SUCCEEDED  v4")
     assert line.endswith("queue 12.3 ms, inference 4.5 ms, total 20.1 ms")
     queued = job_pb2.Job(job_id="j", model_name="m", state=S.JOB_STATE_QUEUED, version=2, queue_time=_ts(5),
                          error="")
-    assert cli.event_line(queued) == f"{cli.clock(_ts(5))}  j  m  QUEUED     v2"
+    assert display.event_line(queued) == f"{display.clock(_ts(5))}  j  m  QUEUED     v2"
     failed = job_pb2.Job(job_id="j", model_name="m", state=S.JOB_STATE_FAILED, version=3, error="boom")
-    assert cli.event_line(failed).endswith("FAILED     v3  error: boom")  # no end_time: now, still one line
+    assert display.event_line(failed).endswith("FAILED     v3  error: boom")  # no end_time: now, still one line
 
 
 def test_jobs_table():
-    text = cli.jobs_table([_job(), _job(job_id="j2", state=S.JOB_STATE_QUEUED, timings=job_pb2.JobTimings())])
+    text = display.jobs_table([_job(), _job(job_id="j2", state=S.JOB_STATE_QUEUED, timings=job_pb2.JobTimings())])
     header, first, second = text.splitlines()
     assert header.split() == ["JOB_ID", "MODEL", "STATE", "LENGTH", "ATTEMPTS", "CREATED", "TOTAL_MS"]
     assert first.split()[:5] == ["job-123", "transformer_timeseries", "SUCCEEDED", "128", "1"]
@@ -248,7 +248,7 @@ def test_stats_and_model_text():
         models=[orchestrator_service_pb2.ModelStats(model_name="vae_timeseries", mean_inference_seconds=0.002)],
     )
     stats.window.FromSeconds(60)
-    text = cli.stats_text(stats)
+    text = display.stats_text(stats)
     assert "window        60 s" in text
     assert "total 10  pending 0  queued 1  running 0  succeeded 8  failed 1  cancelled 0" in text
     assert "throughput    2.50 jobs/s   success rate 87.5 %" in text
@@ -261,16 +261,16 @@ def test_stats_and_model_text():
         outputs=[analysis_service_pb2.TensorSpec(name="recon", data_type="TYPE_FP32", shape=[-1, 64],
                                                  role="predictions")],
     )
-    text = cli.model_text(model)
+    text = display.model_text(model)
     assert text.splitlines()[0] == "vae_timeseries  versions 1  ready  task reconstruction  backend onnxruntime"
     assert "length 16..4096  window 64  horizon 0" in text
     assert "  out  recon TYPE_FP32 [-1,64] -> predictions" in text
 
 
 def test_json_output():
-    one = json.loads(cli.to_json(orchestrator_service_pb2.GetJobResponse(job=_job())))
+    one = json.loads(display.to_json(orchestrator_service_pb2.GetJobResponse(job=_job())))
     assert one["job"]["state"] == "JOB_STATE_SUCCEEDED" and one["job"]["jobId"] == "job-123"
-    assert "\n" not in cli.to_json(_job(), stream=True)  # JSON Lines for the streams
+    assert "\n" not in display.to_json(_job(), stream=True)  # JSON Lines for the streams
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def _bad_request() -> FakeRpcError:
 
 
 def test_bad_request_violations_are_printed_and_exit_2(capsys):
-    assert cli.print_error(_bad_request()) == 2
+    assert display.print_error(_bad_request()) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: INVALID_ARGUMENT: 2 problems",
         "  series.values[3]: must be a finite number",
@@ -328,15 +328,15 @@ def test_bad_request_violations_are_printed_and_exit_2(capsys):
 
 
 def test_plain_errors_exit_1(capsys):
-    assert cli.print_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "job 'nope' not found")) == 1
+    assert display.print_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "job 'nope' not found")) == 1
     assert capsys.readouterr().err == "error: NOT_FOUND: job 'nope' not found\n"
-    assert cli.error_lines(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "")) == ["error: UNAVAILABLE: (no details)"]
+    assert display.error_lines(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "")) == ["error: UNAVAILABLE: (no details)"]
 
 
 def test_a_status_that_disagrees_with_the_call_is_ignored():
     status = status_pb2.Status(code=code_pb2.NOT_FOUND, message="other")
     exc = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad", status)
-    assert cli.error_lines(exc) == ["error: INVALID_ARGUMENT: bad"]
+    assert display.error_lines(exc) == ["error: INVALID_ARGUMENT: bad"]
 
 
 def test_main_reports_rpc_errors(monkeypatch, capsys):
@@ -394,7 +394,7 @@ def test_follow_prints_state_changes_and_drops_replays():
                      (S.JOB_STATE_RUNNING, 4), (S.JOB_STATE_SUCCEEDED, 5))
     seen = []
     assert cli.follow(FakeOrchestrator({"j": events}), "j", seen.append) == 0
-    assert [(cli.state_name(j.state), j.version) for j in seen] == [("QUEUED", 2), ("RUNNING", 3), ("SUCCEEDED", 5)]
+    assert [(display.state_name(j.state), j.version) for j in seen] == [("QUEUED", 2), ("RUNNING", 3), ("SUCCEEDED", 5)]
 
 
 @pytest.mark.parametrize("last", [S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED])

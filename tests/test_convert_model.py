@@ -8,12 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from satkit import model_repository as repo  # noqa: E402
+from launcher import model_repository as repo  # noqa: E402
+from satkit.jobs import DEFAULT_MODELS  # noqa: E402
 from scripts import convert_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "scripts" / "checkpoints"
-MODELS = ["vae_timeseries", "transformer_timeseries"]
+MODELS = list(DEFAULT_MODELS)
 
 
 def _convert(tmp_path, name, *extra):

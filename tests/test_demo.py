@@ -1,4 +1,4 @@
-"""The guided demo (python -m satkit.demo): run as a subprocess against a real isolated stack,
+"""The guided demo (python -m tools.demo): run as a subprocess against a real isolated stack,
 and its pure parts on their own."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from satlas.v1 import job_pb2
 from satlas.v1 import job_state_pb2 as js
 
-from satkit import demo
-from satkit.stack import Stack, StackSettings
+from launcher.stack import Stack, StackSettings
+from tools import demo, display
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def stack(tmp_path_factory):
 def test_the_demo_walks_through_a_real_stack(stack):
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["SATLAS_RUN_DIR"] = str(stack.settings.run_dir)
-    command = [sys.executable, "-m", "satkit.demo", "--ingest", stack.ingest, "--orchestrator", stack.orchestrator,
+    command = [sys.executable, "-m", "tools.demo", "--ingest", stack.ingest, "--orchestrator", stack.orchestrator,
                "--analysis", stack.analysis, "--dashboard-url", stack.dashboard_url, "--flower-url", stack.flower_url,
                "--pause", "0.1"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
@@ -90,11 +90,11 @@ def test_follow_shows_each_change_of_the_demos_jobs_once():
 def test_top_points_and_cells():
     assert demo.top_points([0.1, 3.0, 0.5, 3.0, 2.0]) == [(1, 3.0), (3, 3.0), (4, 2.0)]
     assert demo.top_points([1.0], k=3) == [(0, 1.0)]
-    assert demo.cell(None) == "-" and demo.cell(0.0557231) == "0.05572" and demo.cell(5) == "5"
+    assert display.cell(None) == "-" and display.cell(0.0557231) == "0.05572" and display.cell(5) == "5"
     when = dt.datetime(2026, 11, 22, 8, 5, 13, 914321)
-    assert demo.cell(when) == demo.cell("2026-11-22 08:05:13.914321") == "2026-11-22 08:05:13.914"
-    assert demo.cell("completed") == "completed"
-    assert demo.cell("bb0dc4f7-54cd-40ea-9c94-428b13f42a23") == "bb0dc4f7-54cd-40ea-9c94-428b13f42a23"
+    assert display.cell(when) == display.cell("2026-11-22 08:05:13.914321") == "2026-11-22 08:05:13.914"
+    assert display.cell("completed") == "completed"
+    assert display.cell("bb0dc4f7-54cd-40ea-9c94-428b13f42a23") == "bb0dc4f7-54cd-40ea-9c94-428b13f42a23"
 
 
 def test_defaults_follow_the_stack(tmp_path):

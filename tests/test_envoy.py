@@ -1,6 +1,6 @@
 """Envoy in front of the real stack: native gRPC routed by service, grpc-web (unary, server
 streaming, errors with their details) spoken byte for byte as a browser does, CORS, the static
-route, and the committed configs matching satkit/envoy.py."""
+route, and the committed configs matching launcher/envoy.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import grpc
 import pytest
 import yaml
 from google.rpc import error_details_pb2, status_pb2
+from mesh_helpers import MODELS, series
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2 as ipb
@@ -21,9 +22,8 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from mesh_helpers import MODELS, series
-from satkit import envoy
-from satkit.stack import Stack, StackSettings
+from launcher import envoy
+from launcher.stack import Stack, StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = "http://localhost:5173"
@@ -77,7 +77,7 @@ class GrpcWeb:
 
 def test_committed_configs_are_the_rendered_ones_and_envoy_accepts_them():
     for path, settings in envoy.COMMITTED.items():
-        assert path.read_text() == envoy.render(settings), f"{path} is stale: python -m satkit.envoy --write"
+        assert path.read_text() == envoy.render(settings), f"{path} is stale: python -m launcher.envoy --write"
         checked = subprocess.run([str(ROOT / ".venv" / "bin" / "envoy"), "--mode", "validate", "-c", str(path)],
                                  capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0, checked.stdout + checked.stderr

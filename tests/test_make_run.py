@@ -1,4 +1,4 @@
-"""`make run` as a user meets it: `python -m satkit.stack --simulator` in the foreground, jobs
+"""`make run` as a user meets it: `python -m launcher --simulator` in the foreground, jobs
 flowing on the terminal and on the dashboard URL it prints, and Ctrl-C stopping every process it
 started."""
 
@@ -33,7 +33,7 @@ def dashboard_shows_jobs_moving(url: str) -> bool:
     """The printed URL, in Chromium: the feed is live and fills with the simulator's jobs."""
     from playwright.sync_api import expect, sync_playwright
 
-    from scripts.bench_dashboard import launch
+    from tools.bench.dashboard import launch
 
     with sync_playwright() as pw:
         browser = launch(pw)
@@ -56,7 +56,7 @@ def test_make_run_shows_jobs_flowing_and_ctrl_c_stops_everything(tmp_path):
            "SIMULATOR_ARGS": "--interval 0.2 --max-batch 2 --follow --seed 3"}
     for name in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "TRITON_URL"):
         env.pop(name, None)  # the embedded defaults
-    launcher = subprocess.Popen([sys.executable, "-m", "satkit.stack", "--simulator"], cwd=ROOT, env=env,
+    launcher = subprocess.Popen([sys.executable, "-m", "launcher", "--simulator"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(launcher.stdout), daemon=True)

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from mesh_helpers import MODELS, series, total_jobs, wait_terminal
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2 as ipb
@@ -21,8 +22,7 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from mesh_helpers import MODELS, series, total_jobs, wait_terminal
-from satkit.stack import Stack, StackSettings
+from launcher.stack import Stack, StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,6 @@ def test_200_series_of_mixed_lengths_through_both_models(clients):
 
 def test_the_seed_sql_gives_each_model_its_own_inference_time(mesh, clients):
     import sqlalchemy as sa
-
     from mesh_helpers import query
 
     ingest, orchestrator, _ = clients
@@ -208,7 +207,8 @@ def test_the_benchmark_measures_what_it_sends(mesh, tmp_path):
     import io
     import json
 
-    from scripts import bench_measure, bench_mesh
+    from tools.bench import measure as bench_measure
+    from tools.bench import mesh as bench_mesh
 
     completions = bench_measure.Completions(mesh.orchestrator)
     shown = io.StringIO()  # not a terminal: plain lines
@@ -249,7 +249,7 @@ def test_the_benchmark_measures_what_it_sends(mesh, tmp_path):
 
 
 def test_single_model_check_runs_one_job_per_model(mesh):
-    from satkit import check_models
+    from tools import check_models
 
     lines: list[str] = []
     addresses = ["--ingest", mesh.ingest, "--orchestrator", mesh.orchestrator, "--analysis", mesh.analysis]
@@ -265,7 +265,7 @@ def test_single_model_check_runs_one_job_per_model(mesh):
 
 
 def test_load_test_reports_and_judges_against_the_targets(mesh):
-    from satkit import loadtest
+    from tools import loadtest
 
     lines: list[str] = []
     addresses = ["--ingest", mesh.ingest, "--orchestrator", mesh.orchestrator, "--analysis", mesh.analysis]
@@ -281,7 +281,7 @@ def test_load_test_reports_and_judges_against_the_targets(mesh):
 
 
 def test_load_test_judgement():
-    from satkit.loadtest import Report, Targets
+    from tools.loadtest import Report, Targets
 
     good = Report(requests=100, succeeded=99, seconds=2.0, latencies_ms=[50.0] * 99)
     assert good.misses(Targets()) == []

@@ -10,14 +10,24 @@ import time
 
 import grpc
 import pytest
+from mesh_helpers import (
+    MODELS,
+    EventLog,
+    clients_of,
+    paused,
+    rpc_error_within,
+    series,
+    stream_submit,
+    table_rows,
+    total_jobs,
+    wait_terminal,
+)
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import job_state_pb2 as js
 
-from mesh_helpers import (MODELS, EventLog, clients_of, paused, rpc_error_within, series, stream_submit, table_rows,
-                          total_jobs, wait_terminal)
-from satkit.stack import Stack, StackSettings
+from launcher.stack import Stack, StackSettings
 
 # Re-dispatch after 3 s without progress (30 s by default) so a test does not wait long.
 FAST_RECONCILER = {"ORCHESTRATOR_STUCK_S": "3", "ORCHESTRATOR_RECONCILE_S": "0.5"}

@@ -4,7 +4,8 @@ import json
 import os
 
 from conftest import ROOT
-from satkit import model_repository as repo
+
+from launcher import model_repository as repo
 
 MODELS = ["transformer_timeseries", "vae_timeseries"]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from satkit import patterns
+from tools import patterns
 
 
 @pytest.mark.parametrize("pattern", patterns.PATTERNS)

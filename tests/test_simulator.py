@@ -12,17 +12,17 @@ import time
 from pathlib import Path
 
 import grpc
+import mesh_helpers
 import numpy
 import pytest
 from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-import mesh_helpers
-from satkit import patterns, simulator
-from satkit.simulator import Options, Summary
-from satkit.stack import Stack, StackSettings
-from satkit.triton_local import free_port
+from launcher.stack import Stack, StackSettings
+from launcher.triton_local import free_port
+from tools import patterns, simulator
+from tools.simulator import Options, Summary
 
 ROOT = Path(__file__).resolve().parent.parent
 ITERATION = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  iteration (\d+)  batch (\d+)$")
@@ -229,7 +229,7 @@ def test_a_restarted_ingest_breaks_the_stream_and_the_simulator_carries_on(stack
 @pytest.mark.parametrize("how", ["duration", signal.SIGINT, signal.SIGTERM], ids=["duration", "sigint", "sigterm"])
 def test_the_process_stops_with_a_summary(stack, how):
     duration = "1" if how == "duration" else "120"
-    proc = subprocess.Popen([sys.executable, "-m", "satkit.simulator", "--url", stack.ingest, "--orchestrator",
+    proc = subprocess.Popen([sys.executable, "-m", "tools.simulator", "--url", stack.ingest, "--orchestrator",
                              stack.orchestrator, "--interval", "0.1", "--duration", duration, "--follow"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from satkit import stack as st
-from satkit.embedded_redis import EmbeddedRedis, valkey_binary
-from satkit.stack import Stack, StackSettings
-from satkit.triton_local import TritonSettings
+from launcher import stack as st
+from launcher.embedded_redis import EmbeddedRedis, valkey_binary
+from launcher.stack import Stack, StackSettings
+from launcher.triton_local import TritonSettings, free_port
+from launcher.up import simulator_command
 
 
 def test_from_env_defaults():
@@ -129,7 +130,7 @@ def test_port_checks():
         busy.listen()
         port = busy.getsockname()[1]
         assert st.port_taken("127.0.0.1", port)
-        assert not st.http_answers(f"http://127.0.0.1:{st.free_port()}/")
+        assert not st.http_answers(f"http://127.0.0.1:{free_port()}/")
     s = StackSettings(ingest_addr=f"127.0.0.1:{port}", only=("ingest", "flower", "triton"),
                       triton=TritonSettings(grpc_port=1))
     ports = st.ports_to_bind(s)
@@ -158,6 +159,6 @@ def test_run_dir_from_env_moves_triton_along(tmp_path):
 
 def test_simulator_command_points_at_the_stacks_services():
     s = StackSettings(ingest_addr="0.0.0.0:7001", orchestrator_addr="127.0.0.1:7002")
-    command = st.simulator_command(s, "--interval 0.5 --models 'vae_timeseries'", python="py")
-    assert command == ["py", "-m", "satkit.simulator", "--url", "127.0.0.1:7001", "--orchestrator",
+    command = simulator_command(s, "--interval 0.5 --models 'vae_timeseries'", python="py")
+    assert command == ["py", "-m", "tools.simulator", "--url", "127.0.0.1:7001", "--orchestrator",
                        "127.0.0.1:7002", "--interval", "0.5", "--models", "vae_timeseries"]

@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from satkit import model_repository as repo  # noqa: E402
+from launcher import model_repository as repo  # noqa: E402
 from scripts import convert_model, train  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""satkit.triton_local: start-up, a model dropped in, failures, and stopping with nothing left."""
+"""launcher.triton_local: start-up, a model dropped in, failures, and stopping with nothing left."""
 
 import os
 import shutil
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-
 from conftest import ROOT, triton_settings
-from satkit import model_repository as repo
-from satkit.triton_local import LocalTriton, TritonError
+
+from launcher import model_repository as repo
+from launcher.triton_local import LocalTriton, TritonError
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -71,7 +71,7 @@ def test_the_command_stops_cleanly_on_a_signal(tmp_path, sig):
     settings = triton_settings(tmp_path / "work")
     env = {**os.environ, "TRITON_WORK_DIR": str(settings.work_dir), "TRITON_HTTP_PORT": str(settings.http_port),
            "TRITON_GRPC_PORT": str(settings.grpc_port), "TRITON_METRICS_PORT": str(settings.metrics_port)}
-    proc = subprocess.Popen([sys.executable, "-m", "satkit.triton_local"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.triton_local"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()

@@ -9,10 +9,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from satkit import patterns
+from satkit.jobs import DEFAULT_MODELS
 from scripts.evaluate import onnx_predictor
+from tools import patterns
 
-MODELS = ["vae_timeseries", "transformer_timeseries"]
+MODELS = list(DEFAULT_MODELS)
 
 
 def _input(values, datatype="FP32", shape=None):

@@ -5,9 +5,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from scripts import datasets  # noqa: E402
-from scripts.tsmodels import TimeSeriesTransformer, TimeSeriesVAE, masked_median, ragged_window  # noqa: E402
-from satkit import patterns  # noqa: E402
+from scripts.tsmodels import (  # noqa: E402
+    TimeSeriesTransformer,
+    TimeSeriesVAE,
+    datasets,  # noqa: E402
+    masked_median,
+    ragged_window,
+)
+from tools import patterns  # noqa: E402
 
 
 def test_ragged_window_right_aligns_pads_and_cuts():

@@ -5,9 +5,10 @@ from sqlalchemy import pool
 
 from orchestrator_svc.db import Base, make_engine
 from orchestrator_svc.settings import Settings
+from satkit.settings import load
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+url = config.get_main_option("sqlalchemy.url") or load(Settings).database_url
 
 
 def run_migrations_offline() -> None:

@@ -1,4 +1,4 @@
-// The simulator's five patterns (satkit/patterns.py), ported simply: offset + scale * (signal +
+// The simulator's five patterns (tools/patterns.py), ported simply: offset + scale * (signal +
 // noise), from a seeded generator so that a seed gives the same series.
 export const PATTERNS = ["linear", "seasonal", "random_walk", "exponential", "cyclical"] as const;
 export type Pattern = (typeof PATTERNS)[number];

@@ -6,7 +6,7 @@ The config is rendered from settings, because its addresses differ between the l
 ``envoy/envoy.compose.yaml`` are two renderings, committed so that they can be read and used
 as they are; a test fails when they drift from this module.
 
-    python -m satkit.envoy --write        # re-render the committed files
+    python -m launcher.envoy --write        # re-render the committed files
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = "# Rendered by satkit/envoy.py (python -m satkit.envoy --write); edit that, not this file.\n"
+HEADER = "# Rendered by launcher/envoy.py (python -m launcher.envoy --write); edit that, not this file.\n"
 # Which server answers which gRPC service.
 ROUTES = {
     "satlas.v1.IngestService": "ingest",

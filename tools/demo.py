@@ -1,8 +1,8 @@
 """Guided demo of a running Satlas (``make up``), after the older system's ``demo_system.py``.
 
-    python -m satkit.demo
-    python -m satkit.demo --pause 3                  # time to look at each step
-    python -m satkit.demo --database-url postgresql://user@host/satlas
+    python -m tools.demo
+    python -m tools.demo --pause 3                  # time to look at each step
+    python -m tools.demo --database-url postgresql://user@host/satlas
 
 A gRPC client that walks through the whole system, one heading per step: the health of each
 service; the models Triton serves (ListModels); one series of each of the five patterns
@@ -16,8 +16,6 @@ every check held, 1 otherwise, 2 when a service is not serving.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
 import queue
 import sys
 import threading
@@ -35,13 +33,15 @@ from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from orchestrator_svc.db import normalize_url
-from satkit import cli, patterns
-from satkit.loadtest import service_health
-from satkit.simulator import sample
-from satkit.stack import StackSettings, http_answers
+from launcher.probes import http_answers
+from launcher.settings import ENVOY_PORT, FLOWER_PORT, StackSettings
+from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
+from satkit.settings import sqlalchemy_url
+from tools import cli, display, inputs, patterns
+from tools.loadtest import service_health
+from tools.simulator import sample
 
-VAE, TRANSFORMER = MODELS = cli.DEFAULT_MODELS
+VAE, TRANSFORMER = MODELS = DEFAULT_MODELS
 FORECAST_SHOWN = 5
 ANOMALY_POINTS = 3  # the most unusual points shown per series
 BAD_SERIES = [1.0, float("nan"), 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]  # series.values[1] is not a number
@@ -67,19 +67,17 @@ DEMO_ROWS_SQL = ("SELECT job_id, model_name, status, CAST(metrics->>'inference_t
 
 
 def default_database_url(environ=None) -> str:
-    """The database ``make up`` uses: DATABASE_URL, else SQLite under SATLAS_RUN_DIR (satkit.stack)."""
-    s = StackSettings.from_env(os.environ if environ is None else environ)
+    """The database ``make up`` uses: DATABASE_URL, else SQLite under SATLAS_RUN_DIR (launcher.settings)."""
+    s = StackSettings.from_env(environ)
     return s.database_url or f"sqlite:///{Path(s.run_dir).resolve() / 'satlas.db'}"
 
 
 def default_dashboard_url(environ=None) -> str:
-    e = os.environ if environ is None else environ
-    return f"http://localhost:{e.get('ENVOY_PORT', '8080')}/"
+    return f"http://localhost:{ENVOY_PORT.read(environ)}/"
 
 
 def default_flower_url(environ=None) -> str:
-    e = os.environ if environ is None else environ
-    return f"http://localhost:{e.get('FLOWER_PORT', '5555')}"
+    return f"http://localhost:{FLOWER_PORT.read(environ)}"
 
 
 # --- what is shown ----------------------------------------------------------------------
@@ -111,13 +109,13 @@ class Follow:
         if tracked is None or job.version <= version:
             return None
         self.seen[job.job_id] = (job.version, job.state)
-        if job.state in cli.TERMINAL:
+        if job.state in TERMINAL_STATES:
             self.final[job.job_id] = job
         if job.state == state:
             return None
         line = (f"  +{(at - self.t0) * 1000:7.1f} ms  {tracked.pattern:<12} {tracked.model:<23} "
-                f"{cli.state_name(job.state):<9}")
-        timings = cli.timings_text(job.timings)
+                f"{display.state_name(job.state):<9}")
+        timings = display.timings_text(job.timings)
         if timings:
             line += "  " + timings
         if job.error:
@@ -136,28 +134,6 @@ def sqlite_path(url: str) -> Path | None:
     if not url.startswith(prefix) or len(url) == len(prefix):
         return None
     return Path(url[len(prefix):].split("?", 1)[0])
-
-
-def cell(value) -> str:
-    """One value of a SQL row, short: 4 significant digits, times to the millisecond, ids whole."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return format(value, ".4g")
-    if isinstance(value, str):  # SQLite hands back its stored text, datetimes included
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return str(value)
-
-
-def rows_table(rows: list[sa.Row]) -> str:
-    if not rows:
-        return "(no rows)"
-    return cli.table(list(rows[0]._fields), [[cell(v) for v in r] for r in rows])
 
 
 def indent(text: str, by: str = "  ") -> str:
@@ -240,7 +216,7 @@ class Demo:
         self.step("The models Triton serves (AnalysisService.ListModels)")
         served = {m.name: m for m in analysis.ListModels(apb.ListModelsRequest(), timeout=10).models}
         for m in served.values():
-            self.out(indent(cli.model_text(m)))
+            self.out(indent(display.model_text(m)))
         missing = [n for n in MODELS if not (n in served and served[n].ready)]
         if missing:
             self.out(f"not ready: {', '.join(missing)}")
@@ -250,7 +226,7 @@ class Demo:
         a = self.args
         self.step(f"One series of each pattern, to both models (IngestService.SubmitSeries, {a.length} points)")
         for i, pattern in enumerate(patterns.PATTERNS):
-            values = cli.pattern_values(pattern, a.length, a.seed + i)
+            values = inputs.pattern_values(pattern, a.length, a.seed + i)
             request = ipb.SubmitSeriesRequest(series={"values": values, "series_id": f"demo-{pattern}"},
                                               models=list(MODELS))
             if not self.t0:
@@ -281,7 +257,7 @@ class Demo:
                 heard = at
                 self.out(line)
         self.final = follow.final
-        ok = sum(j.state == cli.JobState.JOB_STATE_SUCCEEDED for j in self.final.values())
+        ok = sum(j.state == display.JobState.JOB_STATE_SUCCEEDED for j in self.final.values())
         self.out(f"  {ok} of {len(self.jobs)} jobs SUCCEEDED")
         if ok < len(self.jobs):
             unfinished = len(follow.waiting)
@@ -299,14 +275,14 @@ class Demo:
                 first = ", ".join(f"{v:.4g}" for v in forecast.result.predictions[:FORECAST_SHOWN])
                 self.out(f"    forecast   next {len(forecast.result.predictions)} points: [{first}, ...]")
             else:
-                self.out(f"    forecast   none ({cli.state_name(forecast.state)} {forecast.error})".rstrip())
+                self.out(f"    forecast   none ({display.state_name(forecast.state)} {forecast.error})".rstrip())
             r = vae.result
             if r.anomaly_scores:
                 points = ", ".join(f"#{i} (score {s:.3g})" for i, s in top_points(r.anomaly_scores))
                 self.out(f"    anomaly    score {r.anomaly_score:.3g}, {'ANOMALY' if r.anomaly_flag else 'normal'};"
                          f" most unusual points: {points}")
             else:
-                self.out(f"    anomaly    none ({cli.state_name(vae.state)} {vae.error})".rstrip())
+                self.out(f"    anomaly    none ({display.state_name(vae.state)} {vae.error})".rstrip())
 
     def bad_series(self, ingest) -> None:
         self.step("A bad series is rejected (INVALID_ARGUMENT with google.rpc.BadRequest)")
@@ -315,7 +291,7 @@ class Demo:
             ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": BAD_SERIES}, models=list(MODELS)),
                                 timeout=10)
         except grpc.RpcError as exc:
-            violations = cli.field_violations(exc)
+            violations = display.field_violations(exc)
             self.out(f"  status     {exc.code().name}")
             for field, description in violations:
                 self.out(f"  violation  {field}: {description}")
@@ -335,17 +311,17 @@ class Demo:
             self.out(f"  no database at {path}")
             self.problems.append("no database there (--database-url)")
             return
-        engine = sa.create_engine(normalize_url(url))
+        engine = sa.create_engine(sqlalchemy_url(url))
         try:
             with engine.connect() as conn:
                 for title, query in SQL_CHECKS:
                     self.out(f"  -- {title}\n  {query}")
-                    self.out(indent(rows_table(conn.execute(sa.text(query)).all()), "    "))
+                    self.out(indent(display.rows_table(conn.execute(sa.text(query)).all()), "    "))
                     self.out("")
                 self.out("  -- this demo's jobs")
                 query = sa.text(DEMO_ROWS_SQL).bindparams(sa.bindparam("ids", expanding=True))
                 rows = conn.execute(query, {"ids": list(self.jobs)}).all()
-                self.out(indent(rows_table(rows), "    "))
+                self.out(indent(display.rows_table(rows), "    "))
         except sa.exc.SQLAlchemyError as exc:
             self.out(f"  cannot read {url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
             self.problems.append("the database could not be read (--database-url)")
@@ -376,7 +352,7 @@ class Demo:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m satkit.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_address_options(parser)
     parser.add_argument("--database-url", default=default_database_url(),
@@ -399,7 +375,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     try:
         return Demo(args, out).run()
     except grpc.RpcError as exc:
-        for line in cli.error_lines(exc):
+        for line in display.error_lines(exc):
             out(line)
         return 1
     except KeyboardInterrupt:

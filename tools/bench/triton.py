@@ -1,7 +1,7 @@
 """Benchmark Triton alone: inferences/s and latency per model, series length and concurrency.
 
-    python -m scripts.bench_triton                      # starts a local Triton on free ports
-    python -m scripts.bench_triton --url 127.0.0.1:8001 # or measures a running one
+    python -m tools.bench.triton                      # starts a local Triton on free ports
+    python -m tools.bench.triton --url 127.0.0.1:8001 # or measures a running one
 
 Each cell runs ``concurrency`` clients that send ``rows`` series per request (``--rows``; 1 by
 default, more as the rows of one [rows, length] request, the layout the worker uses), back to
@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc.aio as grpcaio
 import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
 
-from satkit import patterns
-from satkit.triton_local import LocalTriton, TritonSettings, free_port
+from launcher.triton_local import LocalTriton, TritonSettings, free_port
+from satkit.jobs import DEFAULT_MODELS
+from tools import patterns
 
-MODELS = ("vae_timeseries", "transformer_timeseries")
+MODELS = DEFAULT_MODELS
 BATCHING_TARGET = 3.0  # concurrency 32 vs 1 at length 64
 
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dynamic batching, {model}, length 64: concurrency 32 = {gain:.1f}x concurrency 1 "
               f"(target >= {BATCHING_TARGET:.0f}x) {'PASS' if passed else 'FAIL'}")
     report = {
-        "command": "python -m scripts.bench_triton " + " ".join(argv or []),
+        "command": "python -m tools.bench.triton " + " ".join(argv or []),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "triton": {"url": url, "local": server is not None,
                    "max_queue_delay_us": config.dynamic_batching.max_queue_delay_microseconds,

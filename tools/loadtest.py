@@ -2,8 +2,8 @@
 per model, then N requests at concurrency C; throughput, latency and success judged against
 targets.
 
-    python -m satkit.loadtest                       # 50 requests at concurrency 10
-    python -m satkit.loadtest --requests 500 --concurrency 32
+    python -m tools.loadtest                       # 50 requests at concurrency 10
+    python -m tools.loadtest --requests 500 --concurrency 32
 
 A request is one series submitted to one model (models take turns), timed from the submit to
 its job's terminal state on WatchJob. Exit status 1 when a target is missed, 2 when a service
@@ -26,8 +26,8 @@ from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from satkit import check_models, cli, patterns
-from satkit.stack import GrpcHealth
+from launcher.probes import GrpcHealth
+from tools import check_models, cli, patterns
 
 
 @dataclass(frozen=True)

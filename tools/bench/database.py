@@ -12,11 +12,11 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from orchestrator_svc.db import normalize_url
+from satkit.settings import sqlalchemy_url
 
 
 def _engine(url: str) -> sa.Engine:
-    return sa.create_engine(normalize_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    return sa.create_engine(sqlalchemy_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
 
 @contextmanager

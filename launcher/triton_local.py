@@ -1,6 +1,6 @@
 """Run the real Triton Inference Server locally, on the CPU, from the ``nvidia-pytriton`` wheel.
 
-    python -m satkit.triton_local            # foreground; Ctrl-C stops it
+    python -m launcher.triton_local            # foreground; Ctrl-C stops it
 
 The wheel carries ``tritonserver`` 2.51 with only the Python backend. This module lays out a
 backend folder with the stub for the running Python, derives the CPU repository from
@@ -22,48 +22,43 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from satkit import model_repository, supervise
+from launcher import model_repository, supervise
+from satkit.settings import Var, load, setting
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+MODEL_REPOSITORY = Var("TRITON_MODEL_REPOSITORY", ROOT / "model_repository", "the source repository (one folder a model)",
+                       shown="model_repository")
+WORK_DIR = Var("TRITON_WORK_DIR", ROOT / ".run" / "triton", "the derived CPU repository, backend and log",
+               shown="$SATLAS_RUN_DIR/triton")
+HOST = Var("TRITON_HOST", "127.0.0.1", "where the local Triton listens")
+HTTP_PORT = Var("TRITON_HTTP_PORT", 8000, "its HTTP port")
+GRPC_PORT = Var("TRITON_GRPC_PORT", 8001, "its gRPC port (what TRITON_URL names)")
+METRICS_PORT = Var("TRITON_METRICS_PORT", 8002, "its Prometheus metrics port")
+INSTANCE_COUNT = Var("TRITON_INSTANCE_COUNT", 1, "model instances per model")
+INTRA_OP_THREADS = Var("TRITON_INTRA_OP_THREADS", 1, "onnxruntime threads per instance")
+MAX_QUEUE_DELAY_US = Var("TRITON_MAX_QUEUE_DELAY_US", 100, "dynamic batching: how long a request waits for company")
+STARTUP_TIMEOUT_S = Var("TRITON_STARTUP_TIMEOUT_S", 120.0, "seconds for every model to turn READY")
 
 
 @dataclass(frozen=True)
 class TritonSettings:
-    """Settings for the local server; every field can come from a ``TRITON_*`` variable."""
+    """Settings for the local server; ``load(TritonSettings)`` reads the ``TRITON_*`` variables."""
 
-    model_repository: Path = ROOT / "model_repository"
-    work_dir: Path = ROOT / ".run" / "triton"
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    instance_count: int = 1  # model instances per model on the CPU
-    intra_op_threads: int = 1  # onnxruntime threads per instance
-    max_queue_delay_us: int = 100  # dynamic batching: how long a request may wait for company
-    startup_timeout_s: float = 120.0
+    model_repository: Path = setting(MODEL_REPOSITORY)
+    work_dir: Path = setting(WORK_DIR)
+    host: str = setting(HOST)
+    http_port: int = setting(HTTP_PORT)
+    grpc_port: int = setting(GRPC_PORT)
+    metrics_port: int = setting(METRICS_PORT)
+    instance_count: int = setting(INSTANCE_COUNT)
+    intra_op_threads: int = setting(INTRA_OP_THREADS)
+    max_queue_delay_us: int = setting(MAX_QUEUE_DELAY_US)
+    startup_timeout_s: float = setting(STARTUP_TIMEOUT_S)
     stop_timeout_s: float = 10.0
     log_verbose: int = 0
     extra_args: tuple[str, ...] = field(default_factory=tuple)
-
-    @classmethod
-    def from_env(cls) -> "TritonSettings":
-        d = cls()
-        return cls(
-            model_repository=Path(os.environ.get("TRITON_MODEL_REPOSITORY", d.model_repository)),
-            work_dir=Path(os.environ.get("TRITON_WORK_DIR", d.work_dir)),
-            host=os.environ.get("TRITON_HOST", d.host),
-            http_port=_env_int("TRITON_HTTP_PORT", d.http_port),
-            grpc_port=_env_int("TRITON_GRPC_PORT", d.grpc_port),
-            metrics_port=_env_int("TRITON_METRICS_PORT", d.metrics_port),
-            instance_count=_env_int("TRITON_INSTANCE_COUNT", d.instance_count),
-            intra_op_threads=_env_int("TRITON_INTRA_OP_THREADS", d.intra_op_threads),
-            max_queue_delay_us=_env_int("TRITON_MAX_QUEUE_DELAY_US", d.max_queue_delay_us),
-            startup_timeout_s=float(os.environ.get("TRITON_STARTUP_TIMEOUT_S", d.startup_timeout_s)),
-        )
 
     @property
     def grpc_url(self) -> str:
@@ -122,7 +117,7 @@ class TritonError(RuntimeError):
 
 class LocalTriton:
     def __init__(self, settings: TritonSettings | None = None):
-        self.settings = settings or TritonSettings.from_env()
+        self.settings = settings or load(TritonSettings)
         self.process: subprocess.Popen | None = None
         self.models: list[str] = []
 
@@ -227,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance-count", type=int)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
-    settings = replace(TritonSettings.from_env(), **overrides)
+    settings = replace(load(TritonSettings), **overrides)
 
     supervise.block_signals()
     triton = LocalTriton(settings)

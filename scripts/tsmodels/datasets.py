@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from satkit import patterns
+from tools import patterns
 
 
 def pack(series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

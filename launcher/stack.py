@@ -1,57 +1,32 @@
-"""The whole of Satlas on one machine, in the foreground: ``make up`` (``python -m satkit.stack``).
+"""The whole of Satlas on one machine: ``Stack`` starts, watches, restarts and stops its processes.
 
-Starts Redis (an embedded Valkey unless REDIS_URL is set), Triton (the local server unless
-TRITON_URL is set), then the orchestrator, analysis server, ingest, a Celery worker and Flower;
-waits until each answers its health check, prints the addresses, and stops everything on
-Ctrl-C/SIGTERM or as soon as any of them exits. ``Stack`` is the same as a context manager.
-
-Environment (default in brackets):
-  SATLAS_RUN_DIR       logs, the embedded servers' files, the default database [.run]
-  DATABASE_URL         [sqlite:///.run/satlas.db]
-  REDIS_URL            [an embedded Valkey on a free port]
-  BROKER_URL           [REDIS_URL]
-  TRITON_URL           Triton gRPC host:port [the local Triton, configured by TRITON_*]
-  INGEST_ADDR          [127.0.0.1:50051]     ORCHESTRATOR_ADDR  [127.0.0.1:50052]
-  ANALYSIS_ADDR        [127.0.0.1:50053]     FLOWER_PORT        [5555]
-  ENVOY_PORT           the front door: dashboard, grpc-web, gRPC [8080]
-  ENVOY_ADMIN_PORT     Envoy's admin, on 127.0.0.1 only [9901]
-  WEB_PORT             the dashboard's static files, behind Envoy [8081]
-  ENVOY_CORS_ORIGINS   comma-separated origins allowed to call grpc-web [localhost/127.0.0.1 on 8080, 5173]
-  WORKER_CONCURRENCY   [4]                   LOG_FORMAT         [text]
-  STACK_STARTUP_TIMEOUT seconds for the services to turn healthy [120]
-  STACK_STOP_TIMEOUT   seconds for a graceful stop before SIGKILL [10]
-  SIMULATOR_ARGS       the simulator's flags with --simulator (make run) [--interval 1 --random-interval --follow]
-Port 0 in any address means a free port. Logs go to .run/logs/<name>.log; the simulator prints
-to the terminal.
+Redis (an embedded Valkey unless REDIS_URL is set), Triton (the local server unless TRITON_URL is
+set), then the orchestrator, analysis server, ingest, dashboard files, Envoy, a Celery worker and
+Flower; ``start`` returns once each answers its health check. ``with Stack(settings) as stack:``
+is the same for tests. ``python -m launcher`` (``make up``) runs it in the foreground; its
+settings are in ``launcher.settings``. Logs go to ``$SATLAS_RUN_DIR/logs/<name>.log``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from satkit import supervise
-from satkit.embedded_redis import EmbeddedRedis, EmbeddedRedisError
-from satkit.envoy import EnvoySettings, render
-from satkit.triton_local import ROOT, LocalTriton, TritonError, TritonSettings, free_port
+from launcher import supervise
+from launcher.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from launcher.envoy import EnvoySettings, render
+from launcher.probes import WORKER_HOSTNAME, GrpcHealth, WorkerPing, http_answers, worker_nodename
+from launcher.settings import NAMES, SERVICES, StackSettings, connect_addr, split_addr
+from launcher.triton_local import ROOT, LocalTriton, TritonError
+from satkit.queue import QUEUE
 
-SERVICES = ("orchestrator", "analysis", "ingest", "web", "envoy", "worker", "flower")
-NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 GRPC_SERVICES = ("orchestrator", "analysis", "ingest")
-QUEUE = "satlas.jobs"  # satkit.queue.QUEUE, not imported: that pulls Celery into `make up`'s parent
-WORKER_HOSTNAME = "worker1@%h"
-SIMULATOR_ARGS = "--interval 1 --random-interval --follow"
 FLOWER_HOST = "127.0.0.1"
 WEB_HOST = "127.0.0.1"
 WEB_DIR = ROOT / "web" / "dist"
@@ -63,125 +38,6 @@ class StackError(RuntimeError):
 
 class StackInterrupted(StackError):
     pass
-
-
-def split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected host:port, got {addr!r}")
-    return host, int(port)
-
-
-def connect_addr(addr: str) -> str:
-    """Where a client on this machine reaches a server bound to ``addr`` (wildcards → loopback)."""
-    host, port = split_addr(addr)
-    return f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '::') else host}:{port}"
-
-
-@dataclass(frozen=True)
-class StackSettings:
-    run_dir: Path = ROOT / ".run"  # logs/, valkey/ and the default sqlite database
-    database_url: str = ""  # "" → sqlite:///<run_dir>/satlas.db
-    redis_url: str = ""  # "" → embedded Valkey on embedded_redis_port
-    broker_url: str = ""  # "" → redis_url
-    triton_url: str = ""  # "" → local Triton with `triton`
-    triton: TritonSettings = TritonSettings()
-    embedded_redis_port: int = 0
-    ingest_addr: str = "127.0.0.1:50051"
-    orchestrator_addr: str = "127.0.0.1:50052"
-    analysis_addr: str = "127.0.0.1:50053"
-    flower_port: int = 5555
-    envoy_addr: str = "0.0.0.0:8080"
-    envoy_admin_port: int = 9901
-    web_port: int = 8081
-    cors_origins: tuple[str, ...] = EnvoySettings().cors_origins
-    worker_concurrency: int = 4  # processes mostly wait on gRPC and Triton: more than the 2 cores
-    log_format: str = "text"
-    startup_timeout_s: float = 120.0
-    stop_timeout_s: float = 10.0
-    env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child; wins over the stack's
-    only: tuple[str, ...] = ()  # start just these (debugging); () = all
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "StackSettings":
-        """``triton`` always comes from ``os.environ`` (``TritonSettings.from_env``)."""
-        e = os.environ if environ is None else environ
-        d = cls()
-        run_dir = Path(e.get("SATLAS_RUN_DIR", d.run_dir))
-        triton = TritonSettings.from_env()
-        if "TRITON_WORK_DIR" not in e:
-            triton = replace(triton, work_dir=run_dir / "triton")
-        return cls(
-            run_dir=run_dir,
-            database_url=e.get("DATABASE_URL", ""),
-            redis_url=e.get("REDIS_URL", ""),
-            broker_url=e.get("BROKER_URL", ""),
-            triton_url=e.get("TRITON_URL", ""),
-            triton=triton,
-            ingest_addr=e.get("INGEST_ADDR", d.ingest_addr),
-            orchestrator_addr=e.get("ORCHESTRATOR_ADDR", d.orchestrator_addr),
-            analysis_addr=e.get("ANALYSIS_ADDR", d.analysis_addr),
-            flower_port=int(e.get("FLOWER_PORT", d.flower_port)),
-            envoy_addr=f"0.0.0.0:{int(e.get('ENVOY_PORT', split_addr(d.envoy_addr)[1]))}",
-            envoy_admin_port=int(e.get("ENVOY_ADMIN_PORT", d.envoy_admin_port)),
-            web_port=int(e.get("WEB_PORT", d.web_port)),
-            cors_origins=tuple(o.strip() for o in e["ENVOY_CORS_ORIGINS"].split(",") if o.strip())
-            if e.get("ENVOY_CORS_ORIGINS") else d.cors_origins,
-            worker_concurrency=int(e.get("WORKER_CONCURRENCY", d.worker_concurrency)),
-            log_format=e.get("LOG_FORMAT", d.log_format),
-            startup_timeout_s=float(e.get("STACK_STARTUP_TIMEOUT", d.startup_timeout_s)),
-            stop_timeout_s=float(e.get("STACK_STOP_TIMEOUT", d.stop_timeout_s)),
-        )
-
-    @classmethod
-    def isolated(cls, run_dir: Path, **overrides) -> "StackSettings":
-        """Everything on free ports with its files under ``run_dir``: for tests."""
-        run_dir = Path(run_dir)
-        triton = replace(TritonSettings(), work_dir=run_dir / "triton", http_port=0, grpc_port=0, metrics_port=0)
-        base = dict(run_dir=run_dir, triton=triton, ingest_addr="127.0.0.1:0", orchestrator_addr="127.0.0.1:0",
-                    analysis_addr="127.0.0.1:0", flower_port=0, envoy_addr="127.0.0.1:0", envoy_admin_port=0,
-                    web_port=0)
-        return cls(**{**base, **overrides})
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """What this stack starts, in order."""
-        unknown = set(self.only) - set(NAMES)
-        if unknown:
-            raise ValueError(f"unknown names {sorted(unknown)}; known: {', '.join(NAMES)}")
-        wanted = [n for n in NAMES if not self.only or n in self.only]
-        return tuple(n for n in wanted if not (n == "redis" and self.redis_url or n == "triton" and self.triton_url))
-
-    def resolved(self, pick: Callable[[], int] = free_port) -> "StackSettings":
-        """Port 0 replaced by distinct free ports, and the default database filled in."""
-        t = self.triton
-        given = [self.flower_port, self.envoy_admin_port, self.web_port,
-                 *(split_addr(a)[1] for a in (self.ingest_addr, self.orchestrator_addr, self.analysis_addr,
-                                              self.envoy_addr))]
-        given += [] if self.triton_url else [t.http_port, t.grpc_port, t.metrics_port]
-        given += [] if self.redis_url else [self.embedded_redis_port]
-        taken = set(given) - {0}
-
-        def port(p: int) -> int:
-            while not p:
-                p = pick()
-                p = 0 if p in taken else p  # a port just released may come back from the next pick
-            taken.add(p)
-            return p
-
-        def addr(a: str) -> str:
-            host, p = split_addr(a)
-            return f"{host}:{port(p)}"
-
-        if not self.triton_url:
-            t = replace(t, http_port=port(t.http_port), grpc_port=port(t.grpc_port), metrics_port=port(t.metrics_port))
-        return replace(
-            self, triton=t, ingest_addr=addr(self.ingest_addr), orchestrator_addr=addr(self.orchestrator_addr),
-            analysis_addr=addr(self.analysis_addr), flower_port=port(self.flower_port),
-            envoy_addr=addr(self.envoy_addr), envoy_admin_port=port(self.envoy_admin_port),
-            web_port=port(self.web_port),
-            embedded_redis_port=self.embedded_redis_port if self.redis_url else port(self.embedded_redis_port),
-            database_url=self.database_url or f"sqlite:///{Path(self.run_dir).resolve() / 'satlas.db'}")
 
 
 def ports_to_bind(s: StackSettings) -> dict[str, tuple[str, int]]:
@@ -450,7 +306,7 @@ class Stack:
         procs = [self._services.pop(n) for n in names if n in self._services]
         for p in procs:  # the leader only: a graceful stop (Celery's warm shutdown drains its pool)
             if p.poll() is None:
-                _signal(p.pid, signal.SIGTERM)
+                signal_pid(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.stop_timeout_s
         for p in procs:
             try:
@@ -458,7 +314,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 pass
         for p in procs:  # stragglers, and whatever a dead leader left behind in its group
-            _signal(p.pid, signal.SIGKILL, group=True)
+            signal_pid(p.pid, signal.SIGKILL, group=True)
             p.wait()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -466,7 +322,7 @@ class Stack:
         p = self.processes.get(self._known(name))
         if p is None:
             return
-        _signal(p.pid, sig, group=True)
+        signal_pid(p.pid, sig, group=True)
         if sig in (signal.SIGKILL, signal.SIGTERM):
             self.stop(name)  # reaps; also clears LocalTriton/EmbeddedRedis state
 
@@ -511,134 +367,8 @@ class Stack:
         self.stop()
 
 
-class GrpcHealth:
-    """grpc.health.v1 Check of the server as a whole (service "")."""
-
-    def __init__(self, target: str):
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        self._grpc, self._pb = grpc, health_pb2
-        # Short reconnect backoff: the default grows to minutes while the server is still starting.
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 500)])
-        self.stub = health_pb2_grpc.HealthStub(self.channel)
-
-    def __call__(self) -> bool:
-        try:
-            reply = self.stub.Check(self._pb.HealthCheckRequest(service=""), timeout=1.0)
-        except self._grpc.RpcError:
-            return False
-        return reply.status == self._pb.HealthCheckResponse.SERVING
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-class WorkerPing:
-    """A Celery control ping to one worker: it answers once it consumes from the broker."""
-
-    def __init__(self, broker_url: str, hostname: str):
-        from celery import Celery
-
-        self.app = Celery("satlas-stack", broker=broker_url, set_as_current=False)
-        self.destination = [worker_nodename(hostname)]
-
-    def __call__(self) -> bool:
-        try:
-            return bool(self.app.control.ping(destination=self.destination, timeout=1.0))
-        except Exception:  # broker hiccup: try again next round
-            return False
-
-    def close(self) -> None:
-        self.app.close()
-
-
-def worker_nodename(hostname: str = WORKER_HOSTNAME) -> str:
-    from celery.utils.nodenames import host_format  # the worker's own expansion of %h
-
-    return host_format(hostname)
-
-
-def http_answers(url: str, ok_below: int = 500) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0):
-            return True
-    except urllib.error.HTTPError as exc:
-        return exc.code < ok_below
-    except OSError:  # URLError, refused, timeout
-        return False
-
-
-def simulator_command(s: StackSettings, args: str, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "satkit.simulator", "--url", connect_addr(s.ingest_addr),
-            "--orchestrator", connect_addr(s.orchestrator_addr), *shlex.split(args)]
-
-
-def stop_simulator(p: subprocess.Popen | None, timeout: float = 15.0) -> None:
-    """SIGTERM first: it finishes with its summary."""
-    if p is None or p.poll() is not None:
-        return
-    p.terminate()
-    try:
-        p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _signal(p.pid, signal.SIGKILL, group=True)
-        p.wait()
-
-
-def _signal(pid: int, sig: int, group: bool = False) -> None:
+def signal_pid(pid: int, sig: int, group: bool = False) -> None:
     try:
         os.killpg(pid, sig) if group else os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", type=lambda v: tuple(n.strip() for n in v.split(",") if n.strip()), default=(),
-                        help=f"start just these, comma-separated (debugging): {','.join(NAMES)}")
-    parser.add_argument("--simulator", action="store_true",
-                        help="once all is up, feed it with the data simulator (flags: SIMULATOR_ARGS)")
-    args = parser.parse_args(argv)
-    supervise.block_signals()  # before any thread: only `wait` takes SIGINT/SIGTERM/SIGCHLD
-    try:
-        stack = Stack(replace(StackSettings.from_env(), only=args.only), echo=lambda line: print(line, flush=True))
-    except ValueError as exc:  # a bad address or --only name
-        parser.error(str(exc))
-    simulator = None
-    try:
-        stack.start()
-        print(stack.summary(), flush=True)
-        if args.simulator:
-            command = simulator_command(stack.settings, os.environ.get("SIMULATOR_ARGS", SIMULATOR_ARGS))
-            print(f"feeding it: {shlex.join(command[1:])}", flush=True)
-            simulator = supervise.spawn(command, cwd=ROOT, env=stack.child_env())
-        while True:
-            name = stack.wait({"simulator": simulator} if simulator else None)
-            if name != "simulator":
-                break
-            print(f"the simulator exited with code {simulator.returncode}; the stack stays up "
-                  "(Ctrl-C stops it)", flush=True)
-            simulator = None
-        if name is None:
-            print("stopping everything", flush=True)
-            return 0
-        code = stack.processes[name].returncode
-        print(f"{name} exited with code {code}; stopping everything. {stack.log_file(name)}:\n"
-              f"{stack.log_tail(name)}", file=sys.stderr, flush=True)
-        return 1
-    except StackInterrupted as exc:
-        print(f"stack: {exc}; stopping", file=sys.stderr)
-        return 0
-    except StackError as exc:
-        print(f"stack: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        stop_simulator(simulator)
-        stack.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Single-model check: one job per model through the whole mesh, followed with WatchJob.
 
-    python -m satkit.check_models                 # every model Triton serves
-    python -m satkit.check_models --models vae_timeseries
+    python -m tools.check_models                 # every model Triton serves
+    python -m tools.check_models --models vae_timeseries
 
 Prints, per model, the job id, total and inference time, the model's type and its first
 predictions. Exit status 0 when every job SUCCEEDED, 1 otherwise, 2 when a service is unreachable.
@@ -24,7 +24,7 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from satkit import cli, patterns
+from tools import cli, display, inputs, patterns
 
 FIRST = 5  # predictions shown
 
@@ -49,8 +49,8 @@ class Check:
         head = f"{self.model} ({self.task or 'model'}): {'OK' if self.ok else 'FAILED'}"
         if not self.job_id:
             return [head, f"  error      {self.error}"]
-        out = [head, f"  job        {self.job_id}  {cli.state_name(self.state)}",
-               f"  total      {cli.ms(self.total_s)}", f"  inference  {cli.ms(self.inference_s)}"]
+        out = [head, f"  job        {self.job_id}  {display.state_name(self.state)}",
+               f"  total      {display.ms(self.total_s)}", f"  inference  {display.ms(self.inference_s)}"]
         if self.first:
             out.append(f"  first {len(self.first)} predictions  [{', '.join(f'{v:.4g}' for v in self.first)}]")
         if self.error:
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         except grpc.RpcError as exc:
             out(f"cannot list models at {args.analysis}: {exc.code().name}")
             return 2
-        names = cli.split_models(args.models) if args.models else sorted(served)
-        values = cli.pattern_values(args.pattern, args.length, args.seed)
+        names = inputs.split_models(args.models) if args.models else sorted(served)
+        values = inputs.pattern_values(args.pattern, args.length, args.seed)
         checks = [check(ingest, orchestrator, served.get(n) or apb.Model(name=n), values, args.timeout) for n in names]
     finally:
         for c in channels:

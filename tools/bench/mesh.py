@@ -1,17 +1,17 @@
 """End-to-end benchmark of the mesh: submit → SUCCEEDED, as a producer sees it.
 
-    python -m scripts.bench_mesh                    # starts an isolated stack (PostgreSQL if DATABASE_URL)
-    python -m scripts.bench_mesh --ingest H:P --orchestrator H:P   # or measures a running one
+    python -m tools.bench.mesh                    # starts an isolated stack (PostgreSQL if DATABASE_URL)
+    python -m tools.bench.mesh --ingest H:P --orchestrator H:P   # or measures a running one
 
 One StreamSeries stream sends length-64 series (one job per model each) at a fixed offered
 rate, paced open-loop so a slow mesh cannot slow the producer down; a WatchJobs stream times
-each job's terminal event (scripts.bench_measure). A sweep over offered loads, then a long run
+each job's terminal event (tools.bench.measure). A sweep over offered loads, then a long run
 at the sustained rate, each step ``--repeat`` times (median and spread); then Triton alone on the
 same series, at the same time for both models (the mesh's mix), in two layouts (one series per
 request, and ``jobs per message`` series as the rows of one request), each repeated, and the
 mesh's efficiency: its best median done/s over Triton's best median jobs/s. Prints a table,
 writes JSON and a PNG. Ctrl-C or SIGTERM stops it, and the stack it started, at once. With a
-PostgreSQL DATABASE_URL the run gets a fresh database on that server (scripts.bench_database).
+PostgreSQL DATABASE_URL the run gets a fresh database on that server (tools.bench.database).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from scripts import bench_triton
-from scripts.bench_database import fresh_database, vacuum_if_no_autovacuum
-from scripts.bench_measure import MODELS, STOP, Completions, CpuMeter, Progress, Run, make_series, offered_run
+from launcher.settings import WORKER_CONCURRENCY
+from orchestrator_svc.settings import JOBS_PER_MESSAGE
+from satkit.settings import DATABASE_URL, TRITON_URL
+from tools.bench import triton as bench_triton
+from tools.bench.database import fresh_database, vacuum_if_no_autovacuum
+from tools.bench.measure import MODELS, STOP, Completions, CpuMeter, Progress, Run, make_series, offered_run
 
-JOBS_PER_MESSAGE = 16  # orchestrator_svc.settings: jobs one Celery message carries (ORCHESTRATOR_JOBS_PER_MESSAGE)
-WORKER_CONCURRENCY = 4  # satkit.stack: worker processes (WORKER_CONCURRENCY), one Triton stream each
 SUMMARISED = ("throughput_jobs_s", "p50_ms", "p95_ms", "p99_ms", "backlog_growth_jobs_s")
 
 
@@ -198,7 +199,7 @@ def parse(argv):
                         help="seconds of Triton alone per layout and run, after the mesh steps (0: none)")
     parser.add_argument("--triton-in-flight", type=int,
                         help="requests in flight on Triton alone, one series each (default: worker processes x "
-                             f"jobs per message = {WORKER_CONCURRENCY} x {JOBS_PER_MESSAGE})")
+                             f"jobs per message = {WORKER_CONCURRENCY.default} x {JOBS_PER_MESSAGE.default})")
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--json", default="bench-results/mesh.json")
     parser.add_argument("--png", help="the plot (default: next to the JSON, e.g. bench-results/mesh.png)")
@@ -206,10 +207,10 @@ def parse(argv):
 
 
 def start_stack(args, exits: ExitStack, workers: int):
-    """An isolated stack (on PostgreSQL, in a database of the run's own: scripts.bench_database)."""
-    from satkit.stack import Stack, StackSettings
+    """An isolated stack (on PostgreSQL, in a database of the run's own: tools.bench.database)."""
+    from launcher.stack import Stack, StackSettings
 
-    database_url = exits.enter_context(fresh_database(os.environ.get("DATABASE_URL", "")))
+    database_url = exits.enter_context(fresh_database(DATABASE_URL.raw() or ""))
     args.vacuum_url = database_url
     settings = StackSettings.isolated(Path(tempfile.mkdtemp(prefix="satlas-bench-")), database_url=database_url,
                                       worker_concurrency=workers, stop_timeout_s=5.0)
@@ -272,7 +273,7 @@ def report(args, argv, stack, steps: list[Step], sustained: Step | None, triton:
         print(f"efficiency: mesh best median {max(s.done_s for s in everything):.1f} done/s / Triton alone "
               f"({triton['best_layout']}) {triton['jobs_s']:.1f} jobs/s = {100 * ratio:.1f} %")
     out = {
-        "command": "python -m scripts.bench_mesh " + " ".join(argv or []),
+        "command": "python -m tools.bench.mesh " + " ".join(argv or []),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "database": (stack.database_url.split(":")[0] if stack else "external"),
         "vacuumed_between_runs": args.vacuumed,
@@ -292,13 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     args.vacuum_url, args.vacuumed = "", False
     STOP.clear()
     previous = {s: signal.signal(s, _interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    workers = int(os.environ.get("WORKER_CONCURRENCY", WORKER_CONCURRENCY))
-    per_message = int(os.environ.get("ORCHESTRATOR_JOBS_PER_MESSAGE", JOBS_PER_MESSAGE))
+    workers = WORKER_CONCURRENCY.read()
+    per_message = JOBS_PER_MESSAGE.read()
     stack, exits = None, ExitStack()
     try:
         if not args.ingest:
             stack = start_stack(args, exits, workers)
-        args.triton = args.triton or os.environ.get("TRITON_URL", "127.0.0.1:8001")
+        args.triton = args.triton or TRITON_URL.read()
         steps, sustained, triton = measure(args, stack, workers, per_message)
     except KeyboardInterrupt as exc:
         print(f"\ninterrupted ({exc}); stopping", flush=True)

@@ -1,7 +1,7 @@
 """The orchestrator's job store alone: milliseconds per 2-job submission for each write.
 
-    python -m scripts.bench_store                                   # SQLite in a temporary dir
-    python -m scripts.bench_store --database-url postgresql://postgres@127.0.0.1:5432/test
+    python -m tools.bench.store                                   # SQLite in a temporary dir
+    python -m tools.bench.store --database-url postgresql://postgres@127.0.0.1:5432/test
 
 Each round stores one length-64 series for both models, then marks the jobs queued, starts
 them and reports their results: the four transactions every submission costs.

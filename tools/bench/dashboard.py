@@ -1,8 +1,8 @@
 """The dashboard under load, in real Chromium: how smooth it stays, and a screenshot.
 
-    python -m scripts.bench_dashboard                      # isolated stack, 500 jobs/s offered for 30 s
-    python -m scripts.bench_dashboard --screenshot docs/dashboard.png
-    python -m scripts.bench_dashboard --url http://localhost:8080 --ingest 127.0.0.1:50051  # a running stack
+    python -m tools.bench.dashboard                      # isolated stack, 500 jobs/s offered for 30 s
+    python -m tools.bench.dashboard --screenshot docs/dashboard.png
+    python -m tools.bench.dashboard --url http://localhost:8080 --ingest 127.0.0.1:50051  # a running stack
 
 Opens the live monitoring view (/dashboard.html, through Envoy) in Debian's Chromium, driven by
 playwright with /usr/bin/chromium (never a downloaded browser), offers load over one StreamSeries
@@ -32,7 +32,7 @@ import numpy as np
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
-from scripts.bench_measure import MODELS, make_series, paced_requests
+from tools.bench.measure import MODELS, make_series, paced_requests
 
 CHROMIUM = "/usr/bin/chromium"
 # The machine has no outside network: without these, Chromium keeps trying to reach Google.
@@ -178,7 +178,7 @@ def target(args):
     if args.url:
         yield args.url, args.ingest
         return
-    from satkit.stack import Stack, StackSettings
+    from launcher.stack import Stack, StackSettings
 
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         with Stack(StackSettings.isolated(Path(tmp))) as stack:

@@ -1,8 +1,8 @@
 """Data simulator: keeps producing synthetic series and submitting them to IngestService.
 
-    python -m satkit.simulator --interval 1 --random-interval --follow
+    python -m tools.simulator --interval 1 --random-interval --follow
 
-Each iteration sends min..max series (one of the satkit.patterns each) for every model over one
+Each iteration sends min..max series (one of the tools.patterns each) for every model over one
 long-lived StreamSeries call and prints the job ids; --follow also prints each job's result as it
 ends (OrchestratorService.WatchJobs). Ctrl-C, SIGTERM, --duration or --iterations stop it with a
 summary. Exit status: 0; 1 if a series was rejected or got no answer, or a job failed; 2 if the
@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import os
-import queue
 import secrets
 import signal
 import sys
@@ -25,20 +23,19 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import grpc
 import numpy
 from google.rpc import code_pb2
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
-from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from satkit import cli, patterns
+from satkit.jobs import DEFAULT_MODELS
+from satkit.settings import INGEST_ADDR, ORCHESTRATOR_ADDR
+from tools import display, inputs, patterns
+from tools.streams import Stream, Watcher, now_text
 
-BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # waits before reopening a broken stream; the last repeats
-EARLY_MAX = 10_000  # results kept for jobs whose ids have not come back yet
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 1000),
                    ("grpc.max_reconnect_backoff_ms", 2000)]  # gRPC's default backoff grows to minutes
 
@@ -49,11 +46,11 @@ class Options:
     random_interval: bool = False
     min_batch: int = 1
     max_batch: int = 5
-    url: str = "127.0.0.1:50051"
-    orchestrator: str = "127.0.0.1:50052"
+    url: str = INGEST_ADDR.default
+    orchestrator: str = ORCHESTRATOR_ADDR.default
     patterns: tuple[str, ...] = patterns.PATTERNS
     length: int = 20
-    models: tuple[str, ...] = cli.DEFAULT_MODELS
+    models: tuple[str, ...] = DEFAULT_MODELS
     duration: float | None = None
     iterations: int | None = None
     seed: int | None = None
@@ -113,10 +110,6 @@ def sample(values, head: int = 2, tail: int = 1) -> str:
     return "[" + ", ".join("..." if v is None else f"{v:.{digits}f}" for v in shown) + "]"
 
 
-def now_text() -> str:
-    return datetime.now().strftime("%H:%M:%S.%f")[:-3]
-
-
 def error_lines(e: ipb.SubmitError) -> list[str]:
     name = code_pb2.Code.Name(e.code) if e.code in code_pb2.Code.values() else str(e.code)
     extra = [f"  {v.field}: {v.description}" for v in e.field_violations if v.description not in e.message]
@@ -125,157 +118,9 @@ def error_lines(e: ipb.SubmitError) -> list[str]:
 
 def result_line(job) -> str:
     t = job.timings
-    return (f"{cli.state_time(job)}  result {job.job_id}  {job.model_name}  {cli.state_name(job.state)}"
-            f"  total {cli.ms(t.total_seconds)}  inference {cli.ms(t.inference_seconds)}"
+    return (f"{display.state_time(job)}  result {job.job_id}  {job.model_name}  {display.state_name(job.state)}"
+            f"  total {display.ms(t.total_seconds)}  inference {display.ms(t.inference_seconds)}"
             + (f"  error: {job.error}" if job.error else ""))
-
-
-class Reopening:
-    """A server stream read on its own thread and reopened with backoff when the server breaks it."""
-    what = "stream"
-
-    def __init__(self, say: Callable[[str], None]):
-        self.say, self.stopped, self.call = say, threading.Event(), None
-        self.thread = threading.Thread(target=self._run, name=f"simulator {self.what}", daemon=True)
-
-    def _run(self) -> None:
-        attempt = 0  # failures since the last message
-        while True:
-            self.call = self._open()
-            try:
-                for message in self.call:
-                    attempt = 0
-                    self._handle(message)
-                if self._finished():
-                    return
-                problem = "the server ended it"
-            except grpc.RpcError as exc:
-                problem = f"{exc.code().name}: {exc.details()}"
-            if self.stopped.is_set():
-                return
-            wait, attempt = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)], attempt + 1
-            self.say(f"{now_text()}  {self.what} broken ({problem}); reopening in {wait:g} s")
-            if self.stopped.wait(wait):
-                return
-
-    def _finished(self) -> bool:
-        return False
-
-    def halt(self) -> None:
-        self.stopped.set()
-        if self.call is not None:
-            self.call.cancel()
-        self.thread.join(5)
-
-
-class Stream(Reopening):
-    """The StreamSeries call. Requests not yet answered go out again on a reopened call; their
-    idempotency keys make that safe (a request the dead call did deliver returns its first jobs)."""
-    what = "ingest stream"
-
-    def __init__(self, stub, on_answer: Callable, say: Callable[[str], None]):
-        super().__init__(say)
-        self.stub, self.on_answer = stub, on_answer
-        self.lock = threading.Lock()
-        self.idle = threading.Condition(self.lock)
-        self.unanswered: OrderedDict[int, ipb.StreamSeriesRequest] = OrderedDict()
-        self.outbox: queue.Queue = queue.Queue()
-        self.closing = False
-
-    def send(self, request: ipb.StreamSeriesRequest) -> None:
-        with self.lock:
-            self.unanswered[request.sequence] = request
-            self.outbox.put(request)
-
-    def close(self, timeout: float) -> list[int]:
-        """Half-closes, waits up to ``timeout`` for the answers; the sequences still unanswered."""
-        with self.lock:
-            self.closing = True
-            self.outbox.put(None)
-            self.idle.wait_for(lambda: not self.unanswered, max(0.0, timeout))
-            left = list(self.unanswered)
-        self.halt()
-        return left
-
-    def _open(self):
-        with self.lock:
-            self.outbox.put(None)  # ends the reader gRPC keeps on the previous call's requests
-            self.outbox = outbox = queue.Queue()
-            for request in [*self.unanswered.values(), *[None] * self.closing]:
-                outbox.put(request)
-        return self.stub.StreamSeries(iter(outbox.get, None))
-
-    def _handle(self, response: ipb.StreamSeriesResponse) -> None:
-        with self.lock:
-            request = self.unanswered.get(response.sequence)
-        if request is not None:
-            self.on_answer(request, response)
-        with self.lock:
-            self.unanswered.pop(response.sequence, None)
-            if not self.unanswered:
-                self.idle.notify_all()
-
-    def _finished(self) -> bool:
-        with self.lock:
-            return self.closing and not self.unanswered
-
-
-class Watcher(Reopening):
-    """This run's results from WatchJobs. A job can end before its id comes back from the ingest,
-    so results of unknown ids are kept a while; the feed misses what ends before it subscribes or
-    while it is down, so overdue jobs are asked for with GetJob."""
-    what = "results feed"
-
-    def __init__(self, stub, models, lock: threading.RLock, on_result: Callable, say: Callable[[str], None]):
-        super().__init__(say)
-        self.stub, self.on_result = stub, on_result
-        self.request = opb.WatchJobsRequest(model_names=models, states=sorted(cli.TERMINAL))
-        self.lock, self.done = lock, threading.Condition(lock)
-        self.expected: dict[str, float] = {}  # job id -> when its id came back
-        self.early: OrderedDict[str, object] = OrderedDict()
-
-    def _open(self):
-        return self.stub.WatchJobs(self.request)
-
-    def expect(self, job_ids) -> None:
-        with self.lock:
-            for job_id in job_ids:
-                self.expected[job_id] = time.monotonic()
-                if job_id in self.early:
-                    self._handle(opb.WatchJobsResponse(job=self.early.pop(job_id)))
-
-    def _handle(self, response: opb.WatchJobsResponse) -> None:
-        job = response.job
-        with self.lock:
-            if self.expected.pop(job.job_id, None) is None:
-                self.early[job.job_id] = job
-                while len(self.early) > EARLY_MAX:
-                    self.early.popitem(last=False)
-                return
-            self.on_result(job)
-            self.done.notify_all()
-
-    def catch_up(self, older_than: float) -> None:
-        with self.lock:
-            overdue = [j for j, t in self.expected.items() if time.monotonic() - t >= older_than]
-        for job_id in overdue:
-            try:
-                job = self.stub.GetJob(opb.GetJobRequest(job_id=job_id), timeout=5).job
-            except grpc.RpcError:
-                return  # the orchestrator is away; the next round tries again
-            with self.lock:
-                if job.state in cli.TERMINAL and job_id in self.expected:
-                    self._handle(opb.WatchJobsResponse(job=job))
-
-    def drain(self, deadline: float) -> int:
-        """Waits for the outstanding results until ``deadline``; how many are still missing."""
-        while self.expected and time.monotonic() < deadline:
-            with self.lock:
-                self.done.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-            self.catch_up(1.0)
-        self.catch_up(0.0)
-        self.halt()
-        return len(self.expected)
 
 
 @dataclass
@@ -407,7 +252,7 @@ class Simulator:
             self.watcher.expect(block.job_ids)
 
     def _result(self, job) -> None:
-        ok = job.state == cli.JobState.JOB_STATE_SUCCEEDED
+        ok = job.state == display.JobState.JOB_STATE_SUCCEEDED
         self.summary.succeeded += ok
         self.summary.failed += not ok
         if not (ok and self.o.quiet):
@@ -415,20 +260,20 @@ class Simulator:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    env, d = os.environ, Options()
-    p = argparse.ArgumentParser(prog="python -m satkit.simulator", description=__doc__,
+    d = Options()
+    p = argparse.ArgumentParser(prog="python -m tools.simulator", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--interval", type=float, default=d.interval, help="seconds between iterations (default 5)")
     p.add_argument("--random-interval", action="store_true", help="each wait is 50-150 %% of --interval")
     p.add_argument("--min-batch", type=int, default=d.min_batch, help="fewest series per iteration (default 1)")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="most series per iteration (default 5)")
-    p.add_argument("--url", default=env.get("INGEST_ADDR", d.url), help="IngestService host:port [INGEST_ADDR]")
-    p.add_argument("--orchestrator", default=env.get("ORCHESTRATOR_ADDR", d.orchestrator),
+    p.add_argument("--url", default=INGEST_ADDR.read(), help="IngestService host:port [INGEST_ADDR]")
+    p.add_argument("--orchestrator", default=ORCHESTRATOR_ADDR.read(),
                    help="OrchestratorService host:port, for --follow [ORCHESTRATOR_ADDR]")
-    p.add_argument("--patterns", type=cli.split_models, default=d.patterns,
+    p.add_argument("--patterns", type=inputs.split_models, default=d.patterns,
                    help=f"comma-separated; each series picks one (default: {','.join(patterns.PATTERNS)})")
     p.add_argument("--length", type=int, default=d.length, help="points per series (default 20)")
-    p.add_argument("--models", type=cli.split_models, default=d.models, help="comma-separated (default: both)")
+    p.add_argument("--models", type=inputs.split_models, default=d.models, help="comma-separated (default: both)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--iterations", type=int, help="stop after this many iterations")
     p.add_argument("--seed", type=int, help="reproducible series, batch sizes and waits (default: random, shown)")

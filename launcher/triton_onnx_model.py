@@ -36,7 +36,7 @@ class TritonPythonModel:
                        for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.batch_inputs = json.loads(params.get("python.batch_inputs", "[]"))
-        # A [k, n] request carries k series of n points (see model_repository.MULTI_SERIES).
+        # A [k, n] request carries k series of n points (see satkit.jobs.MULTI_SERIES).
         self.multi_series = params.get("multi_series_requests", "false") == "true"
         self.min_length = int(params.get("min_length", "1"))
         self.max_length = int(params.get("max_length", str(2**31)))

@@ -1,0 +1,176 @@
+"""What ``make up`` reads: ``StackSettings`` and its variables, and every process's settings tables.
+
+    python -m launcher.settings     # the README's settings tables (a test keeps them equal)
+
+Port 0 in any address means a free port. REDIS_URL, BROKER_URL, TRITON_URL and DATABASE_URL
+unset mean: start an embedded Valkey, use it as the broker, start the local Triton, keep the
+jobs in ``$SATLAS_RUN_DIR/satlas.db``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from launcher.envoy import EnvoySettings
+from launcher.triton_local import ROOT, WORK_DIR, TritonSettings, free_port
+from satkit.settings import (
+    ANALYSIS_ADDR,
+    BROKER_URL,
+    DATABASE_URL,
+    INGEST_ADDR,
+    LOG_FORMAT,
+    ORCHESTRATOR_ADDR,
+    REDIS_URL,
+    SHARED,
+    TRITON_URL,
+    Var,
+    load,
+    setting,
+    table,
+    variables,
+)
+
+RUN_DIR = Var("SATLAS_RUN_DIR", ROOT / ".run", "logs, the embedded servers' files, the default database",
+              shown=".run")
+FLOWER_PORT = Var("FLOWER_PORT", 5555, "Flower, Celery's monitor, on 127.0.0.1")
+ENVOY_PORT = Var("ENVOY_PORT", 8080, "the front door: dashboard, grpc-web and gRPC")
+ENVOY_ADMIN_PORT = Var("ENVOY_ADMIN_PORT", 9901, "Envoy's admin, on 127.0.0.1 only")
+WEB_PORT = Var("WEB_PORT", 8081, "the dashboard's static files, behind Envoy, on 127.0.0.1")
+CORS_ORIGINS = Var("ENVOY_CORS_ORIGINS", EnvoySettings().cors_origins,
+                   "comma-separated origins allowed to call grpc-web", shown="localhost/127.0.0.1 on 8080, 5173")
+# Its processes mostly wait on gRPC and Triton: more than the 2 cores (measured in issue 11).
+WORKER_CONCURRENCY = Var("WORKER_CONCURRENCY", 4, "Celery worker processes")
+STARTUP_TIMEOUT = Var("STACK_STARTUP_TIMEOUT", 120.0, "seconds for the services to turn healthy")
+STOP_TIMEOUT = Var("STACK_STOP_TIMEOUT", 10.0, "seconds for a graceful stop before SIGKILL")
+SIMULATOR_ARGS = Var("SIMULATOR_ARGS", "--interval 1 --random-interval --follow",
+                     "the simulator's flags under `make run`")
+
+SERVICES = ("orchestrator", "analysis", "ingest", "web", "envoy", "worker", "flower")
+NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
+
+STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_ADMIN_PORT, WEB_PORT, CORS_ORIGINS, WORKER_CONCURRENCY,
+              STARTUP_TIMEOUT, STOP_TIMEOUT, SIMULATOR_ARGS]
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {addr!r}")
+    return host, int(port)
+
+
+def connect_addr(addr: str) -> str:
+    """Where a client on this machine reaches a server bound to ``addr`` (wildcards → loopback)."""
+    host, port = split_addr(addr)
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '::') else host}:{port}"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    run_dir: Path = setting(RUN_DIR)  # logs/, valkey/ and the default sqlite database
+    database_url: str = ""  # "" → sqlite:///<run_dir>/satlas.db
+    redis_url: str = ""  # "" → embedded Valkey on embedded_redis_port
+    broker_url: str = ""  # "" → redis_url
+    triton_url: str = ""  # "" → local Triton with `triton`
+    triton: TritonSettings = TritonSettings()
+    embedded_redis_port: int = 0
+    ingest_addr: str = setting(INGEST_ADDR)
+    orchestrator_addr: str = setting(ORCHESTRATOR_ADDR)
+    analysis_addr: str = setting(ANALYSIS_ADDR)
+    flower_port: int = setting(FLOWER_PORT)
+    envoy_addr: str = f"0.0.0.0:{ENVOY_PORT.default}"
+    envoy_admin_port: int = setting(ENVOY_ADMIN_PORT)
+    web_port: int = setting(WEB_PORT)
+    cors_origins: tuple[str, ...] = setting(CORS_ORIGINS)
+    worker_concurrency: int = setting(WORKER_CONCURRENCY)
+    log_format: str = setting(LOG_FORMAT)
+    startup_timeout_s: float = setting(STARTUP_TIMEOUT)
+    stop_timeout_s: float = setting(STOP_TIMEOUT)
+    env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child; wins over the stack's
+    only: tuple[str, ...] = ()  # start just these (debugging); () = all
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "StackSettings":
+        run_dir = RUN_DIR.read(environ)
+        triton = load(TritonSettings, environ)
+        if not WORK_DIR.raw(environ):
+            triton = replace(triton, work_dir=run_dir / "triton")  # the run dir carries Triton's files along
+        return load(cls, environ, run_dir=run_dir, triton=triton,
+                    database_url=DATABASE_URL.raw(environ) or "", redis_url=REDIS_URL.raw(environ) or "",
+                    broker_url=BROKER_URL.raw(environ) or "", triton_url=TRITON_URL.raw(environ) or "",
+                    envoy_addr=f"0.0.0.0:{ENVOY_PORT.read(environ)}")
+
+    @classmethod
+    def isolated(cls, run_dir: Path, **overrides) -> "StackSettings":
+        """Everything on free ports with its files under ``run_dir``: for tests."""
+        run_dir = Path(run_dir)
+        triton = replace(TritonSettings(), work_dir=run_dir / "triton", http_port=0, grpc_port=0, metrics_port=0)
+        base = dict(run_dir=run_dir, triton=triton, ingest_addr="127.0.0.1:0", orchestrator_addr="127.0.0.1:0",
+                    analysis_addr="127.0.0.1:0", flower_port=0, envoy_addr="127.0.0.1:0", envoy_admin_port=0,
+                    web_port=0)
+        return cls(**{**base, **overrides})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What this stack starts, in order."""
+        unknown = set(self.only) - set(NAMES)
+        if unknown:
+            raise ValueError(f"unknown names {sorted(unknown)}; known: {', '.join(NAMES)}")
+        wanted = [n for n in NAMES if not self.only or n in self.only]
+        return tuple(n for n in wanted if not (n == "redis" and self.redis_url or n == "triton" and self.triton_url))
+
+    def resolved(self, pick: Callable[[], int] = free_port) -> "StackSettings":
+        """Port 0 replaced by distinct free ports, and the default database filled in."""
+        t = self.triton
+        given = [self.flower_port, self.envoy_admin_port, self.web_port,
+                 *(split_addr(a)[1] for a in (self.ingest_addr, self.orchestrator_addr, self.analysis_addr,
+                                              self.envoy_addr))]
+        given += [] if self.triton_url else [t.http_port, t.grpc_port, t.metrics_port]
+        given += [] if self.redis_url else [self.embedded_redis_port]
+        taken = set(given) - {0}
+
+        def port(p: int) -> int:
+            while not p:
+                p = pick()
+                p = 0 if p in taken else p  # a port just released may come back from the next pick
+            taken.add(p)
+            return p
+
+        def addr(a: str) -> str:
+            host, p = split_addr(a)
+            return f"{host}:{port(p)}"
+
+        if not self.triton_url:
+            t = replace(t, http_port=port(t.http_port), grpc_port=port(t.grpc_port), metrics_port=port(t.metrics_port))
+        return replace(
+            self, triton=t, ingest_addr=addr(self.ingest_addr), orchestrator_addr=addr(self.orchestrator_addr),
+            analysis_addr=addr(self.analysis_addr), flower_port=port(self.flower_port),
+            envoy_addr=addr(self.envoy_addr), envoy_admin_port=port(self.envoy_admin_port),
+            web_port=port(self.web_port),
+            embedded_redis_port=self.embedded_redis_port if self.redis_url else port(self.embedded_redis_port),
+            database_url=self.database_url or f"sqlite:///{Path(self.run_dir).resolve() / 'satlas.db'}")
+
+
+def sections() -> list[tuple[str, list[Var]]]:
+    """Every process's variables, in the README's order."""
+    from analysis_svc.settings import Settings as Analysis
+    from ingest_svc.settings import Settings as Ingest
+    from orchestrator_svc.settings import Settings as Orchestrator
+
+    def own(vs: list[Var]) -> list[Var]:
+        return [v for v in vs if v not in SHARED]
+
+    return [("every process", SHARED), ("ingest_svc", own(variables(Ingest))),
+            ("orchestrator_svc", own(variables(Orchestrator))),
+            ("analysis_svc (server and worker)", own(variables(Analysis))), ("make up", STACK_VARS),
+            ("the local Triton", variables(TritonSettings))]
+
+
+def markdown() -> str:
+    return "\n\n".join(f"**{title}**\n\n{table(vs)}" for title, vs in sections())
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -1,0 +1,300 @@
+"""Command-line client for Satlas: submit series, follow jobs, read stats and models.
+
+    python -m tools.cli submit --pattern seasonal --length 128 --watch
+    python -m tools.cli get JOB_ID
+    python -m tools.cli list --state failed --all
+
+It talks to the three public services with the generated stubs only. Output is short and
+human by default; ``--json`` prints the response messages as proto3 JSON instead (one
+compact line per event for the streaming commands, so the output is JSON Lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+import grpc
+from satlas.v1 import (
+    analysis_service_pb2,
+    analysis_service_pb2_grpc,
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+    orchestrator_service_pb2,
+    orchestrator_service_pb2_grpc,
+)
+
+from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
+from satkit.settings import ANALYSIS_ADDR, INGEST_ADDR, ORCHESTRATOR_ADDR
+from tools import display, inputs, patterns
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def orchestrator(channel):
+    return orchestrator_service_pb2_grpc.OrchestratorServiceStub(channel)
+
+
+def follow(stub, job_id: str, show, lock: threading.Lock | None = None) -> int:
+    """Prints every state change of one job until it ends; 0 if it SUCCEEDED, else 1.
+
+    No deadline: a job may wait in the queue for a long time."""
+    call = stub.WatchJob(orchestrator_service_pb2.WatchJobRequest(job_id=job_id))
+    last_version, last_state = -1, None
+    try:
+        for response in call:
+            job = response.job
+            if job.version <= last_version:  # a replayed event (see Job.version)
+                continue
+            last_version = job.version
+            if job.state != last_state:
+                last_state = job.state
+                with lock or threading.Lock():
+                    show(job)
+            if job.state in TERMINAL_STATES:
+                break
+    finally:
+        call.cancel()
+    return 0 if last_state == display.JobState.JOB_STATE_SUCCEEDED else 1
+
+
+def printer(args):
+    if args.json:
+        return lambda job: print(display.to_json(job, stream=True), flush=True)
+    return lambda job: print(display.event_line(job), flush=True)
+
+
+def follow_all(stub, job_ids: list[str], show) -> int:
+    """Follows several jobs at once (one thread per WatchJob stream), so no job's early
+    states are missed while another is being watched."""
+    lock = threading.Lock()
+    codes: dict[str, int] = {}
+
+    def run(job_id):
+        try:
+            codes[job_id] = follow(stub, job_id, show, lock)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                with lock:
+                    codes[job_id] = display.print_error(exc)
+
+    threads = [threading.Thread(target=run, args=(j,), daemon=True) for j in job_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)  # short joins keep Ctrl-C responsive
+    return max([codes.get(j, 1) for j in job_ids], default=0)
+
+
+def cmd_submit(args) -> int:
+    models = inputs.split_models(args.models)
+    request = ingest_service_pb2.SubmitSeriesRequest(
+        series=inputs.build_series(args), models=models, idempotency_key=args.idempotency_key or ""
+    )
+    with grpc.insecure_channel(args.ingest) as channel:
+        response = ingest_service_pb2_grpc.IngestServiceStub(channel).SubmitSeries(request, timeout=args.timeout)
+    if args.json:
+        print(display.to_json(response))
+    else:
+        for model, job_id in zip(models, response.job_ids):
+            print(f"{model}  {job_id}")
+    if not args.watch:
+        return 0
+    with grpc.insecure_channel(args.orchestrator) as channel:
+        return follow_all(orchestrator(channel), list(response.job_ids), printer(args))
+
+
+def cmd_get(args) -> int:
+    with grpc.insecure_channel(args.orchestrator) as channel:
+        response = orchestrator(channel).GetJob(
+            orchestrator_service_pb2.GetJobRequest(job_id=args.job_id), timeout=args.timeout
+        )
+    print(display.to_json(response) if args.json else display.job_text(response.job))
+    return 0
+
+
+def cmd_watch(args) -> int:
+    with grpc.insecure_channel(args.orchestrator) as channel:
+        return follow(orchestrator(channel), args.job_id, printer(args))
+
+
+def cmd_watch_all(args) -> int:
+    request = orchestrator_service_pb2.WatchJobsRequest(model_names=args.model or [], states=args.state or [])
+    show = printer(args)
+    with grpc.insecure_channel(args.orchestrator) as channel:
+        call = orchestrator(channel).WatchJobs(request)
+        try:
+            for response in call:
+                show(response.job)
+        except KeyboardInterrupt:  # the normal way to stop a live feed
+            return 0
+        finally:
+            call.cancel()
+    return 0
+
+
+def cmd_list(args) -> int:
+    request = orchestrator_service_pb2.ListJobsRequest(
+        model_name=args.model or "", states=args.state or [], page_size=args.page_size or 0,
+        page_token=args.page_token or "",
+    )
+    jobs = []
+    with grpc.insecure_channel(args.orchestrator) as channel:
+        stub = orchestrator(channel)
+        while True:
+            response = stub.ListJobs(request, timeout=args.timeout)
+            jobs += response.jobs
+            if not (args.all and response.next_page_token):
+                break
+            request.page_token = response.next_page_token
+    next_token = response.next_page_token
+    if args.json:
+        print(display.to_json(orchestrator_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=next_token)))
+        return 0
+    print(display.jobs_table(jobs))
+    if next_token:  # on stderr, so the display.table alone can be piped on
+        print(f"more: --page-token {next_token}", file=sys.stderr)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    with grpc.insecure_channel(args.orchestrator) as channel:
+        response = orchestrator(channel).CancelJob(
+            orchestrator_service_pb2.CancelJobRequest(job_id=args.job_id), timeout=args.timeout
+        )
+    if args.json:
+        print(display.to_json(response))
+    else:
+        # A job that had already finished comes back unchanged, so say which happened.
+        job = response.job
+        done = "" if job.state == display.JobState.JOB_STATE_CANCELLED else " (already finished; not cancelled)"
+        print(f"{job.job_id}  {display.state_name(job.state)}{done}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    request = orchestrator_service_pb2.GetStatsRequest()
+    if args.window is not None:
+        request.window.FromNanoseconds(round(args.window * 1e9))
+    with grpc.insecure_channel(args.orchestrator) as channel:
+        response = orchestrator(channel).GetStats(request, timeout=args.timeout)
+    print(display.to_json(response) if args.json else display.stats_text(response))
+    return 0
+
+
+def cmd_models(args) -> int:
+    with grpc.insecure_channel(args.analysis) as channel:
+        response = analysis_service_pb2_grpc.AnalysisServiceStub(channel).ListModels(
+            analysis_service_pb2.ListModelsRequest(), timeout=args.timeout
+        )
+    if args.json:
+        print(display.to_json(response))
+    else:
+        print("\n\n".join(display.model_text(m) for m in response.models) or "no models")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    request = analysis_service_pb2.AnalyzeRequest(series=inputs.build_series(args), model_name=args.model)
+    with grpc.insecure_channel(args.analysis) as channel:
+        response = analysis_service_pb2_grpc.AnalysisServiceStub(channel).Analyze(request, timeout=args.timeout)
+    if args.json:
+        print(display.to_json(response))
+    else:
+        lines = [f"model          {args.model}", f"inference      {display.ms(response.inference_seconds)}"]
+        print("\n".join(lines + display.result_lines(response.result)))
+    return 0
+
+
+# --- arguments --------------------------------------------------------------------------
+
+
+def add_series_options(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--values", help="comma-separated numbers, e.g. 1,2,3 (--values=-1,2 when the first is negative)")
+    source.add_argument("--file", help="numbers, one per line or comma-separated; '-' reads stdin")
+    source.add_argument("--pattern", choices=patterns.PATTERNS, help="a synthetic series from tools.patterns")
+    p.add_argument("--length", type=int, default=128, help="points of a --pattern series (default 128)")
+    p.add_argument("--seed", type=int, default=None, help="seed of a --pattern series (default: random)")
+    p.add_argument("--series-id", help="your name for the series")
+    p.add_argument("--label", type=inputs.parse_label, action="append", metavar="KEY=VALUE", help="repeatable")
+
+
+def add_address_options(parser: argparse.ArgumentParser) -> None:
+    """--ingest/--orchestrator/--analysis, defaulting to the stack's env vars: every client tool's."""
+    parser.add_argument("--ingest", default=INGEST_ADDR.read(), help="IngestService address [INGEST_ADDR]")
+    parser.add_argument("--orchestrator", default=ORCHESTRATOR_ADDR.read(),
+                        help="OrchestratorService address [ORCHESTRATOR_ADDR]")
+    parser.add_argument("--analysis", default=ANALYSIS_ADDR.read(), help="AnalysisService address [ANALYSIS_ADDR]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.cli", description="Satlas command-line client.")
+    add_address_options(parser)
+    parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
+    parser.add_argument("--json", action="store_true", help="print the response messages as JSON")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("submit", help="submit a series; one job per model")
+    add_series_options(p)
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: both models)")
+    p.add_argument("--idempotency-key", help="a retry with the same key returns the first job ids")
+    p.add_argument("--watch", action="store_true", help="follow the jobs until they end")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("get", help="show one job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("watch", help="follow one job; exit 0 if it succeeded, 1 if not")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("watch-all", help="live feed of job changes (Ctrl-C stops)")
+    p.add_argument("--model", action="append", help="only this model (repeatable)")
+    p.add_argument("--state", type=inputs.parse_state, action="append", help="only changes into this state (repeatable)")
+    p.set_defaults(func=cmd_watch_all)
+
+    p = sub.add_parser("list", help="list jobs, newest first")
+    p.add_argument("--model", help="only this model")
+    p.add_argument("--state", type=inputs.parse_state, action="append", help="only this state (repeatable)")
+    p.add_argument("--page-size", type=int, help="jobs per page (server default 50, at most 1000)")
+    p.add_argument("--page-token", help="next page token of an earlier list")
+    p.add_argument("--all", action="store_true", help="follow next_page_token to the last page")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("cancel", help="cancel a job that has not finished")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("stats", help="totals, throughput, latency")
+    p.add_argument("--window", type=float, help="seconds (server default 60, at most 3600)")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("models", help="the models Triton serves")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("analyze", help="run one series through one model directly (no job)")
+    p.add_argument("--model", required=True)
+    add_series_options(p)
+    p.set_defaults(func=cmd_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except grpc.RpcError as exc:
+        return display.print_error(exc)
+    except (ValueError, OSError) as exc:  # bad local input: a series that does not parse, a missing file
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0 if args.command == "watch-all" else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
