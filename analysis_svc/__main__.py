@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from satlas.v1 import analysis_service_pb2_grpc as pb_grpc
 
@@ -13,20 +15,23 @@ from satkit import logs, server
 from satkit.settings import load
 
 
+@asynccontextmanager
+async def lifespan(settings: Settings) -> AsyncIterator[Analysis]:
+    servicer = Analysis(settings)
+    try:
+        yield servicer
+    finally:
+        await servicer.close()
+
+
+def register(srv, servicer: Analysis) -> list[str]:
+    pb_grpc.add_AnalysisServiceServicer_to_server(servicer, srv)
+    return ["satlas.v1.AnalysisService"]
+
+
 async def main(settings: Settings) -> None:
-    @asynccontextmanager
-    async def lifespan():
-        servicer = Analysis(settings)
-        try:
-            yield servicer
-        finally:
-            await servicer.close()
-
-    def register(srv, servicer: Analysis):
-        pb_grpc.add_AnalysisServiceServicer_to_server(servicer, srv)
-        return ["satlas.v1.AnalysisService"]
-
-    await server.serve("analysis", settings.address, lifespan, register, grace_s=settings.grace_s)
+    await server.serve("analysis", settings.address, partial(lifespan, settings), register,
+                       grace_s=settings.grace_s)
 
 
 if __name__ == "__main__":

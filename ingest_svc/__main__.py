@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import grpc
 from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
@@ -20,33 +22,35 @@ from satkit.settings import load
 CREATE_TIMEOUT_S = 30.0  # the longest a CreateJobs call may take when the caller set no deadline
 
 
+@asynccontextmanager
+async def lifespan(settings: Settings) -> AsyncIterator[Ingest]:
+    orchestrator = grpc.aio.insecure_channel(settings.orchestrator_addr, options=server.channel_options())
+    analysis = grpc.aio.insecure_channel(settings.analysis_addr, options=server.channel_options())
+    control = jc_grpc.JobControlServiceStub(orchestrator)
+
+    async def create_jobs(request, timeout: float):
+        return await control.CreateJobs(request, timeout=timeout, wait_for_ready=True)
+
+    batcher = Batcher(create_jobs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_s,
+                      max_in_flight=settings.max_in_flight, max_pending=settings.max_pending,
+                      max_timeout_s=CREATE_TIMEOUT_S)
+    await batcher.start()
+    try:
+        yield Ingest(batcher, ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s))
+    finally:
+        await batcher.stop()
+        await orchestrator.close()
+        await analysis.close()
+
+
+def register(srv, servicer: Ingest) -> list[str]:
+    pb_grpc.add_IngestServiceServicer_to_server(servicer, srv)
+    return ["satlas.v1.IngestService"]
+
+
 async def main(settings: Settings) -> None:
-    @asynccontextmanager
-    async def lifespan():
-        orchestrator = grpc.aio.insecure_channel(settings.orchestrator_addr, options=server.channel_options())
-        analysis = grpc.aio.insecure_channel(settings.analysis_addr, options=server.channel_options())
-        control = jc_grpc.JobControlServiceStub(orchestrator)
-
-        async def create_jobs(request, timeout: float):
-            return await control.CreateJobs(request, timeout=timeout, wait_for_ready=True)
-
-        batcher = Batcher(create_jobs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_s,
-                          max_in_flight=settings.max_in_flight, max_pending=settings.max_pending,
-                          max_timeout_s=CREATE_TIMEOUT_S)
-        await batcher.start()
-        try:
-            yield Ingest(batcher, ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s))
-        finally:
-            await batcher.stop()
-            await orchestrator.close()
-            await analysis.close()
-
-    def register(srv, servicer: Ingest):
-        pb_grpc.add_IngestServiceServicer_to_server(servicer, srv)
-        return ["satlas.v1.IngestService"]
-
-    await server.serve("ingest", settings.address, lifespan, register, grace_s=settings.grace_s,
-                       max_message_bytes=settings.max_message_bytes)
+    await server.serve("ingest", settings.address, partial(lifespan, settings), register,
+                       grace_s=settings.grace_s, max_message_bytes=settings.max_message_bytes)
 
 
 if __name__ == "__main__":

@@ -89,8 +89,8 @@ def _routes() -> list[dict]:
     return routes
 
 
-def config(s: EnvoySettings) -> dict:
-    cors = {
+def _cors(s: EnvoySettings) -> dict:
+    return {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": [{"exact": o} for o in s.cors_origins],
         "allow_methods": "GET, POST, OPTIONS",
@@ -100,7 +100,11 @@ def config(s: EnvoySettings) -> dict:
         "expose_headers": GRPC_HEADERS,
         "max_age": "86400",
     }
-    manager = {
+
+
+def _manager(s: EnvoySettings) -> dict:
+    """The HTTP connection manager: one port for grpc-web, gRPC and the page."""
+    return {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
         "codec_type": "AUTO",  # HTTP/1.1 (grpc-web, the page) and HTTP/2 (gRPC) on one port
@@ -118,7 +122,7 @@ def config(s: EnvoySettings) -> dict:
                                    "connection_keepalive": {"interval": "30s", "timeout": "10s"}},
         "route_config": {"name": "satlas", "virtual_hosts": [{
             "name": "satlas", "domains": ["*"], "routes": _routes(),
-            "typed_per_filter_config": {"envoy.filters.http.cors": cors},
+            "typed_per_filter_config": {"envoy.filters.http.cors": _cors(s)},
         }]},
         # Order matters: grpc_web translates, cors answers preflights, router forwards.
         "http_filters": [
@@ -130,6 +134,9 @@ def config(s: EnvoySettings) -> dict:
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
     }
+
+
+def config(s: EnvoySettings) -> dict:
     return {
         "admin": {"address": _address(*s.admin)},  # stats and control: never beyond loopback
         "overload_manager": {
@@ -145,7 +152,7 @@ def config(s: EnvoySettings) -> dict:
                 "address": _address(*s.listen),
                 "per_connection_buffer_limit_bytes": 32768,
                 "filter_chains": [{"filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}],
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": _manager(s)}]}],
             }],
             "clusters": [_cluster(name, host, port, http2=name != "web")
                          for name, (host, port) in s.upstreams.items()],

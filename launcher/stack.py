@@ -72,7 +72,7 @@ def port_taken(host: str, port: int) -> bool:
 
 
 def service_command(name: str, s: StackSettings, python: str = sys.executable) -> list[str]:
-    celery = [python, "-m", "celery", "-A", "analysis_svc.worker:app"]
+    celery = [python, "-m", "celery", "-A", "analysis_svc.worker.app:app"]
     return {
         "orchestrator": [python, "-m", "orchestrator_svc"],
         "analysis": [python, "-m", "analysis_svc"],

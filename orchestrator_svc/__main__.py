@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
@@ -32,39 +34,41 @@ async def reconcile_forever(core: Core, settings: Settings) -> None:
             log.warning("reconciler: %s", exc)
 
 
+@asynccontextmanager
+async def lifespan(settings: Settings) -> AsyncIterator[Core]:
+    if settings.migrate:
+        await asyncio.to_thread(migrate.upgrade, settings.database_url)
+    engine = db.make_engine(settings.database_url)
+    hub = EventHub(settings.redis_url)
+    await hub.start()
+    core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub)
+    core.set_dispatcher(Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
+                                   settings.jobs_per_message, core.mark_queued,
+                                   ahead=settings.dispatch_ahead, linger_s=settings.dispatch_linger_s))
+    await core.writer.start()
+    await core.dispatcher.start()
+    reconciler = asyncio.create_task(reconcile_forever(core, settings))
+    try:
+        yield core
+    finally:
+        reconciler.cancel()
+        await core.writer.stop()  # writes in hand commit (and dispatch) before the dispatcher stops
+        await core.dispatcher.stop()
+        await hub.stop()
+        core.writer.close()
+        core.pool.shutdown(wait=True)
+        engine.dispose()
+
+
+def register(srv, core: Core) -> list[str]:
+    pb_grpc.add_OrchestratorServiceServicer_to_server(Orchestrator(core), srv)
+    jc_grpc.add_JobControlServiceServicer_to_server(JobControl(core), srv)
+    return ["satlas.v1.OrchestratorService", "satlas.internal.v1.JobControlService"]
+
+
 async def main(settings: Settings) -> None:
-    @asynccontextmanager
-    async def lifespan():
-        if settings.migrate:
-            await asyncio.to_thread(migrate.upgrade, settings.database_url)
-        engine = db.make_engine(settings.database_url)
-        hub = EventHub(settings.redis_url)
-        await hub.start()
-        core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub)
-        core.set_dispatcher(Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
-                                       settings.jobs_per_message, core.mark_queued,
-                                       ahead=settings.dispatch_ahead, linger_s=settings.dispatch_linger_s))
-        await core.writer.start()
-        await core.dispatcher.start()
-        reconciler = asyncio.create_task(reconcile_forever(core, settings))
-        try:
-            yield core
-        finally:
-            reconciler.cancel()
-            await core.writer.stop()  # writes in hand commit (and dispatch) before the dispatcher stops
-            await core.dispatcher.stop()
-            await hub.stop()
-            core.writer.close()
-            core.pool.shutdown(wait=True)
-            engine.dispose()
-
-    def register(srv, core: Core):
-        pb_grpc.add_OrchestratorServiceServicer_to_server(Orchestrator(core), srv)
-        jc_grpc.add_JobControlServiceServicer_to_server(JobControl(core), srv)
-        return ["satlas.v1.OrchestratorService", "satlas.internal.v1.JobControlService"]
-
-    await server.serve("orchestrator", settings.address, lifespan, register, grace_s=settings.grace_s,
-                       max_message_bytes=server.INTERNAL_MAX_MESSAGE_BYTES)
+    await server.serve("orchestrator", settings.address, partial(lifespan, settings), register,
+                       grace_s=settings.grace_s, max_message_bytes=server.INTERNAL_MAX_MESSAGE_BYTES)
 
 
 if __name__ == "__main__":

@@ -66,9 +66,12 @@ class EventHub:
         self._publisher = asyncio.create_task(self._publish_forever(), name="event-publisher")
 
     async def stop(self) -> None:
-        self._closed = True  # redis-py can turn a cancel into a connection error: don't reconnect
+        # No cancel for the publisher: redis-py can turn a cancel into a connection error, which the
+        # publisher logs and outlives (a stop then waited forever). Woken and closed, it sends what
+        # is queued and ends.
+        self._closed = True  # and the listener does not reconnect
         if self._publisher:
-            self._publisher.cancel()
+            self._waiting.set()
             await asyncio.gather(self._publisher, return_exceptions=True)
             await self._send()  # what was committed last still goes out
         if self._listener:
@@ -88,7 +91,7 @@ class EventHub:
             self._waiting.set()
 
     async def _publish_forever(self) -> None:
-        while True:
+        while not self._closed:
             await self._waiting.wait()
             await self._send()
 

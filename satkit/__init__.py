@@ -1,6 +1,7 @@
 """The runtime the three services share, and the only extra code their image holds: server
-bootstrap (server), request validation (validation), logs, the orchestrator-to-worker hop (queue)
-and the names every process agrees on (jobs).
+bootstrap (server), request validation (validation), logs, the orchestrator-to-worker hop (queue),
+the environment variables and how they are read (settings) and the names every process agrees on
+(jobs). It imports nothing of the launcher, the tools or the services.
 
 Processes that start others (the stack launcher, the benchmarks, the tests) fork and exec at once
 from a process full of gRPC threads; gRPC's fork handlers (on by default in grpcio 1.85) have hung

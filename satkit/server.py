@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Iterable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -64,6 +65,46 @@ def create_server(
     return server, port
 
 
+@dataclass
+class Running:
+    """A started server: its bound port, its health servicer and what ``lifespan`` yielded."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    resources: object
+
+
+@asynccontextmanager
+async def running(
+    address: str,
+    lifespan: Callable[[], AbstractAsyncContextManager[T]],
+    register: Callable[[grpc.aio.Server, T], Iterable[str]],
+    *,
+    max_message_bytes: int = 4 * 1024 * 1024,
+) -> AsyncIterator[Running]:
+    """A service started and SERVING on ``address`` (port 0: a free one) until the block ends.
+
+    The port is bound first, so a taken port fails before anything else is opened.
+    ``lifespan`` opens what the servicers need (database, channels) and yields it;
+    ``register(server, it)`` adds the servicers and returns their full service names.
+    Tests run a service in-process with it; ``serve`` runs one as a process.
+    """
+    server, port = create_server(address, max_message_bytes=max_message_bytes)
+    async with lifespan() as resources:
+        names = list(register(server, resources))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        await server.start()
+        try:
+            for service in ["", *names]:
+                await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+            yield Running(server, port, health_servicer, resources)
+        finally:
+            await server.stop(0)  # no-op after a graceful stop; otherwise cancels what is left
+
+
 async def serve(
     name: str,
     address: str,
@@ -73,28 +114,15 @@ async def serve(
     grace_s: float = 5.0,
     max_message_bytes: int = 4 * 1024 * 1024,
 ) -> None:
-    """Run one service until SIGINT/SIGTERM, then drain and stop.
-
-    The port is bound first, so a taken port fails before anything else is opened.
-    ``lifespan`` opens what the servicers need (database, channels) and yields it;
-    ``register(server, it)`` adds the servicers and returns their full service names.
-    """
+    """Run one service until SIGINT/SIGTERM, then drain and stop (see ``running``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server, port = create_server(address, max_message_bytes=max_message_bytes)
-    async with lifespan() as resources:
-        names = list(register(server, resources))
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        await server.start()
-        for service in ["", *names]:
-            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("%s serving", name, extra={"address": address.rsplit(":", 1)[0] + f":{port}"})
+    async with running(address, lifespan, register, max_message_bytes=max_message_bytes) as r:
+        log.info("%s serving", name, extra={"address": address.rsplit(":", 1)[0] + f":{r.port}"})
         await stop.wait()
         log.info("%s stopping", name)
-        await health_servicer.enter_graceful_shutdown()  # NOT_SERVING first, so balancers move away
-        await server.stop(grace_s)
+        await r.health.enter_graceful_shutdown()  # NOT_SERVING first, so balancers move away
+        await r.server.stop(grace_s)
     log.info("%s stopped", name)

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import pytest
+from support import triton_settings
 
 import satkit  # noqa: F401  (before anything imports gRPC: see satkit/__init__.py)
-from launcher.triton_local import LocalTriton, TritonSettings, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def triton_settings(work_dir: Path, repository: Path = ROOT / "model_repository", **overrides) -> TritonSettings:
-    return dataclasses.replace(
-        TritonSettings(), model_repository=repository, work_dir=work_dir, http_port=free_port(),
-        grpc_port=free_port(), metrics_port=free_port(), **overrides)
+from launcher.triton_local import LocalTriton
 
 
 @pytest.fixture(scope="session")

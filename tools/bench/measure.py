@@ -231,9 +231,7 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
     sender.start()
     try:
         wait_for(sender)
-        deadline = time.perf_counter() + drain_s
-        while time.perf_counter() < deadline and not STOP.is_set() and any(j not in completions.done for j in job_sent):
-            time.sleep(0.05)
+        drain(completions, job_sent, drain_s)
     except BaseException:
         STOP.set()  # the paced requests end, so the stream does
         sender.join(5)
@@ -247,6 +245,13 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
     cpu_used = CpuMeter.per_job(cpu_before, cpu.read(), len(ends)) if cpu else {}
     first = min(sent_at.values(), default=start)
     return _run(jobs_per_s, seconds, job_sent, ends, first, rejected[0], cpu_used, backlog)
+
+
+def drain(completions: Completions, job_sent: dict[str, float], drain_s: float) -> None:
+    """Until every sent job has ended, for at most ``drain_s``."""
+    deadline = time.perf_counter() + drain_s
+    while time.perf_counter() < deadline and not STOP.is_set() and any(j not in completions.done for j in job_sent):
+        time.sleep(0.05)
 
 
 def _run(jobs_per_s: float, seconds: float, job_sent: dict[str, float], ends: dict[str, tuple[float, int]],

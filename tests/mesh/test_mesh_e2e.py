@@ -22,16 +22,12 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from launcher.stack import Stack, StackSettings
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory, postgres_url):
-    settings = StackSettings.isolated(tmp_path_factory.mktemp("mesh"), database_url=postgres_url)
-    with Stack(settings) as stack:
-        yield stack
+def mesh(shared_stack):
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +199,7 @@ def test_get_stats_is_computed_once_a_second_and_then_fresh(mesh, clients):
     assert fresh.totals.succeeded >= first.totals.succeeded + 2
 
 
-def test_the_benchmark_measures_what_it_sends(mesh, tmp_path):
+def test_the_benchmark_measures_what_it_sends(mesh, shared_processes, tmp_path):
     import io
     import json
 
@@ -215,7 +211,7 @@ def test_the_benchmark_measures_what_it_sends(mesh, tmp_path):
     try:
         run = bench_measure.offered_run(mesh.ingest, completions, 40, 2.5, bench_measure.make_series(8, 64),
                                         progress=bench_measure.Progress("40 jobs/s", 2.5, shown, every_s=0.2),
-                                        cpu=bench_measure.CpuMeter({n: p.pid for n, p in mesh.processes.items()}))
+                                        cpu=bench_measure.CpuMeter(shared_processes))
     finally:
         completions.close()
     assert (run.jobs, run.succeeded, run.failed, run.unfinished, run.rejected) == (100, 100, 0, 0, 0)

@@ -23,16 +23,14 @@ from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
 from launcher import envoy
-from launcher.stack import Stack, StackSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = "http://localhost:5173"
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
-    with Stack(StackSettings.isolated(tmp_path_factory.mktemp("envoy"))) as stack:
-        yield stack
+def mesh(shared_stack):
+    return shared_stack
 
 
 def frame(message) -> bytes:

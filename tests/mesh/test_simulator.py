@@ -19,12 +19,11 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from launcher.stack import Stack, StackSettings
 from launcher.triton_local import free_port
 from tools import patterns, simulator
 from tools.simulator import Options, Summary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ITERATION = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  iteration (\d+)  batch (\d+)$")
 SERIES = re.compile(r"^  series (\d+)  (\w+)  length (\d+)  (\[.*\])$")
 JOB = re.compile(r"^    (\w+) +job ([0-9a-f-]{36})$")
@@ -112,9 +111,8 @@ def test_an_unreachable_ingest_exits_2():
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with Stack(StackSettings.isolated(tmp_path_factory.mktemp("sim"))) as s:
-        yield s
+def stack(shared_stack):
+    return shared_stack
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import ROOT, triton_settings
+from support import ROOT, triton_settings
 
 from launcher import model_repository as repo
 from launcher.triton_local import LocalTriton, TritonError

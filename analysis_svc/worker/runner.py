@@ -16,7 +16,7 @@ from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 from analysis_svc import catalogue
 from analysis_svc.settings import Settings
 from analysis_svc.tensors import build_batch_request, check_length, parse_batch_response
-from analysis_svc.triton_stream import TritonRejected, TritonStream, TritonUnavailable
+from analysis_svc.worker.triton_stream import TritonRejected, TritonStream, TritonUnavailable
 from satkit.queue import TaskJob
 from satkit.server import channel_options
 

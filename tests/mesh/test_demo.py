@@ -17,13 +17,15 @@ from satlas.v1 import job_state_pb2 as js
 from launcher.stack import Stack, StackSettings
 from tools import demo, display
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    # SQLite in the run directory: the demo finds it the way `make up` chooses it (SATLAS_RUN_DIR).
-    with Stack(StackSettings.isolated(tmp_path_factory.mktemp("demo"))) as s:
+def stack(tmp_path_factory, triton):
+    # Its own services (the SQL checks count whole tables) on SQLite in the run directory: the demo
+    # finds it the way `make up` chooses it (SATLAS_RUN_DIR). Triton is the session's.
+    settings = StackSettings.isolated(tmp_path_factory.mktemp("demo"), triton_url=triton.settings.grpc_url)
+    with Stack(settings) as s:
         yield s
 
 

@@ -12,18 +12,16 @@ from mesh_helpers import MODELS, clients_of, series
 from playwright.sync_api import expect, sync_playwright
 from satlas.v1 import ingest_service_pb2 as ipb
 
-from launcher.stack import Stack, StackSettings
 from tools.bench import dashboard as bench_dashboard
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VIEWS = ("#/", "#/jobs", "#/results", "#/models", "#/submit")
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
+def mesh(shared_stack):
     assert (ROOT / "web" / "dist" / "index.html").exists(), "the dashboard is not built: make web"
-    with Stack(StackSettings.isolated(tmp_path_factory.mktemp("browser"))) as stack:
-        yield stack
+    return shared_stack
 
 
 @pytest.fixture(scope="module")

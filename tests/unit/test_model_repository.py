@@ -3,7 +3,7 @@
 import json
 import os
 
-from conftest import ROOT
+from support import ROOT
 
 from launcher import model_repository as repo
 

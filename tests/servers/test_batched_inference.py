@@ -12,8 +12,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as tpb
 
 from analysis_svc import catalogue
-from analysis_svc.runner import Runner, batches
 from analysis_svc.settings import Settings
+from analysis_svc.worker.runner import Runner, batches
 from satkit.jobs import DEFAULT_MODELS, MULTI_SERIES
 from satkit.queue import TaskJob
 from scripts.evaluate import onnx_predictor

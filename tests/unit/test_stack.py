@@ -111,7 +111,7 @@ def test_stack_addresses_before_start(tmp_path):
 def test_commands():
     s = StackSettings(worker_concurrency=3, flower_port=6000)
     worker = st.service_command("worker", s, python="py")
-    assert worker[:5] == ["py", "-m", "celery", "-A", "analysis_svc.worker:app"]
+    assert worker[:5] == ["py", "-m", "celery", "-A", "analysis_svc.worker.app:app"]
     assert worker[worker.index("--concurrency") + 1] == "3"
     assert worker[worker.index("-Q") + 1] == "satlas.jobs"
     assert "--port=6000" in st.service_command("flower", s, python="py")

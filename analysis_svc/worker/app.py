@@ -1,4 +1,4 @@
-"""The Celery worker: `celery -A analysis_svc.worker:app worker -Q satlas.jobs`.
+"""The Celery worker: `celery -A analysis_svc.worker.app:app worker -Q satlas.jobs`.
 
 Each worker process opens its own Runner (Triton stream, orchestrator channel) on first use,
 after the fork, and keeps it for its life.
@@ -12,8 +12,8 @@ import os
 import grpc
 from celery import signals
 
-from analysis_svc.runner import Runner
 from analysis_svc.settings import Settings
+from analysis_svc.worker.runner import Runner
 from satkit import logs
 from satkit.queue import TASK_NAME, TASK_SERIALIZER, decode_task, encode_task, make_celery
 from satkit.settings import load

@@ -12,7 +12,7 @@ from launcher import model_repository as repo  # noqa: E402
 from satkit.jobs import DEFAULT_MODELS  # noqa: E402
 from scripts import convert_model  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = ROOT / "scripts" / "checkpoints"
 MODELS = list(DEFAULT_MODELS)
 

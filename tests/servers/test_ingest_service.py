@@ -1,0 +1,131 @@
+"""Ingest, orchestrator and analysis servicers in-process on port 0, on the session's Triton and
+the machine's Redis (no worker: accepted jobs wait QUEUED). What a producer sees: job ids,
+field violations, RESOURCE_EXHAUSTED under a backlog, and a stream that goes on past a bad request."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from functools import partial
+
+import grpc
+import pytest
+from google.rpc import code_pb2
+from kombu import Connection
+from satlas.v1 import analysis_service_pb2 as apb
+from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
+from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
+from satlas.v1 import orchestrator_service_pb2 as opb
+from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+from satlas.v1 import timeseries_pb2
+
+import analysis_svc.__main__ as analysis_main
+import ingest_svc.__main__ as ingest_main
+import orchestrator_svc.__main__ as orchestrator_main
+from analysis_svc.settings import Settings as AnalysisSettings
+from ingest_svc.settings import Settings as IngestSettings
+from launcher.triton_local import free_port
+from orchestrator_svc.settings import Settings as OrchestratorSettings
+from satkit import server
+from satkit.queue import QUEUE
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+
+
+def purge() -> None:
+    with Connection(REDIS_URL, connect_timeout=5) as conn:
+        conn.default_channel.queue_purge(QUEUE)
+
+
+async def start(exits: AsyncExitStack, module, settings) -> str:
+    r = await exits.enter_async_context(server.running(settings.address, partial(module.lifespan, settings),
+                                                       module.register))
+    return f"127.0.0.1:{r.port}"
+
+
+@pytest.fixture()
+async def mesh(tmp_path, triton):
+    """(ingest stub, orchestrator stub, analysis stub)."""
+    purge()
+    async with AsyncExitStack() as exits:
+        orchestrator = await start(exits, orchestrator_main, replace(
+            OrchestratorSettings(), address="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'jobs.db'}",
+            redis_url=REDIS_URL, broker_url=REDIS_URL))
+        analysis = await start(exits, analysis_main, replace(
+            AnalysisSettings(), address="127.0.0.1:0", triton_url=triton.settings.grpc_url))
+        ingest = await start(exits, ingest_main, replace(
+            IngestSettings(), address="127.0.0.1:0", orchestrator_addr=orchestrator, analysis_addr=analysis))
+        channels = [await exits.enter_async_context(grpc.aio.insecure_channel(a))
+                    for a in (ingest, orchestrator, analysis)]
+        yield (ipb_grpc.IngestServiceStub(channels[0]), opb_grpc.OrchestratorServiceStub(channels[1]),
+               apb_grpc.AnalysisServiceStub(channels[2]))
+    purge()
+
+
+def request(values, models=("vae_timeseries", "transformer_timeseries"), key="") -> ipb.SubmitSeriesRequest:
+    return ipb.SubmitSeriesRequest(series=timeseries_pb2.TimeSeries(values=values), models=list(models),
+                                   idempotency_key=key)
+
+
+SERIES = [float(i % 7) for i in range(32)]
+
+
+async def test_a_submission_becomes_one_queued_job_per_model(mesh):
+    ingest, orchestrator, _ = mesh
+    job_ids = (await ingest.SubmitSeries(request(SERIES), timeout=10)).job_ids
+    assert len(job_ids) == 2
+    jobs = [(await orchestrator.GetJob(opb.GetJobRequest(job_id=j))).job for j in job_ids]
+    assert [j.model_name for j in jobs] == ["vae_timeseries", "transformer_timeseries"]
+    assert all(list(j.series.values) == SERIES for j in jobs)
+
+
+@pytest.mark.parametrize("bad,field", [
+    (request([1.0, float("nan")] + SERIES), "series.values[1]"),
+    (request(SERIES, models=("no_such_model",)), "models[0]"),
+    (request([1.0]), "series.values"),  # shorter than the models take
+])
+async def test_bad_input_names_its_field_and_writes_nothing(mesh, bad, field):
+    ingest, orchestrator, _ = mesh
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await ingest.SubmitSeries(bad, timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in exc.value.details()
+    assert not (await orchestrator.ListJobs(opb.ListJobsRequest())).jobs
+
+
+async def test_a_stream_answers_every_request_in_order_past_a_bad_one(mesh):
+    ingest, _, _ = mesh
+    requests = [ipb.StreamSeriesRequest(sequence=i, submission=request([float("inf")] if i == 1 else SERIES))
+                for i in range(4)]
+    answers = [a async for a in ingest.StreamSeries(iter(requests), timeout=20)]
+    assert [a.sequence for a in answers] == [0, 1, 2, 3]
+    assert answers[1].error.code == code_pb2.INVALID_ARGUMENT and not answers[1].job_ids
+    assert all(len(answers[i].job_ids) == 2 and not answers[i].HasField("error") for i in (0, 2, 3))
+
+
+async def test_analysis_answers_from_triton_in_process(mesh):
+    _, _, analysis = mesh
+    models = {m.name for m in (await analysis.ListModels(apb.ListModelsRequest(), timeout=10)).models}
+    assert {"vae_timeseries", "transformer_timeseries"} <= models
+    reply = await analysis.Analyze(apb.AnalyzeRequest(model_name="transformer_timeseries",
+                                                      series=timeseries_pb2.TimeSeries(values=SERIES)), timeout=10)
+    assert len(reply.result.predictions) > 0
+
+
+async def test_a_backlog_past_its_limit_is_refused_with_resource_exhausted(tmp_path, triton):
+    """The orchestrator is away, so submissions pile up: past INGEST_MAX_PENDING the ingest refuses
+    at once rather than hold the caller."""
+    async with AsyncExitStack() as exits:
+        analysis = await start(exits, analysis_main, replace(
+            AnalysisSettings(), address="127.0.0.1:0", triton_url=triton.settings.grpc_url))
+        ingest = await start(exits, ingest_main, replace(
+            IngestSettings(), address="127.0.0.1:0", orchestrator_addr=f"127.0.0.1:{free_port()}",
+            analysis_addr=analysis, max_pending=2, max_batch=1))
+        stub = ipb_grpc.IngestServiceStub(await exits.enter_async_context(grpc.aio.insecure_channel(ingest)))
+        calls = [stub.SubmitSeries(request(SERIES), timeout=3) for _ in range(8)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    codes = [o.code() for o in outcomes]
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 4, codes
+    assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
