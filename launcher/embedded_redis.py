@@ -52,11 +52,7 @@ class EmbeddedRedis:
         if not self.port:
             self.port = free_port(self.host)
         self.process = supervise.spawn(self.command(), self.log_file, cwd=self.data_dir)
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        supervise.ready_or_stopped(self.wait_ready, self.stop)
         return self
 
     def wait_ready(self) -> None:

@@ -213,22 +213,28 @@ class Stack:
             if self.redis:
                 self.echo(f"starting redis (embedded valkey; log: {self.log_file('redis')})")
                 self._start_embedded("redis")
-            if self.triton:
-                self.echo(f"starting triton (log: {self.log_file('triton')}; ~20 s)")
-                self._start_embedded("triton")
+            if self.triton:  # loads its models while the services start: none needs it to start
+                self.echo(f"starting triton (log: {self.log_file('triton')})")
+                self._start_embedded("triton", wait=False)
             services = [n for n in SERVICES if n in self.names]
             for name in services:
                 self.echo(f"starting {name} (log: {self.log_file(name)})")
                 self._spawn(name, fresh_log=True)
             self.wait_healthy(services, watch=self.processes)
+            if self.triton:
+                self._embedded("triton", self.triton.wait_ready)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start_embedded(self, name: str) -> None:
+    def _start_embedded(self, name: str, wait: bool = True) -> None:
+        server = self.redis if name == "redis" else self.triton
+        self._embedded(name, server.start if name == "redis" else lambda: server.start(wait=wait))
+
+    def _embedded(self, name: str, step: Callable[[], object]) -> None:
         try:
-            (self.redis if name == "redis" else self.triton).start()
+            step()
         except (EmbeddedRedisError, TritonError) as exc:
             if supervise.stop_requested():
                 raise StackInterrupted(f"interrupted while starting {name}") from None

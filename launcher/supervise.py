@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import signal
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _WAITED = STOP_SIGNALS | {signal.SIGCHLD}
@@ -58,3 +58,12 @@ def wait(processes: Iterable[subprocess.Popen]) -> str:
         signum = signal.sigwait(_WAITED)
         if signum in STOP_SIGNALS:
             return signal.Signals(signum).name
+
+
+def ready_or_stopped(wait_ready: Callable[[], None], stop: Callable[[], None]) -> None:
+    """``wait_ready()``; a server that does not get ready (or a Ctrl-C meanwhile) is stopped again."""
+    try:
+        wait_ready()
+    except BaseException:
+        stop()
+        raise

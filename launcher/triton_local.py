@@ -135,7 +135,8 @@ class LocalTriton:
             *s.extra_args,
         ]
 
-    def start(self) -> "LocalTriton":
+    def start(self, wait: bool = True) -> "LocalTriton":
+        """Launch the server; with ``wait``, return once every model is READY (else see ``wait_ready``)."""
         s = self.settings
         s.work_dir.mkdir(parents=True, exist_ok=True)
         backends = prepare_backends(s.work_dir)
@@ -147,11 +148,9 @@ class LocalTriton:
             raise TritonError(f"no ONNX models under {s.model_repository}")
         env = {**os.environ, "PYTHONPATH": stub_pythonpath(), "OMP_NUM_THREADS": str(s.intra_op_threads)}
         self.process = supervise.spawn(self.command(repository, backends), s.log_file, env=env)
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        if not wait:
+            return self
+        supervise.ready_or_stopped(self.wait_ready, self.stop)
         return self
 
     def wait_ready(self) -> None:

@@ -68,7 +68,8 @@ def register(srv, core: Core) -> list[str]:
 
 async def main(settings: Settings) -> None:
     await server.serve("orchestrator", settings.address, partial(lifespan, settings), register,
-                       grace_s=settings.grace_s, max_message_bytes=server.INTERNAL_MAX_MESSAGE_BYTES)
+                       grace_s=settings.grace_s, max_message_bytes=server.INTERNAL_MAX_MESSAGE_BYTES,
+                       ending=lambda core: core.hub.end_watches())
 
 
 if __name__ == "__main__":

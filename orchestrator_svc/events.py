@@ -26,6 +26,13 @@ class Subscription:
         self.hub = hub
         self.queue: asyncio.Queue[list[job_pb2.Job]] = asyncio.Queue(maxsize)
         self.lagged = 0
+        self.ended = False  # the hub is stopping: the watcher should end its stream
+
+    def end(self) -> None:
+        self.ended = True
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait([])  # wakes a waiting get()
 
     def put(self, jobs: list[job_pb2.Job]) -> None:
         if self.queue.full():
@@ -78,6 +85,12 @@ class EventHub:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
         await self.redis.aclose()
+
+    def end_watches(self) -> None:
+        """Tell every subscription to end: a stopping server need not wait out its grace period
+        for streams that never end by themselves."""
+        for sub in list(self.subscribers):
+            sub.end()
 
     def subscribe(self) -> Subscription:
         sub = Subscription(self)

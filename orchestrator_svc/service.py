@@ -137,6 +137,7 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
             last = job.version
             while job.state not in TERMINAL_STATES:
                 batch = await sub.get(timeout=POLL_S)
+                await self._end_if_stopping(sub, context)
                 candidates = [j for j in batch if j.job_id == request.job_id] if batch is not None else None
                 if candidates is None:  # quiet: re-read, in case an event was lost
                     candidates = [await self._get_or_404(request.job_id, context, with_series=False)]
@@ -154,9 +155,15 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
             await context.send_initial_metadata(())
             while True:
                 batch = await sub.get()
+                await self._end_if_stopping(sub, context)
                 for j in batch:
                     if (not models or j.model_name in models) and (not states or j.state in states):
                         yield pb.WatchJobsResponse(job=j)
+
+    @staticmethod
+    async def _end_if_stopping(sub, context) -> None:
+        if sub.ended:  # UNAVAILABLE: what clients already retry on, against another replica or this one back
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the orchestrator is stopping; watch again")
 
     async def GetStats(self, request, context):
         window_s = request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0

@@ -113,8 +113,13 @@ async def serve(
     *,
     grace_s: float = 5.0,
     max_message_bytes: int = 4 * 1024 * 1024,
+    ending: Callable[[T], None] | None = None,
 ) -> None:
-    """Run one service until SIGINT/SIGTERM, then drain and stop (see ``running``)."""
+    """Run one service until SIGINT/SIGTERM, then drain and stop (see ``running``).
+
+    ``ending(resources)`` runs as the stop begins: it ends the streams that would otherwise hold
+    the grace period (``grace_s``) to the last second.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,5 +129,7 @@ async def serve(
         await stop.wait()
         log.info("%s stopping", name)
         await r.health.enter_graceful_shutdown()  # NOT_SERVING first, so balancers move away
+        if ending:
+            ending(r.resources)
         await r.server.stop(grace_s)
     log.info("%s stopped", name)

@@ -14,3 +14,24 @@ def triton_settings(work_dir: Path, repository: Path = ROOT / "model_repository"
     return dataclasses.replace(
         TritonSettings(), model_repository=repository, work_dir=work_dir, http_port=free_port(),
         grpc_port=free_port(), metrics_port=free_port(), **overrides)
+
+
+def queued_tasks(broker_url: str) -> list[list]:
+    """The jobs of each RunJobsTask message waiting on the Celery queue, in order (consumes them)."""
+    from kombu import Connection
+
+    from satkit.queue import QUEUE, decode_task
+
+    tasks = []
+    with Connection(broker_url, connect_timeout=5) as conn:
+        queue = conn.SimpleQueue(QUEUE, accept=["msgpack"])
+        try:
+            while True:
+                message = queue.get(timeout=0.5)
+                assert message.content_type == "application/x-msgpack"
+                tasks.append(decode_task(message.payload[0][0]))  # args: (RunJobsTask,)
+                message.ack()
+        except queue.Empty:
+            return tasks
+        finally:
+            queue.close()

@@ -2,13 +2,24 @@
 pause its parts. It keeps jobs in PostgreSQL and serves from the session's Triton, so it starts
 only the services (a few seconds). Tests isolate inside it by their own job ids and by counting
 before and after, never by an empty database. Tests that kill a process or pause Triton, or need
-another broker, start a stack of their own (test_mesh_faults, test_broker_rabbitmq)."""
+another broker, start a stack of their own (test_mesh_faults, test_broker_rabbitmq), and so does
+the idle-stream check, whose page must see no one else's jobs for a minute (``idle_page``)."""
 
 from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from launcher.stack import Stack, StackSettings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +34,53 @@ def shared_stack(tmp_path_factory, postgres_url, triton):
 def shared_processes(shared_stack, triton) -> dict[str, int]:
     """The pid of every process serving the shared stack, the session's Triton included."""
     return {**{n: p.pid for n, p in shared_stack.processes.items()}, "triton": triton.process.pid}
+
+
+IDLE_TEST = "test_browser.py::test_a_stream_idle_for_60_s_survives"
+IDLE_S = 65.0  # past the server's 30 s keepalive ping, twice
+
+
+class IdlePage:
+    """``idle_page.py`` running against a stack nobody else submits to (the session's Triton)."""
+
+    def __init__(self, stack: Stack):
+        self.stack, self.idle_s = stack, IDLE_S
+        self.started = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("idle_page.py")),
+                                         stack.dashboard_url, str(IDLE_S)], cwd=ROOT, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(json.loads(ln)) for ln in self.process.stdout],
+                         daemon=True).start()
+
+    def next(self, timeout: float) -> dict:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"idle_page.py said nothing for {timeout:g} s "
+                                 f"(exit code {self.process.poll()})") from None
+
+    def send(self, job_id: str) -> None:
+        self.process.stdin.write(job_id + "\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def idle_page(request, tmp_path_factory, triton):
+    """Started with the mesh tier when the idle-stream test is collected, so its minute of idling
+    runs while the tests before it do; ``test_browser`` checks it."""
+    if not any(item.nodeid.endswith(IDLE_TEST) for item in request.session.items):
+        yield None
+        return
+    assert (ROOT / "web" / "dist" / "index.html").exists(), "the dashboard is not built: make web"
+    settings = StackSettings.isolated(tmp_path_factory.mktemp("idle-stack"), triton_url=triton.settings.grpc_url)
+    with Stack(settings) as stack:
+        page = IdlePage(stack)
+        try:
+            yield page
+        finally:
+            page.close()

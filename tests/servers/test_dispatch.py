@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from kombu import Connection
+from support import queued_tasks
 
 from orchestrator_svc.dispatch import Backlog, Dispatcher
 from satkit.queue import QUEUE, TaskJob, decode_task, make_celery
@@ -75,19 +76,7 @@ def first_message(url: str):
 
 def message_sizes(url: str) -> list[int]:
     """Jobs in each message waiting on the queue, in order (consumes them)."""
-    sizes = []
-    with Connection(url, connect_timeout=5) as conn:
-        queue = conn.SimpleQueue(QUEUE, accept=["msgpack"])
-        try:
-            while True:
-                message = queue.get(timeout=0.5)
-                assert message.content_type == "application/x-msgpack"
-                sizes.append(len(decode_task(message.payload[0][0])))
-                message.ack()
-        except queue.Empty:
-            return sizes
-        finally:
-            queue.close()
+    return [len(task) for task in queued_tasks(url)]
 
 
 async def test_messages_fill_up_only_while_the_workers_are_busy():

@@ -20,11 +20,12 @@ from satlas.v1 import job_pb2, timeseries_pb2
 from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+from support import queued_tasks
 
 from orchestrator_svc.__main__ import lifespan, register
 from orchestrator_svc.settings import Settings
 from satkit import server
-from satkit.queue import QUEUE, decode_task
+from satkit.queue import QUEUE
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own: the queue is read back below
 
@@ -36,18 +37,7 @@ def purge() -> None:
 
 def queued_jobs() -> list[str]:
     """Job ids of every message on the queue, in order (consumes them)."""
-    ids = []
-    with Connection(REDIS_URL, connect_timeout=5) as conn:
-        queue = conn.SimpleQueue(QUEUE, accept=["msgpack"])
-        try:
-            while True:
-                message = queue.get(timeout=0.5)
-                ids += [j.job_id for j in decode_task(message.payload[0][0])]
-                message.ack()
-        except queue.Empty:
-            return ids
-        finally:
-            queue.close()
+    return [job.job_id for task in queued_tasks(REDIS_URL) for job in task]
 
 
 @pytest.fixture()
@@ -57,7 +47,7 @@ async def orchestrator(tmp_path):
                        redis_url=REDIS_URL, broker_url=REDIS_URL, dispatch_linger_s=0.0)
     async with server.running(settings.address, partial(lifespan, settings), register) as r:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{r.port}") as channel:
-            yield opb_grpc.OrchestratorServiceStub(channel), jc_grpc.JobControlServiceStub(channel)
+            yield opb_grpc.OrchestratorServiceStub(channel), jc_grpc.JobControlServiceStub(channel), r.resources
     purge()
 
 
@@ -81,7 +71,7 @@ def violations(exc: grpc.aio.AioRpcError) -> list[str]:
 
 
 async def test_a_job_goes_through_its_four_states_and_each_change_is_watched(orchestrator):
-    public, control = orchestrator
+    public, control, _ = orchestrator
     created = await control.CreateJobs(jc.CreateJobsRequest(submissions=[submission()]))
     (job_id,) = created.created[0].job_ids
     watch = public.WatchJob(opb.WatchJobRequest(job_id=job_id))
@@ -106,7 +96,7 @@ async def test_a_job_goes_through_its_four_states_and_each_change_is_watched(orc
 
 
 async def test_one_submission_makes_a_job_per_model_and_a_key_makes_it_once(orchestrator):
-    public, control = orchestrator
+    public, control, _ = orchestrator
     key = uuid.uuid4().hex
     request = jc.CreateJobsRequest(submissions=[submission(models=("vae_timeseries", "transformer_timeseries"),
                                                            key=key)])
@@ -118,7 +108,7 @@ async def test_one_submission_makes_a_job_per_model_and_a_key_makes_it_once(orch
 
 
 async def test_a_cancelled_job_is_not_run(orchestrator):
-    public, control = orchestrator
+    public, control, _ = orchestrator
     (job_id,) = (await control.CreateJobs(jc.CreateJobsRequest(submissions=[submission()]))).created[0].job_ids
     await state_becomes(public, job_id, js.JOB_STATE_QUEUED)
     cancelled = await public.CancelJob(opb.CancelJobRequest(job_id=job_id))
@@ -127,7 +117,7 @@ async def test_a_cancelled_job_is_not_run(orchestrator):
 
 
 async def test_bad_requests_get_clear_errors_and_write_nothing(orchestrator):
-    public, _ = orchestrator
+    public, _, _ = orchestrator
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await public.GetJob(opb.GetJobRequest(job_id=str(uuid.uuid4())))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
@@ -141,3 +131,21 @@ async def test_bad_requests_get_clear_errors_and_write_nothing(orchestrator):
         await public.ListJobs(opb.ListJobsRequest(page_token="not a token"))
     assert bad_page.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(bad_page.value) == ["page_token"]
     assert not (await public.ListJobs(opb.ListJobsRequest())).jobs
+
+
+async def test_a_stopping_orchestrator_ends_its_watches_at_once_with_unavailable(orchestrator):
+    """What serve does first on SIGTERM (``ending``): watchers learn at once to watch again,
+    rather than hold the stop for its whole grace period."""
+    public, control, core = orchestrator
+    (job_id,) = (await control.CreateJobs(jc.CreateJobsRequest(submissions=[submission()]))).created[0].job_ids
+    watch_all = public.WatchJobs(opb.WatchJobsRequest())
+    await watch_all.initial_metadata()
+    watch_one = public.WatchJob(opb.WatchJobRequest(job_id=job_id))
+    await watch_one.read()  # the job as it is now
+    core.hub.end_watches()
+    for call in (watch_all, watch_one):
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(2):
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
