@@ -77,7 +77,10 @@ def idle_page(request, tmp_path_factory, triton):
         yield None
         return
     assert (ROOT / "web" / "dist" / "index.html").exists(), "the dashboard is not built: make web"
-    settings = StackSettings.isolated(tmp_path_factory.mktemp("idle-stack"), triton_url=triton.settings.grpc_url)
+    # One job goes through it: one worker process and no Flower, so it takes little from the others.
+    settings = StackSettings.isolated(tmp_path_factory.mktemp("idle-stack"), triton_url=triton.settings.grpc_url,
+                                      worker_concurrency=1,
+                                      only=("redis", "orchestrator", "analysis", "ingest", "web", "envoy", "worker"))
     with Stack(settings) as stack:
         page = IdlePage(stack)
         try:
