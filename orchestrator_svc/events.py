@@ -16,6 +16,7 @@ from satlas.v1 import job_pb2
 
 log = logging.getLogger(__name__)
 CHANNEL = "satlas:job-events"
+STOP_TIMEOUT_S = 5.0
 
 
 class Subscription:
@@ -66,6 +67,7 @@ class EventHub:
         self._outbox: list[job_pb2.Job] = []
         self._waiting = asyncio.Event()
         self._closed = False
+        self._ending = False
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
@@ -79,8 +81,11 @@ class EventHub:
         self._closed = True  # and the listener does not reconnect
         if self._publisher:
             self._waiting.set()
-            await asyncio.gather(self._publisher, return_exceptions=True)
-            await self._send()  # what was committed last still goes out
+            try:  # bounded: a Redis that stopped answering must not hold the stop forever
+                await asyncio.wait_for(asyncio.gather(self._publisher, return_exceptions=True), STOP_TIMEOUT_S)
+                await asyncio.wait_for(self._send(), STOP_TIMEOUT_S)  # what was committed last still goes out
+            except TimeoutError:
+                log.warning("job events not published within %.0f s of stopping", STOP_TIMEOUT_S)
         if self._listener:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
@@ -89,12 +94,15 @@ class EventHub:
     def end_watches(self) -> None:
         """Tell every subscription to end: a stopping server need not wait out its grace period
         for streams that never end by themselves."""
+        self._ending = True
         for sub in list(self.subscribers):
             sub.end()
 
     def subscribe(self) -> Subscription:
         sub = Subscription(self)
         self.subscribers.add(sub)
+        if self._ending:  # a watch that arrives while the server stops ends at once too
+            sub.end()
         return sub
 
     async def publish(self, jobs: list[job_pb2.Job]) -> None:

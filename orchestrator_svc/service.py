@@ -137,7 +137,6 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
             last = job.version
             while job.state not in TERMINAL_STATES:
                 batch = await sub.get(timeout=POLL_S)
-                await self._end_if_stopping(sub, context)
                 candidates = [j for j in batch if j.job_id == request.job_id] if batch is not None else None
                 if candidates is None:  # quiet: re-read, in case an event was lost
                     candidates = [await self._get_or_404(request.job_id, context, with_series=False)]
@@ -145,6 +144,8 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
                     if j.version > last:
                         job, last = j, j.version
                         yield pb.WatchJobResponse(job=j)
+                if job.state not in TERMINAL_STATES:  # what the batch carried went out first
+                    await self._end_if_stopping(sub, context)
 
     async def WatchJobs(self, request, context):
         models = set(request.model_names)
@@ -155,10 +156,10 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
             await context.send_initial_metadata(())
             while True:
                 batch = await sub.get()
-                await self._end_if_stopping(sub, context)
                 for j in batch:
                     if (not models or j.model_name in models) and (not states or j.state in states):
                         yield pb.WatchJobsResponse(job=j)
+                await self._end_if_stopping(sub, context)
 
     @staticmethod
     async def _end_if_stopping(sub, context) -> None:

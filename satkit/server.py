@@ -91,18 +91,21 @@ async def running(
     Tests run a service in-process with it; ``serve`` runs one as a process.
     """
     server, port = create_server(address, max_message_bytes=max_message_bytes)
-    async with lifespan() as resources:
-        names = list(register(server, resources))
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        await server.start()
-        try:
-            for service in ["", *names]:
-                await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-            yield Running(server, port, health_servicer, resources)
-        finally:
-            await server.stop(0)  # no-op after a graceful stop; otherwise cancels what is left
+    try:
+        async with lifespan() as resources:
+            names = list(register(server, resources))
+            health_servicer = health.aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+            reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+            await server.start()
+            try:
+                for service in ["", *names]:
+                    await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+                yield Running(server, port, health_servicer, resources)
+            finally:
+                await server.stop(0)  # before the resources close; a no-op after a graceful stop
+    finally:
+        await server.stop(0)  # the port, also when lifespan or register failed before the start
 
 
 async def serve(

@@ -113,7 +113,8 @@ REDIS_URL = Var("REDIS_URL", "redis://127.0.0.1:6379/0",
 BROKER_URL = Var("BROKER_URL", "redis://127.0.0.1:6379/0", "the Celery broker; `amqp://…` for RabbitMQ",
                  also=("REDIS_URL",), shown="REDIS_URL")
 DATABASE_URL = Var("DATABASE_URL", f"sqlite:///{ROOT / '.run' / 'satlas.db'}",
-                   "the job store; `postgresql://…` uses psycopg2", shown="sqlite:///.run/satlas.db")
+                   "the job store; `postgresql://…` uses psycopg2",
+                   shown="sqlite:///.run/satlas.db (make up: under $SATLAS_RUN_DIR)")
 LOG_FORMAT = Var("LOG_FORMAT", "text", "`text`, or `json`: one JSON object a line")
 LOG_LEVEL = Var("LOG_LEVEL", "INFO", "the root logger's level")
 

@@ -1,4 +1,5 @@
-"""Batches of synthetic series for training and evaluation (numpy only: no torch here)."""
+"""Batches of synthetic series for training and evaluation (numpy only here, though importing it
+loads the scripts.tsmodels package, and torch with it)."""
 
 from __future__ import annotations
 

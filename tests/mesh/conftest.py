@@ -8,7 +8,9 @@ the idle-stream check, whose page must see no one else's jobs for a minute (``id
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -46,37 +48,49 @@ class IdlePage:
     def __init__(self, stack: Stack):
         self.stack, self.idle_s = stack, IDLE_S
         self.started = time.monotonic()
+        # A session of its own, so that close() takes playwright's driver and Chromium along.
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("idle_page.py")),
                                          stack.dashboard_url, str(IDLE_S)], cwd=ROOT, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [self.lines.put(json.loads(ln)) for ln in self.process.stdout],
-                         daemon=True).start()
+        self.other: list[str] = []  # anything else it printed, for the failure message
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                self.other.append(line.rstrip())
 
     def next(self, timeout: float) -> dict:
         try:
             return self.lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"idle_page.py said nothing for {timeout:g} s "
-                                 f"(exit code {self.process.poll()})") from None
+            raise AssertionError(f"idle_page.py said nothing for {timeout:g} s (exit code "
+                                 f"{self.process.poll()}); other output: {self.other[-20:]}") from None
 
     def send(self, job_id: str) -> None:
         self.process.stdin.write(job_id + "\n")
         self.process.stdin.flush()
 
     def close(self) -> None:
-        self.process.kill()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.process.wait()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def idle_page(request, tmp_path_factory, triton):
+def idle_page(request, tmp_path_factory):
     """Started with the mesh tier when the idle-stream test is collected, so its minute of idling
     runs while the tests before it do; ``test_browser`` checks it."""
     if not any(item.nodeid.endswith(IDLE_TEST) for item in request.session.items):
         yield None
         return
     assert (ROOT / "web" / "dist" / "index.html").exists(), "the dashboard is not built: make web"
+    triton = request.getfixturevalue("triton")  # only now: a mesh run without this test needs none
     # One job goes through it: one worker process and no Flower, so it takes little from the others.
     settings = StackSettings.isolated(tmp_path_factory.mktemp("idle-stack"), triton_url=triton.settings.grpc_url,
                                       worker_concurrency=1,

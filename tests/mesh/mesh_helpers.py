@@ -13,6 +13,7 @@ import grpc
 import sqlalchemy as sa
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
+from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
@@ -39,17 +40,21 @@ def stream_submit(ingest, lengths: list[int], models=MODELS, timeout: float = 12
 def wait_terminal(orchestrator, job_ids, timeout=180.0):
     deadline, jobs = time.monotonic() + timeout, {}
     pending = set(job_ids)
+    last: dict[str, object] = {}
     while pending and time.monotonic() < deadline:
         for job_id in list(pending):
             try:
                 job = orchestrator.GetJob(opb.GetJobRequest(job_id=job_id), timeout=10, wait_for_ready=True).job
             except grpc.RpcError:  # an orchestrator being restarted
                 break
+            last[job_id] = job
             if job.state in TERMINAL:
                 jobs[job_id] = job
                 pending.discard(job_id)
         time.sleep(0.2)
-    assert not pending, f"{len(pending)} jobs never finished"
+    # Where the unfinished ones stand (state, attempts, worker): what a failure needs first.
+    stuck = Counter((js.JobState.Name(last[j].state), last[j].attempts, last[j].worker) for j in pending if j in last)
+    assert not pending, f"{len(pending)} jobs never finished: {dict(stuck)}"
     return jobs
 
 

@@ -143,7 +143,8 @@ async def test_a_stopping_orchestrator_ends_its_watches_at_once_with_unavailable
     watch_one = public.WatchJob(opb.WatchJobRequest(job_id=job_id))
     await watch_one.read()  # the job as it is now
     core.hub.end_watches()
-    for call in (watch_all, watch_one):
+    late = public.WatchJobs(opb.WatchJobsRequest())  # arrives while the server stops
+    for call in (watch_all, watch_one, late):
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             async with asyncio.timeout(2):
                 while await call.read() is not grpc.aio.EOF:

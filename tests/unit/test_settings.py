@@ -82,3 +82,11 @@ def test_the_stack_derives_what_is_unset():
 def test_database_urls_for_sqlalchemy():
     assert sqlalchemy_url("postgresql://u@h/db") == sqlalchemy_url("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
     assert sqlalchemy_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_the_triton_benchmark_starts_its_own_server_from_the_triton_variables(monkeypatch):
+    from tools.bench.triton import local_settings
+
+    monkeypatch.setenv("TRITON_INSTANCE_COUNT", "3")
+    s = local_settings()
+    assert s.instance_count == 3 and s.grpc_port not in (0, 8001) and s.work_dir.name.startswith("bench-triton-")

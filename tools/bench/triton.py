@@ -29,6 +29,7 @@ import tritonclient.grpc.aio as grpcaio
 
 from launcher.triton_local import LocalTriton, TritonSettings, free_port
 from satkit.jobs import DEFAULT_MODELS
+from satkit.settings import load
 from tools import patterns
 
 MODELS = DEFAULT_MODELS
@@ -112,6 +113,12 @@ def batching_gains(cells: list[Cell]) -> dict[str, float]:
             if (m, 64, 32) in by and (m, 64, 1) in by}
 
 
+def local_settings() -> TritonSettings:
+    """The TRITON_* settings, on free ports with a work dir of its own: beside a running stack."""
+    return replace(load(TritonSettings), work_dir=Path(tempfile.mkdtemp(prefix="bench-triton-")),
+                   http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="gRPC address of a running Triton (default: start a local one)")
@@ -127,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     settings = None
     if not args.url:
-        settings = replace(TritonSettings.from_env(), work_dir=Path(tempfile.mkdtemp(prefix="bench-triton-")),
-                           http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+        settings = local_settings()
         server = LocalTriton(settings).start()
     url = args.url or settings.grpc_url
     try:
