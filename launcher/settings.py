@@ -113,6 +113,11 @@ class StackSettings:
         return cls(**{**base, **overrides})
 
     @property
+    def job_database_url(self) -> str:
+        """DATABASE_URL, else the SQLite file in the run directory."""
+        return self.database_url or f"sqlite:///{Path(self.run_dir).resolve() / 'satlas.db'}"
+
+    @property
     def names(self) -> tuple[str, ...]:
         """What this stack starts, in order."""
         unknown = set(self.only) - set(NAMES)
@@ -150,7 +155,7 @@ class StackSettings:
             envoy_addr=addr(self.envoy_addr), envoy_admin_port=port(self.envoy_admin_port),
             web_port=port(self.web_port),
             embedded_redis_port=self.embedded_redis_port if self.redis_url else port(self.embedded_redis_port),
-            database_url=self.database_url or f"sqlite:///{Path(self.run_dir).resolve() / 'satlas.db'}")
+            database_url=self.job_database_url)
 
 
 def sections() -> list[tuple[str, list[Var]]]:

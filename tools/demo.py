@@ -68,8 +68,7 @@ DEMO_ROWS_SQL = ("SELECT job_id, model_name, status, CAST(metrics->>'inference_t
 
 def default_database_url(environ=None) -> str:
     """The database ``make up`` uses: DATABASE_URL, else SQLite under SATLAS_RUN_DIR (launcher.settings)."""
-    s = StackSettings.from_env(environ)
-    return s.database_url or f"sqlite:///{Path(s.run_dir).resolve() / 'satlas.db'}"
+    return StackSettings.from_env(environ).job_database_url
 
 
 def default_dashboard_url(environ=None) -> str:
