@@ -35,6 +35,8 @@ def make_celery(broker_url: str, name: str = "satlas") -> Celery:
     from celery import Celery  # here, not at the top: the launcher reads QUEUE without loading Celery
 
     app = Celery(name, broker=broker_url, set_as_current=False)
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        app.conf.broker_transport = "satkit.redis_transport:Transport"
     app.conf.update(
         task_default_queue=QUEUE,
         # run_jobs goes out in TASK_SERIALIZER (its sender and its task say so); control messages

@@ -37,7 +37,7 @@ async def test_jobs_go_out_several_per_message_and_the_depth_counts_them(broker)
     purge(url)
     published: list[list[str]] = []
 
-    async def on_published(job_ids):
+    async def on_published(job_ids, at):
         published.append(job_ids)
 
     dispatcher = Dispatcher(make_celery(url, "satlas-test"), 4, on_published)
@@ -84,7 +84,7 @@ async def test_messages_fill_up_only_while_the_workers_are_busy():
     purge(url)
     published: list[list[str]] = []
 
-    async def on_published(job_ids):
+    async def on_published(job_ids, at):
         published.append(job_ids)
 
     dispatcher = Dispatcher(make_celery(url, "satlas-test"), 8, on_published, ahead=2, linger_s=0.3)
@@ -132,7 +132,7 @@ def test_backlog_counts_unstarted_messages_and_forgets_stale_ones():
 
 async def busy_dispatcher(url: str, published: list, n: int = 8, linger_s: float = 0.3) -> Dispatcher:
     """A started dispatcher that believes two messages wait to be started."""
-    async def on_published(job_ids):
+    async def on_published(job_ids, at):
         published.append((asyncio.get_running_loop().time(), job_ids))
 
     dispatcher = Dispatcher(make_celery(url, "satlas-test"), n, on_published, ahead=2, linger_s=linger_s)
@@ -218,3 +218,54 @@ def test_a_redispatched_job_counts_in_its_newest_message_only():
     assert b.waiting(now=2) == 1  # the second still waits
     b.started(["a"])
     assert b.waiting(now=2) == 0
+
+
+async def test_while_a_message_is_unfinished_the_next_waits_out_the_gap():
+    """Pacing: idle workers get a job at once; while a message is unfinished, messages go at most
+    one per gap (what arrives meanwhile shares one); a finished message ends the wait."""
+    url = BROKERS["redis"]
+    purge(url)
+    published: list = []
+
+    async def on_published(job_ids, at):
+        published.append((asyncio.get_running_loop().time(), job_ids))
+
+    dispatcher = Dispatcher(make_celery(url, "satlas-test"), 8, on_published, ahead=0, linger_s=1.0, gap_s=0.4)
+    await dispatcher.start()
+
+    async def out(n: int) -> None:
+        async with asyncio.timeout(5):
+            while sum(len(ids) for _, ids in published) < n:
+                await asyncio.sleep(0.005)
+
+    try:
+        t0 = asyncio.get_running_loop().time()
+        dispatcher.submit(jobs(0, 2))  # nothing unfinished: at once
+        await out(2)
+        assert published[0][0] - t0 < 0.2
+        for k in range(3):  # while it runs, three series within the gap: one message, after it
+            dispatcher.submit(jobs(2 + 2 * k, 2))
+            await asyncio.sleep(0.02)
+        await out(8)
+        assert [len(ids) for _, ids in published] == [2, 6]
+        assert published[1][0] - published[0][0] >= 0.39
+        t1 = asyncio.get_running_loop().time()
+        dispatcher.finished([f"job-{i}" for i in range(8)])  # both reported: idle again
+        dispatcher.submit(jobs(8, 2))
+        await out(10)
+        assert published[2][0] - t1 < 0.2
+    finally:
+        await dispatcher.stop()
+        purge(url)
+
+
+def test_the_redis_broker_reuses_one_client_per_channel():
+    from satkit.redis_transport import Transport
+
+    app = make_celery(BROKERS["redis"], "satlas-test")
+    with app.connection_for_write() as conn:
+        assert isinstance(conn.transport, Transport)
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+            assert first.ping()
