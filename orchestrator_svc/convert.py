@@ -37,18 +37,8 @@ def _timestamp(value: dt.datetime | None) -> Timestamp | None:
     return ts
 
 
-def result_to_json(result: job_pb2.JobResult) -> dict:
-    return {
-        "predictions": list(result.predictions),
-        "anomaly_scores": list(result.anomaly_scores),
-        "anomaly_score": result.anomaly_score,
-        "anomaly_flag": result.anomaly_flag,
-        "model_version": result.model_version,
-        "outputs": {k: list(v.values) for k, v in result.outputs.items()},
-    }
-
-
 def result_from_json(data: dict) -> job_pb2.JobResult:
+    """A result as rows before migration 0002 kept it."""
     return job_pb2.JobResult(
         predictions=data.get("predictions", ()),
         anomaly_scores=data.get("anomaly_scores", ()),
@@ -81,7 +71,9 @@ def job_to_proto(row: db.InferenceResult, *, with_series: bool = False) -> job_p
             total_seconds=row.total_seconds or 0.0,
         ),
     )
-    if row.result:
+    if row.result_proto:
+        job.result.ParseFromString(row.result_proto)
+    elif row.result:
         job.result.CopyFrom(result_from_json(row.result))
     if with_series:
         job.series.CopyFrom(timeseries_pb2.TimeSeries.FromString(row.series))

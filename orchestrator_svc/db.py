@@ -53,7 +53,8 @@ class InferenceResult(Base):
     queue_seconds: Mapped[float | None] = mapped_column(Float)
     inference_seconds: Mapped[float | None] = mapped_column(Float)
     total_seconds: Mapped[float | None] = mapped_column(Float)
-    # satlas.v1.JobResult as JSON (predictions, anomaly scores, model version, outputs).
+    # satlas.v1.JobResult, serialised (migration 0002); rows from before it have it as JSON in ``result``.
+    result_proto: Mapped[bytes | None] = mapped_column(LargeBinary)
     result: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     series_id: Mapped[str | None] = mapped_column(String(256))

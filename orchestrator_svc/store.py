@@ -1,97 +1,59 @@
-"""Job state in the database. Every method is one transaction and returns the snapshots
-of the jobs it changed, which the service publishes as events after the commit.
+"""Job state in the database. Every public write is one transaction and returns the snapshots
+of the jobs it changed, which the service publishes as events after the commit; the ``*_in`` forms
+run inside a transaction the caller holds, so that a group of writes shares one commit
+(orchestrator_svc.writer).
 
-Methods are synchronous (SQLAlchemy); the service runs them in a thread pool. State
-changes are conditional UPDATEs (``WHERE status IN (...)``), so two writers racing on one
-job (a redelivered task, a reconciler) cannot both apply: the second matches no row.
-
-The hot writes are Core statements built once with bound parameters and return their
-snapshots with RETURNING: building SQLAlchemy expressions per call cost more CPU than the
-database did, and a second SELECT per transaction a round trip.
+Methods are synchronous; the service runs them off the event loop. State changes are conditional
+UPDATEs (``WHERE status IN (...)``), so two writers racing on one job (a redelivered task, a
+reconciler, another replica) cannot both apply: the second matches no row. The writes every job
+goes through are driver SQL (orchestrator_svc.statements); their events are built from the
+snapshots this replica holds (orchestrator_svc.snapshots) rather than from rows read back.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import threading
 import uuid
 from collections.abc import Sequence
 from contextlib import contextmanager
 
 from satlas.internal.v1 import job_control_service_pb2 as jc
-from satlas.v1 import job_pb2, timeseries_pb2
-from sqlalchemy import DateTime, String, and_, bindparam, func, insert, or_, select, update
+from satlas.v1 import job_pb2, job_state_pb2, timeseries_pb2
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from orchestrator_svc import db
-from orchestrator_svc.convert import job_to_proto, result_to_json, utc
+from orchestrator_svc.convert import job_to_proto, utc
+from orchestrator_svc.snapshots import Snapshots
+from orchestrator_svc.statements import SNAPSHOT, Hot, Now, Rare
 from satkit.queue import TaskJob  # what a worker needs to run one job; a message carries several
 
 R = db.InferenceResult
 T = R.__table__
-SNAPSHOT = [c for c in T.c if c.name != "series"]  # what an event carries
+js = job_state_pb2
 
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class Statements:
-    """The write statements, built once for a dialect. Bound parameters: ``ids`` (a list),
-    ``t`` (now) and ``t_text`` (now as SQLite stores it), plus each statement's own."""
-
-    def __init__(self, dialect: str, max_attempts: int):
-        ids = T.c.job_id.in_(bindparam("ids", expanding=True))
-        active = T.c.status.in_(db.ACTIVE)
-        t = bindparam("t", type_=DateTime(timezone=True))
-        if dialect == "sqlite":  # julianday() reads the ISO strings SQLite stores
-            age = (func.julianday(bindparam("t_text", type_=String)) - func.julianday(T.c.created_at)) * 86400.0
-        else:
-            age = func.extract("epoch", t - T.c.created_at)
-        bump = dict(updated_at=t, version=T.c.version + 1)
-        self.insert = insert(T).returning(*SNAPSHOT, sort_by_parameter_order=True)
-        self.mark_queued = (
-            update(T).where(ids, T.c.status == db.PENDING)
-            .values(status=db.QUEUED, queued_at=t, **bump).returning(*SNAPSHOT)
-        )
-        self.poison = (
-            update(T).where(ids, active, T.c.attempts >= max_attempts)
-            .values(status=db.FAILED, finished_at=t, total_seconds=age, **bump,
-                    error=f"gave up after {max_attempts} attempts: the job never finished on a worker")
-            .returning(*SNAPSHOT)
-        )
-        self.start = (
-            update(T).where(ids, active, T.c.attempts < max_attempts)
-            .values(status=db.RUNNING, started_at=t, worker=bindparam("worker"), attempts=T.c.attempts + 1,
-                    queue_seconds=age, **bump)
-            .returning(*SNAPSHOT)
-        )
-        active_rows = select(T.c.job_id, T.c.created_at, T.c.queue_seconds).where(ids, active)
-        # Locked on PostgreSQL: between this read and the UPDATE no other writer finishes them.
-        self.active_for_report = active_rows if dialect == "sqlite" else active_rows.with_for_update()
-        # executemany (one row of parameters per outcome) takes no expanding IN: spelled out.
-        still_active = or_(*(T.c.status == status for status in db.ACTIVE))
-        self.report = (
-            update(T).where(T.c.job_id == bindparam("b_job_id"), still_active)
-            .values(status=bindparam("b_status"), finished_at=t, updated_at=t, version=T.c.version + 1,
-                    inference_seconds=bindparam("b_inference"), total_seconds=bindparam("b_total"),
-                    error=bindparam("b_error"), result=bindparam("b_result"), metrics=bindparam("b_metrics"))
-        )
-        self.cancel = (
-            update(T).where(ids, active)
-            .values(status=db.CANCELLED, finished_at=t, total_seconds=age, error="cancelled by request", **bump)
-            .returning(*SNAPSHOT)
-        )
-        self.snapshots = select(*SNAPSHOT).where(ids)
+def _stamp(ts, at: dt.datetime) -> None:
+    seconds = at.timestamp()
+    ts.seconds = int(seconds)
+    ts.nanos = at.microsecond * 1000
 
 
 class JobStore:
     def __init__(self, engine, *, max_attempts: int = 3):
         self.engine = engine
         self.max_attempts = max_attempts
-        self.sql = Statements(engine.dialect.name, max_attempts)
+        self.hot = Hot(engine.dialect.name, max_attempts)
+        self.sql = Rare(engine.dialect.name, max_attempts)
+        self.snapshots = Snapshots()
         # SQLite has one writer; taking turns here avoids "database is locked" on upgrade.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
@@ -106,12 +68,31 @@ class JobStore:
                 yield conn
 
     @staticmethod
-    def _times() -> dict:
-        t = now()
-        return {"t": t, "t_text": t.strftime("%Y-%m-%d %H:%M:%S.%f")}
+    def _cursor(conn):
+        return conn.connection.dbapi_connection.cursor()
 
-    # --- writes: each public method is one transaction; the ``*_in`` forms run inside one
-    # the caller holds, so that a group of writes can share a commit (orchestrator_svc.writer).
+    def _read_back(self, conn, job_ids: list[str]) -> list[job_pb2.Job]:
+        """Snapshots from the rows, for changes this replica cannot derive (rare)."""
+        if not job_ids:
+            return []
+        return [job_to_proto(r) for r in conn.execute(self.sql.snapshots, {"ids": job_ids})]
+
+    def _derived(self, conn, changed: list[tuple], change) -> list[job_pb2.Job]:
+        """Snapshots of the (job_id, version, ...) rows a write changed, in that order."""
+        snaps: list[job_pb2.Job | None] = []
+        missing = []
+        for row in changed:
+            job = self.snapshots.derive(row[0], row[1], lambda j, row=row: change(j, row))
+            if job is None:
+                missing.append(row[0])
+            snaps.append(job)
+        if missing:
+            read = {j.job_id: j for j in self._read_back(conn, missing)}
+            snaps = [s if s is not None else read[row[0]] for s, row in zip(snaps, changed)]
+        self.snapshots.note(snaps)
+        return snaps
+
+    # --- writes ------------------------------------------------------------------------------
 
     def create_jobs(
         self, submissions: Sequence[jc.Submission]
@@ -128,51 +109,62 @@ class JobStore:
         raise AssertionError("unreachable")
 
     def create_jobs_in(self, conn, submissions: Sequence[jc.Submission]):
-        t = now()
+        t = Now.take()
         keys = {s.idempotency_key for s in submissions if s.idempotency_key}
         known: dict[str, list[str]] = {}
         if keys:
             for key, job_ids in conn.execute(select(db.Submission.idempotency_key, db.Submission.job_ids)
                                              .where(db.Submission.idempotency_key.in_(keys))):
                 known[key] = list(job_ids)
-        ids_per_submission, rows, dispatches, new_keys = [], [], [], []
+        ids_per_submission, rows, dispatches, snaps, new_keys = [], [], [], [], []
         for s in submissions:
             key = s.idempotency_key
             if key and key in known:
                 ids_per_submission.append(known[key])
                 continue
-            series = s.series.SerializeToString()
-            values = s.series.values
+            series, values, labels = s.series.SerializeToString(), s.series.values, s.series.labels
+            labels_json = json.dumps(dict(labels)) if labels else "{}"
             ids = []
             for model in s.models:
                 job_id = str(uuid.uuid4())
                 ids.append(job_id)
-                rows.append(
-                    dict(
-                        job_id=job_id, model_name=model, status=db.PENDING, created_at=t, updated_at=t,
-                        metrics={}, series_id=s.series.series_id or None, series_length=len(values),
-                        labels=dict(s.series.labels), series=series, attempts=0, dispatches=1, version=1,
-                        idempotency_key=key or None,
-                    )
-                )
+                rows.append((job_id, model, s.series.series_id or None, len(values), labels_json, series, key or None))
                 dispatches.append(TaskJob(job_id=job_id, model_name=model, values=values))
+                job = job_pb2.Job(job_id=job_id, model_name=model, state=js.JOB_STATE_PENDING,
+                                  series_id=s.series.series_id, series_length=len(values), version=1,
+                                  timings=job_pb2.JobTimings())
+                if labels:
+                    job.labels.update(labels)
+                _stamp(job.create_time, t.at)
+                snaps.append(job)
             if key:
                 known[key] = ids
-                new_keys.append(dict(idempotency_key=key, job_ids=ids, created_at=t))
+                new_keys.append(dict(idempotency_key=key, job_ids=ids, created_at=t.at))
             ids_per_submission.append(ids)
-        snapshots = [job_to_proto(r) for r in conn.execute(self.sql.insert, rows)] if rows else []
+        if rows:
+            self.hot.insert(self._cursor(conn), t, rows)
         if new_keys:
             conn.execute(insert(db.Submission), new_keys)
-        return ids_per_submission, dispatches, snapshots
+        self.snapshots.note(snaps)
+        return ids_per_submission, dispatches, snaps
 
-    def mark_queued(self, job_ids: Sequence[str]) -> list[job_pb2.Job]:
-        """PENDING -> QUEUED once the dispatch is on the broker. Jobs already further along are
-        left alone (a fast worker may have started them)."""
+    def mark_queued(self, job_ids: Sequence[str], at: dt.datetime | None = None) -> list[job_pb2.Job]:
+        """PENDING -> QUEUED once the dispatch is on the broker (``at``: when it got there). Jobs
+        already further along are left alone (a fast worker may have started them)."""
         with self.transaction() as conn:
-            return self.mark_queued_in(conn, job_ids)
+            return self.mark_queued_in(conn, job_ids, at)
 
-    def mark_queued_in(self, conn, job_ids: Sequence[str]) -> list[job_pb2.Job]:
-        return [job_to_proto(r) for r in conn.execute(self.sql.mark_queued, {"ids": list(job_ids), **self._times()})]
+    def mark_queued_in(self, conn, job_ids: Sequence[str], at: dt.datetime | None = None) -> list[job_pb2.Job]:
+        if not job_ids:
+            return []
+        t = Now.take()
+        queued = Now(at) if at is not None else t
+
+        def change(job, _row):
+            job.state = js.JOB_STATE_QUEUED
+            _stamp(job.queue_time, queued.at)
+
+        return self._derived(conn, self.hot.queued(self._cursor(conn), t, queued, list(job_ids)), change)
 
     def start_jobs(self, job_ids: Sequence[str], worker: str) -> tuple[list[str], list[job_pb2.Job]]:
         """Mark jobs RUNNING for ``worker``; returns the ids to run and the snapshots. A job
@@ -181,12 +173,21 @@ class JobStore:
             return self.start_jobs_in(conn, job_ids, worker)
 
     def start_jobs_in(self, conn, job_ids: Sequence[str], worker: str) -> tuple[list[str], list[job_pb2.Job]]:
-        params = {"ids": list(job_ids), "worker": worker, **self._times()}
-        started = [job_to_proto(r) for r in conn.execute(self.sql.start, params)]
+        if not job_ids:
+            return [], []
+        t = Now.take()
+
+        def change(job, row):
+            job.state = js.JOB_STATE_RUNNING
+            job.worker, job.attempts, job.timings.queue_seconds = worker, row[2], row[3] or 0.0
+            _stamp(job.start_time, t.at)
+
+        started = self._derived(conn, self.hot.start(self._cursor(conn), t, list(job_ids), worker), change)
         if len(started) == len(set(job_ids)):  # the usual case: no second statement
             return [j.job_id for j in started], started
         rest = list(set(job_ids) - {j.job_id for j in started})  # finished, unknown, or poison
-        poison = [job_to_proto(r) for r in conn.execute(self.sql.poison, {**params, "ids": rest})]
+        poison = [job_to_proto(r) for r in conn.execute(self.sql.poison, self.sql.params(t, ids=rest))]
+        self.snapshots.note(poison)
         return [j.job_id for j in started], [*started, *poison]
 
     def report_results(self, outcomes: Sequence[jc.JobOutcome]) -> tuple[int, list[job_pb2.Job]]:
@@ -197,27 +198,37 @@ class JobStore:
 
     def report_results_in(self, conn, outcomes: Sequence[jc.JobOutcome]) -> list[job_pb2.Job]:
         """The snapshots of the jobs the outcomes finished (one per job)."""
-        times = self._times()
-        t = times["t"]
-        rows = {r.job_id: r for r in conn.execute(self.sql.active_for_report, {"ids": [o.job_id for o in outcomes]})}
-        params = []
+        t = Now.take()
+        cur = self._cursor(conn)
+        active = {r[0]: r for r in self.hot.active(cur, list({o.job_id for o in outcomes}))}
+        rows, changed, applied = [], [], {}
         for o in outcomes:
-            row = rows.pop(o.job_id, None)  # pop: a job reported twice in one batch applies once
+            row = active.pop(o.job_id, None)  # pop: a job reported twice in one batch applies once
             if row is None:
                 continue
-            total = (t - utc(row.created_at)).total_seconds()
-            params.append(dict(
-                b_job_id=o.job_id, b_status=db.FAILED if o.error else db.COMPLETED,
-                b_inference=o.inference_seconds, b_total=total, b_error=o.error[:4000] or None,
-                b_result=None if o.error else result_to_json(o.result),
-                b_metrics={"inference_time": o.inference_seconds, "queue_time": row.queue_seconds,
-                           "total_time": total},
-                **times,
-            ))
-        if not params:
+            total = (t.at - self.hot.created_at(row[2])).total_seconds()
+            failed = bool(o.error)
+            metrics = json.dumps({"inference_time": o.inference_seconds, "queue_time": row[3], "total_time": total})
+            rows.append((o.job_id, db.FAILED if failed else db.COMPLETED, o.inference_seconds, total,
+                         o.error[:4000] if failed else None, None if failed else o.result.SerializeToString(),
+                         metrics))
+            changed.append((o.job_id, row[1] + 1))
+            applied[o.job_id] = (o, total)
+        if not rows:
             return []
-        conn.execute(self.sql.report, params)
-        return [job_to_proto(r) for r in conn.execute(self.sql.snapshots, {"ids": [p["b_job_id"] for p in params]})]
+        self.hot.report(cur, t, rows)
+
+        def change(job, row):
+            o, total = applied[row[0]]
+            job.state = js.JOB_STATE_FAILED if o.error else js.JOB_STATE_SUCCEEDED
+            if o.error:
+                job.error = o.error[:4000]
+            else:
+                job.result.CopyFrom(o.result)
+            job.timings.inference_seconds, job.timings.total_seconds = o.inference_seconds, total
+            _stamp(job.end_time, t.at)
+
+        return self._derived(conn, changed, change)
 
     def cancel(self, job_id: str) -> tuple[job_pb2.Job | None, list[job_pb2.Job]]:
         """(the job now, or None if unknown; the changes to publish)."""
@@ -225,10 +236,11 @@ class JobStore:
             return self.cancel_in(conn, job_id)
 
     def cancel_in(self, conn, job_id: str) -> tuple[job_pb2.Job | None, list[job_pb2.Job]]:
-        changed = [job_to_proto(r) for r in conn.execute(self.sql.cancel, {"ids": [job_id], **self._times()})]
+        changed = [job_to_proto(r) for r in conn.execute(self.sql.cancel, self.sql.params(Now.take(), ids=[job_id]))]
+        self.snapshots.note(changed)
         if changed:
             return changed[0], changed
-        current = [job_to_proto(r) for r in conn.execute(self.sql.snapshots, {"ids": [job_id]})]
+        current = self._read_back(conn, [job_id])
         return (current[0] if current else None), []
 
     def redispatch_stuck(self, older_than_s: float, limit: int = 500, statuses: Sequence[str] = db.ACTIVE
@@ -256,6 +268,7 @@ class JobStore:
                         version=T.c.version + 1)
                 .returning(*SNAPSHOT)
             )]
+            self.snapshots.note(snaps)
             changed = {j.job_id for j in snaps}
             dispatches = [
                 TaskJob(job_id=r.job_id, model_name=r.model_name, values=timeseries_pb2.TimeSeries.FromString(r.series).values)

@@ -111,13 +111,19 @@ async def abort_invalid(context: grpc.aio.ServicerContext, found: list[Violation
     await context.abort_with_status(rpc_status.to_status(bad_request_status(found, message)))
 
 
+INTERNAL_PREFIX = "/satlas.internal."
+
+
 class ValidationInterceptor(grpc.aio.ServerInterceptor):
-    """Checks every unary request against the rules before the handler runs. Streamed requests
-    are checked item by item by their handler (a bad item must not end the stream)."""
+    """Checks every unary request of the public API against the rules before the handler runs.
+    Streamed requests are checked item by item by their handler (a bad item must not end the
+    stream). The services' internal calls carry what the public edge already checked (ingest
+    validates each submission before CreateJobs); checking every value again cost the
+    orchestrator about as much as storing it."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
+        if handler is None or handler.request_streaming or handler_call_details.method.startswith(INTERNAL_PREFIX):
             return handler
         if handler.unary_unary is not None:
             inner = handler.unary_unary

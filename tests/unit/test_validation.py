@@ -48,3 +48,26 @@ def test_bad_request_status_carries_field_violations():
     detail = error_details_pb2.BadRequest()
     assert status.details[0].Unpack(detail)
     assert detail.field_violations[0].field == "series.values[1]"
+
+
+async def test_the_interceptor_checks_public_calls_and_trusts_internal_ones():
+    """Internal calls carry what the edge already checked; public ones are checked."""
+    import grpc
+
+    from satkit.validation import ValidationInterceptor
+
+    async def handler(request, context):
+        return "ran"
+
+    async def continuation(details):
+        return grpc.unary_unary_rpc_method_handler(handler)
+
+    class Details:
+        def __init__(self, method):
+            self.method = method
+
+    interceptor = ValidationInterceptor()
+    internal = await interceptor.intercept_service(continuation, Details("/satlas.internal.v1.JobControlService/CreateJobs"))
+    public = await interceptor.intercept_service(continuation, Details("/satlas.v1.OrchestratorService/GetJob"))
+    assert internal.unary_unary is handler
+    assert public.unary_unary is not handler
