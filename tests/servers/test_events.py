@@ -1,5 +1,6 @@
 """orchestrator_svc.events against the machine's Redis: what one replica publishes, every
-replica relays, once each and in order, including what was queued when it stopped."""
+replica relays, once each and in order (the publisher to its own watchers at once, not again when
+its batch comes back from the channel), including what was queued when it stopped."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ async def test_every_replica_relays_each_event_once_in_order():
             assert await received(on_a, 100) == expected
             assert await received(on_b, 100) == expected
             assert await on_b.get(timeout=0.3) is None  # nothing twice
+            assert await on_a.get(timeout=0.3) is None  # not even where it came from
     finally:
         await a.stop()
         await b.stop()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from satlas.v1 import job_pb2 as satlas_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#satlas/internal/v1/job_events.proto\x12\x12satlas.internal.v1\x1a\x13satlas/v1/job.proto\"3\n\rJobEventBatch\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.satlas.v1.JobR\x04jobsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#satlas/internal/v1/job_events.proto\x12\x12satlas.internal.v1\x1a\x13satlas/v1/job.proto\"K\n\rJobEventBatch\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.satlas.v1.JobR\x04jobs\x12\x16\n\x06origin\x18\x02 \x01(\tR\x06originb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'satlas.internal.v1.job_even
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBEVENTBATCH']._serialized_start=80
-  _globals['_JOBEVENTBATCH']._serialized_end=131
+  _globals['_JOBEVENTBATCH']._serialized_end=155
 # @@protoc_insertion_point(module_scope)
