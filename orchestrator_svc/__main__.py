@@ -44,7 +44,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[Core]:
     core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub)
     core.set_dispatcher(Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
                                    settings.jobs_per_message, core.mark_queued,
-                                   ahead=settings.dispatch_ahead, linger_s=settings.dispatch_linger_s))
+                                   ahead=settings.dispatch_ahead, linger_s=settings.dispatch_linger_s,
+                                   gap_s=settings.dispatch_gap_s))
     await core.writer.start()
     await core.dispatcher.start()
     reconciler = asyncio.create_task(reconcile_forever(core, settings))

@@ -3,15 +3,21 @@
 Publishing runs in one thread with Celery's pooled producer (no connection per job). A
 publish that fails leaves its jobs PENDING; the reconciler dispatches them again.
 
-Messages fill up when the workers are busy, and only then: a job goes out at once while fewer
-than ``ahead`` published messages wait to be started (StartJobs says when one is), and
-otherwise waits up to ``linger_s`` for company, so that under load one message, one StartJobs,
-one ReportResults and one transaction each carry many jobs instead of one series' worth.
+Messages fill up only when the mesh is busy, so that under load one message, one StartJobs, one
+ReportResults and one transaction each carry many jobs instead of one series' worth:
+- while ``ahead`` published messages wait to be started (StartJobs says when one is), the workers
+  are behind: jobs wait up to ``linger_s`` for company;
+- while any message is unfinished (ReportResults says when one is), messages go out at most one
+  per ``gap_s``: every message costs the mesh about the same CPU whatever it carries (py-spy and
+  /proc: 13-25 ms over all processes on 2 cores), so at moderate load a stream of one-series
+  messages saturated both cores and every hop queued for them. With nothing unfinished (the
+  workers idle), a job goes out at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class Backlog:
-    """Published messages not started yet, by what StartJobs reports. A message whose start this
-    replica never hears of (another replica heard it, a worker died) stops counting after ``stale_s``."""
+    """Published messages not yet ``done`` (started, or finished: the dispatcher keeps one of each).
+    A message this replica never hears of again (another replica heard it, a worker died) stops
+    counting after ``stale_s``."""
 
     def __init__(self, stale_s: float = 10.0):
         self.stale_s = stale_s
@@ -39,12 +46,11 @@ class Backlog:
         for j in job_ids:
             self._message_of[j] = self._next
 
-    def started(self, job_ids) -> None:
+    def done(self, job_ids) -> None:
         for j in job_ids:
             self._forget(self._message_of.get(j))
 
-    def unpublished(self, job_ids: list[str]) -> None:
-        self.started(job_ids)
+    started = unpublished = done
 
     def waiting(self, now: float) -> int:
         while self._messages:
@@ -63,13 +69,16 @@ class Backlog:
 
 class Dispatcher:
     def __init__(self, celery: Celery, jobs_per_message: int, on_published, ahead: int = 2,
-                 linger_s: float = 0.05):
+                 linger_s: float = 0.05, gap_s: float = 0.0):
         self.celery = celery
         self.jobs_per_message = max(1, jobs_per_message)
-        self.on_published = on_published  # async (job_ids) -> None: mark them QUEUED
+        self.on_published = on_published  # async (job_ids, at) -> None: mark them QUEUED as of ``at``
         self.ahead = ahead  # 0: never wait
         self.linger_s = linger_s
-        self.backlog = Backlog()
+        self.gap_s = gap_s  # 0: no pacing
+        self.backlog = Backlog()  # published, not started
+        self.unfinished = Backlog(stale_s=30.0)  # published, not reported
+        self._last_send = float("-inf")
         self.queue: asyncio.Queue[TaskJob | None] = asyncio.Queue()  # None: wake up, we are stopping
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="celery-publish")
         self._task: asyncio.Task | None = None
@@ -83,10 +92,22 @@ class Dispatcher:
 
     def started(self, job_ids) -> None:
         """A worker has claimed these jobs (StartJobs): their message left the queue."""
-        self.backlog.started(job_ids)
+        self.backlog.done(job_ids)
+
+    def finished(self, job_ids) -> None:
+        """A worker reported these jobs (ReportResults): their message is done."""
+        self.unfinished.done(job_ids)
 
     def _busy(self, now: float) -> bool:
         return self.ahead > 0 and not self._stopping and self.backlog.waiting(now) >= self.ahead
+
+    def _hold(self, now: float, linger_until: float) -> float:
+        """Until when the batch in hand may wait for company (past: it goes now)."""
+        if self._busy(now):
+            return linger_until
+        if self.gap_s > 0 and not self._stopping and self.unfinished.waiting(now):
+            return self._last_send + self.gap_s
+        return now
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
@@ -150,10 +171,10 @@ class Dispatcher:
         if not batch:
             return
         loop = asyncio.get_running_loop()
-        # Workers busy: let the message fill while they are, up to linger_s (checked every 5 ms).
+        # Busy: let the message fill while it is (checked every 5 ms), at most linger_s.
         deadline = loop.time() + self.linger_s
-        while block and len(batch) < n and self._busy(loop.time()):
-            remaining = deadline - loop.time()
+        while block and len(batch) < n:
+            remaining = min(self._hold(loop.time(), deadline), deadline) - loop.time()
             if remaining <= 0:
                 break
             try:
@@ -166,17 +187,20 @@ class Dispatcher:
             batch, self._carry = batch[:whole], batch[whole:]
         chunks = [batch[i : i + n] for i in range(0, len(batch), n)]
         ids = [d.job_id for d in batch]
+        self._last_send = loop.time()
         for chunk in chunks:  # counted before a worker can possibly start them
-            self.backlog.published([d.job_id for d in chunk], loop.time())
+            self.backlog.published([d.job_id for d in chunk], self._last_send)
+            self.unfinished.published([d.job_id for d in chunk], self._last_send)
         try:
             await loop.run_in_executor(self.thread, self._publish, chunks)
         except Exception as exc:
             self.backlog.unpublished(ids)
+            self.unfinished.unpublished(ids)
             log.warning("could not publish %d jobs (they stay PENDING for the reconciler): %s", len(batch), exc)
             return
         # Marked QUEUED in the background: the next round need not wait for that commit (a job a
         # worker starts first stays RUNNING: the mark applies only to PENDING jobs).
-        marking = asyncio.ensure_future(self.on_published(ids))
+        marking = asyncio.ensure_future(self.on_published(ids, dt.datetime.now(dt.timezone.utc)))
         self._marking.add(marking)
         marking.add_done_callback(self._marked)
 

@@ -56,8 +56,8 @@ class Core:
             if job.state == js.JOB_STATE_FAILED:
                 log.warning("job failed: %s", job.error, extra={"job_id": job.job_id, "model": job.model_name})
 
-    async def mark_queued(self, job_ids: list[str]) -> None:
-        await self.writer.mark_queued(job_ids)
+    async def mark_queued(self, job_ids: list[str], at: dt.datetime) -> None:
+        await self.writer.mark_queued(job_ids, at)
 
     async def redispatch_stuck(self, older_than_s: float) -> int:
         # With messages waiting on the broker, an old QUEUED job is most likely one of them, behind
@@ -86,7 +86,9 @@ class JobControl(jc_grpc.JobControlServiceServicer):
         return jc.StartJobsResponse(job_ids=await self.core.writer.start_jobs(request.job_ids, request.worker))
 
     async def ReportResults(self, request, context):
-        return jc.ReportResultsResponse(applied=await self.core.writer.report_results(request.outcomes))
+        applied = await self.core.writer.report_results(request.outcomes)
+        self.core.dispatcher.finished([o.job_id for o in request.outcomes])
+        return jc.ReportResultsResponse(applied=applied)
 
 
 class Orchestrator(pb_grpc.OrchestratorServiceServicer):

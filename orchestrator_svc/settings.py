@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from satkit.settings import BROKER_URL, DATABASE_URL, ORCHESTRATOR_ADDR, REDIS_URL, Var, setting
 
-JOBS_PER_MESSAGE = Var("ORCHESTRATOR_JOBS_PER_MESSAGE", 16, "jobs carried by one Celery message")
+JOBS_PER_MESSAGE = Var("ORCHESTRATOR_JOBS_PER_MESSAGE", 64, "jobs carried by one Celery message")
 DISPATCH_AHEAD = Var("ORCHESTRATOR_DISPATCH_AHEAD", 2,
                      "unstarted messages past which new ones wait to fill up (0: never wait)")
 DISPATCH_LINGER_S = Var("ORCHESTRATOR_DISPATCH_LINGER_S", 0.05, "the longest a job waits to fill a message")
+DISPATCH_GAP_S = Var("ORCHESTRATOR_DISPATCH_GAP_S", 0.015,
+                     "while a message is unfinished, the next goes no sooner than this after the last (0: at once)")
 RECONCILE_S = Var("ORCHESTRATOR_RECONCILE_S", 5.0, "how often the reconciler looks for stuck jobs")
 STUCK_S = Var("ORCHESTRATOR_STUCK_S", 30.0, "a PENDING/QUEUED/RUNNING job unchanged this long is re-dispatched")
 MAX_ATTEMPTS = Var("ORCHESTRATOR_MAX_ATTEMPTS", 3, "starts before a job fails as poison")
@@ -25,6 +27,7 @@ class Settings:
     jobs_per_message: int = setting(JOBS_PER_MESSAGE)
     dispatch_ahead: int = setting(DISPATCH_AHEAD)
     dispatch_linger_s: float = setting(DISPATCH_LINGER_S)
+    dispatch_gap_s: float = setting(DISPATCH_GAP_S)
     reconcile_every_s: float = setting(RECONCILE_S)
     stuck_after_s: float = setting(STUCK_S)
     max_attempts: int = setting(MAX_ATTEMPTS)

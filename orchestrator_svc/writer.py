@@ -17,6 +17,7 @@ again one at a time, so that only a faulty one fails.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 CREATE, QUEUED, START, REPORT, CANCEL = "create", "queued", "start", "report", "cancel"
 ORDER = (CREATE, QUEUED, START, REPORT, CANCEL)
 MAX_GROUP = 512  # writes in one transaction
+# QUEUED marks wait this long for another write to share a commit with: alone they were a quarter
+# of all transactions at moderate load, and the start of the same jobs usually follows within it.
+QUEUED_WAIT_S = 0.02
 
 
 @dataclass
@@ -81,7 +85,8 @@ def _create(store, conn, ops, out: Applied) -> list:
 
 
 def _queued(store, conn, ops, out: Applied) -> list:
-    out.snapshots.extend(store.mark_queued_in(conn, [j for op in ops for j in op.args[0]]))
+    for op in ops:  # each with the time its message reached the broker
+        out.snapshots.extend(store.mark_queued_in(conn, *op.args))
     return [None] * len(ops)
 
 
@@ -123,8 +128,10 @@ class Writer:
     its snapshots were handed to ``publish`` (and new jobs to ``dispatch``)."""
 
     def __init__(self, store: JobStore, publish: Callable[[list[job_pb2.Job]], Awaitable[None]],
-                 dispatch: Callable[[list[TaskJob]], None] | None = None, max_group: int = MAX_GROUP):
+                 dispatch: Callable[[list[TaskJob]], None] | None = None, max_group: int = MAX_GROUP,
+                 queued_wait_s: float = QUEUED_WAIT_S):
         self.store = store
+        self.queued_wait_s = queued_wait_s
         self.publish = publish
         self.dispatch = dispatch  # set once the dispatcher exists
         self.max_group = max_group
@@ -139,8 +146,9 @@ class Writer:
     async def create_jobs(self, submissions: Sequence[jc.Submission]) -> list[list[str]]:
         return await self._submit(CREATE, list(submissions))
 
-    async def mark_queued(self, job_ids: Sequence[str]) -> None:
-        await self._submit(QUEUED, list(job_ids))
+    async def mark_queued(self, job_ids: Sequence[str], at: dt.datetime | None = None) -> None:
+        """``at``: when their message reached the broker (the QUEUED time), default now."""
+        await self._submit(QUEUED, list(job_ids), at or dt.datetime.now(dt.timezone.utc))
 
     async def start_jobs(self, job_ids: Sequence[str], worker: str) -> list[str]:
         return await self._submit(START, list(job_ids), worker)
@@ -182,6 +190,13 @@ class Writer:
             ops = [await self.queue.get()]
             while len(ops) < self.max_group and not self.queue.empty():
                 ops.append(self.queue.get_nowait())
+            if self.queued_wait_s > 0 and all(op is not None and op.kind == QUEUED for op in ops):
+                try:  # only marks: wait a little for a write to share the commit with
+                    ops.append(await asyncio.wait_for(self.queue.get(), self.queued_wait_s))
+                except TimeoutError:
+                    pass
+                while len(ops) < self.max_group and not self.queue.empty():
+                    ops.append(self.queue.get_nowait())
             if None in ops:  # stop(): apply what came before it and whatever is still queued
                 stopping = True
                 ops = [op for op in ops if op is not None]

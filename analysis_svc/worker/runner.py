@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from satlas.internal.v1 import job_control_service_pb2 as jc
@@ -62,6 +63,9 @@ class Runner:
         self.triton = TritonStream(settings.triton_url)
         self.channel = grpc.insecure_channel(settings.orchestrator_addr, options=channel_options())
         self.control = jc_grpc.JobControlServiceStub(self.channel)
+        # The claim runs beside the first Triton round in a thread of its own: a gRPC future would
+        # start (and end) a channel-polling thread for every message.
+        self.claimer = ThreadPoolExecutor(1, thread_name_prefix="claim")
         self.catalogue = catalogue.Catalogue(self.triton.stub, settings.triton_timeout_s, settings.catalogue_ttl_s)
 
     def run(self, jobs: list[TaskJob], claim: bool = True) -> list[TaskJob]:
@@ -73,11 +77,11 @@ class Runner:
         cancelled or finished meanwhile is inferred for nothing, which is rare), and a job is
         counted as started before its inference begins, as the poison check needs."""
         request = jc.StartJobsRequest(job_ids=[j.job_id for j in jobs], worker=self.worker)
-        claiming = self.control.StartJobs.future(request, timeout=RPC_TIMEOUT_S, wait_for_ready=True) if claim else None
+        claiming = self.claimer.submit(call_orchestrator, self.control.StartJobs, request) if claim else None
         outcomes: list[jc.JobOutcome] = []
         todo = self._infer(jobs, outcomes)
         if claiming is not None:
-            keep = set(self._claimed(claiming, request).job_ids)
+            keep = set(claiming.result().job_ids)  # safe to repeat: a retried claim re-claims active jobs
             outcomes = [o for o in outcomes if o.job_id in keep]
             todo = [j for j in todo if j.job_id in keep]
         for attempt in range(1, self.settings.triton_retries):
@@ -87,15 +91,6 @@ class Runner:
             todo = self._infer(todo, outcomes)
         self.report(outcomes)
         return todo
-
-    def _claimed(self, claiming, request: jc.StartJobsRequest) -> jc.StartJobsResponse:
-        try:
-            return claiming.result()
-        except grpc.RpcError as exc:
-            if exc.code() not in RETRYABLE:
-                raise
-            log.warning("orchestrator %s; trying again", exc.code().name)
-            return call_orchestrator(self.control.StartJobs, request)  # safe to repeat: re-claims active jobs
 
     def _infer(self, jobs: list[TaskJob], outcomes: list[jc.JobOutcome], alone: bool = False) -> list[TaskJob]:
         """One request per model and length for models that take several series at once (one
@@ -147,5 +142,6 @@ class Runner:
         self.report([jc.JobOutcome(job_id=j.job_id, error=reason) for j in jobs])
 
     def close(self) -> None:
+        self.claimer.shutdown(wait=False)
         self.triton.close()
         self.channel.close()

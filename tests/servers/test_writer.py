@@ -5,6 +5,7 @@ stopping applies what was queued."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
 import sqlalchemy as sa
@@ -140,3 +141,35 @@ async def test_cancel_of_an_unknown_job_is_none(store):
     writer = await started_writer(store, Recorder())
     assert await writer.cancel("no-such-job") is None
     await writer.stop()
+
+
+async def test_queued_marks_wait_to_share_a_commit_and_keep_their_broker_time(store):
+    rec = Recorder()
+    writer = Writer(store, rec.publish, rec.dispatch, queued_wait_s=0.3)
+    await writer.start()
+    (ids,) = await writer.create_jobs([submission()])
+    groups = writer.groups
+    at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=0.05)  # when the message reached the broker
+    marking = asyncio.ensure_future(writer.mark_queued(ids, at))
+    await asyncio.sleep(0.05)
+    assert not marking.done()  # alone, a mark waits for company
+    await writer.start_jobs(ids, "w1")  # ... which the jobs' start brings
+    await marking
+    assert writer.groups == groups + 1  # one transaction for both
+    await writer.stop()
+    writer.close()
+    states = [(j.job_id, j.state) for j in rec.events]
+    for job_id in ids:
+        assert [s for i, s in states if i == job_id] == [js.JOB_STATE_PENDING, js.JOB_STATE_QUEUED, js.JOB_STATE_RUNNING]
+    job = store.get(ids[0])
+    assert abs(job.queue_time.ToDatetime(dt.timezone.utc) - at) < dt.timedelta(milliseconds=1)
+    assert job.queue_time.ToNanoseconds() < job.start_time.ToNanoseconds()
+    lone = asyncio.get_running_loop().time()
+    writer = Writer(store, rec.publish, rec.dispatch, queued_wait_s=0.1)
+    await writer.start()
+    (more,) = await writer.create_jobs([submission()])
+    lone = asyncio.get_running_loop().time()
+    await writer.mark_queued(more)  # no company comes: it commits after the wait
+    assert 0.09 <= asyncio.get_running_loop().time() - lone < 2
+    await writer.stop()
+    writer.close()
