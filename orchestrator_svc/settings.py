@@ -10,7 +10,7 @@ JOBS_PER_MESSAGE = Var("ORCHESTRATOR_JOBS_PER_MESSAGE", 64, "jobs carried by one
 DISPATCH_AHEAD = Var("ORCHESTRATOR_DISPATCH_AHEAD", 2,
                      "unstarted messages past which new ones wait to fill up (0: never wait)")
 DISPATCH_LINGER_S = Var("ORCHESTRATOR_DISPATCH_LINGER_S", 0.05, "the longest a job waits to fill a message")
-DISPATCH_GAP_S = Var("ORCHESTRATOR_DISPATCH_GAP_S", 0.015,
+DISPATCH_GAP_S = Var("ORCHESTRATOR_DISPATCH_GAP_S", 0.025,
                      "while a message is unfinished, the next goes no sooner than this after the last (0: at once)")
 RECONCILE_S = Var("ORCHESTRATOR_RECONCILE_S", 5.0, "how often the reconciler looks for stuck jobs")
 STUCK_S = Var("ORCHESTRATOR_STUCK_S", 30.0, "a PENDING/QUEUED/RUNNING job unchanged this long is re-dispatched")

@@ -58,10 +58,15 @@ class JobStore:
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @contextmanager
-    def transaction(self):
-        """One write transaction (SQLite: one writer at a time)."""
+    def transaction(self, durable: bool = True):
+        """One write transaction (SQLite: one writer at a time). ``durable=False`` (PostgreSQL):
+        the commit does not wait for the WAL to reach the disk; for changes a crash may lose
+        because they are made again (queued marks, starts, results: the reconciler runs such jobs
+        again), never for what a caller was told is stored (new jobs, cancels)."""
         if self._write_lock is None:
             with self.engine.begin() as conn:
+                if not durable:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
         else:
             with self._write_lock, self.engine.begin() as conn:

@@ -61,7 +61,8 @@ def apply_group(store: JobStore, ops: Sequence[Op]) -> Applied:
     by_kind: dict[str, list[int]] = {}
     for i, op in enumerate(ops):
         by_kind.setdefault(op.kind, []).append(i)
-    with store.transaction() as conn:
+    # Only new jobs and cancels must be on disk before their callers hear back (PostgreSQL).
+    with store.transaction(durable=any(op.kind in (CREATE, CANCEL) for op in ops)) as conn:
         for kind in ORDER:
             slots = by_kind.get(kind, [])
             if slots:

@@ -173,3 +173,34 @@ async def test_queued_marks_wait_to_share_a_commit_and_keep_their_broker_time(st
     assert 0.09 <= asyncio.get_running_loop().time() - lone < 2
     await writer.stop()
     writer.close()
+
+
+async def test_only_new_jobs_and_cancels_wait_for_the_disk(store):
+    """PostgreSQL: a group of starts, marks or results commits without waiting for the WAL flush
+    (a crash may lose them; the reconciler runs those jobs again); one with creates or a cancel waits."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no asynchronous commit")
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *_):
+        if "synchronous_commit" in statement:
+            seen.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        rec = Recorder()
+        writer = await started_writer(store, rec)
+        (ids,) = await writer.create_jobs([submission()])
+        assert seen == []
+        await writer.start_jobs(ids, "w1")
+        assert seen == ["SET LOCAL synchronous_commit TO OFF"]
+        await writer.cancel(ids[0])
+        assert len(seen) == 1
+        await writer.stop()
+        writer.close()
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    with store.transaction(durable=False) as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    with store.transaction() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
