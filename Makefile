@@ -77,7 +77,7 @@ convert: setup
 evaluate: setup
 	$(PY) -m scripts.evaluate --json bench-results/quality.json
 
-# End to end on an isolated stack: offered-load sweep, 60 s at 600 jobs/s, then Triton alone and the
+# End to end on an isolated stack: offered-load sweep, 60 s at 1,200 jobs/s, then Triton alone and the
 # mesh's efficiency; JSON and PNG in bench-results/ (DATABASE_URL honoured).
 bench: setup
 	$(PY) -m tools.bench.mesh --json bench-results/mesh.json
