@@ -44,6 +44,9 @@ CORS_ORIGINS = Var("ENVOY_CORS_ORIGINS", EnvoySettings().cors_origins,
 WORKER_CONCURRENCY = Var("WORKER_CONCURRENCY", 4, "Celery worker processes")
 STARTUP_TIMEOUT = Var("STACK_STARTUP_TIMEOUT", 120.0, "seconds for the services to turn healthy")
 STOP_TIMEOUT = Var("STACK_STOP_TIMEOUT", 10.0, "seconds for a graceful stop before SIGKILL")
+RESTART_LIMIT = Var("STACK_RESTART_LIMIT", 5,
+                    "restarts of one crashed process within the window before `make up` gives up")
+RESTART_WINDOW = Var("STACK_RESTART_WINDOW_S", 60.0, "seconds over which a process's crashes count")
 SIMULATOR_ARGS = Var("SIMULATOR_ARGS", "--interval 1 --random-interval --follow",
                      "the simulator's flags under `make run`")
 
@@ -51,7 +54,7 @@ SERVICES = ("orchestrator", "analysis", "ingest", "web", "envoy", "worker", "flo
 NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 
 STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_ADMIN_PORT, WEB_PORT, CORS_ORIGINS, WORKER_CONCURRENCY,
-              STARTUP_TIMEOUT, STOP_TIMEOUT, SIMULATOR_ARGS]
+              STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT, RESTART_WINDOW, SIMULATOR_ARGS]
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -88,6 +91,8 @@ class StackSettings:
     log_format: str = setting(LOG_FORMAT)
     startup_timeout_s: float = setting(STARTUP_TIMEOUT)
     stop_timeout_s: float = setting(STOP_TIMEOUT)
+    restart_limit: int = setting(RESTART_LIMIT)
+    restart_window_s: float = setting(RESTART_WINDOW)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child; wins over the stack's
     only: tuple[str, ...] = ()  # start just these (debugging); () = all
 

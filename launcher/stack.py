@@ -348,6 +348,15 @@ class Stack:
             raise StackError(f"{name!r} is not started by this stack ({', '.join(self.names)})")
         return name
 
+    def state(self) -> dict:
+        """Where everything is and which PID serves it: ``$SATLAS_RUN_DIR/stack.json`` under ``make up``,
+        for tools that drive a running stack (the soak kills its processes by these PIDs)."""
+        return {"ingest": self.ingest, "orchestrator": self.orchestrator, "analysis": self.analysis,
+                "envoy": self.envoy, "triton_url": self.triton_url, "redis_url": self.redis_url,
+                "broker_url": self.broker_url, "database_url": self.database_url,
+                "flower_url": self.flower_url, "dashboard_url": self.dashboard_url, "logs": str(self.logs_dir),
+                "pids": {n: p.pid for n, p in self.processes.items()}}
+
     def summary(self) -> str:
         s = self.settings
         rows = {

@@ -10,7 +10,10 @@ from __future__ import annotations
 import ctypes
 import signal
 import subprocess
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _WAITED = STOP_SIGNALS | {signal.SIGCHLD}
@@ -58,6 +61,39 @@ def wait(processes: Iterable[subprocess.Popen]) -> str:
         signum = signal.sigwait(_WAITED)
         if signum in STOP_SIGNALS:
             return signal.Signals(signum).name
+
+
+def sleep_unless_stopped(seconds: float) -> bool:
+    """Sleep, unless a stop signal comes first (True then). A child's exit meanwhile does not end it."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        signum = signal.sigtimedwait(_WAITED, left)
+        if signum is not None and signum.si_signo in STOP_SIGNALS:
+            return True
+    return False
+
+
+@dataclass
+class Restarts:
+    """When to start a crashed process again, as compose's ``restart: on-failure`` with a limit:
+    waits double from ``first_wait_s`` with each crash inside ``window_s`` (up to ``max_wait_s``);
+    past ``limit`` crashes inside the window, ``None``: give up, something is wrong for good."""
+
+    limit: int = 5
+    window_s: float = 60.0
+    first_wait_s: float = 0.5
+    max_wait_s: float = 10.0
+    crashes: dict[str, deque] = field(default_factory=dict)
+
+    def next_wait(self, name: str, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        recent = self.crashes.setdefault(name, deque())
+        recent.append(now)
+        while now - recent[0] > self.window_s:
+            recent.popleft()
+        if len(recent) > self.limit:
+            return None
+        return min(self.max_wait_s, self.first_wait_s * 2 ** (len(recent) - 1))
 
 
 def ready_or_stopped(wait_ready: Callable[[], None], stop: Callable[[], None]) -> None:

@@ -1,17 +1,23 @@
 """``make up`` (``python -m launcher``): the whole stack in the foreground; Ctrl-C stops it.
 
-With ``--simulator`` (``make run``) the data simulator feeds it once everything is healthy.
-Settings: ``launcher.settings`` (and the README's tables).
+A process that exits on its own is started again after a wait that doubles with each crash
+(``supervise.Restarts``); past STACK_RESTART_LIMIT crashes within STACK_RESTART_WINDOW_S it gives
+up and stops everything. ``$SATLAS_RUN_DIR/stack.json`` says where each part listens and its PID,
+rewritten after each restart. With ``--simulator`` (``make run``) the data simulator feeds it once
+everything is healthy. Settings: ``launcher.settings`` (and the README's tables).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from launcher import supervise
 from launcher.settings import NAMES, SIMULATOR_ARGS, StackSettings, connect_addr
@@ -35,6 +41,41 @@ def stop_simulator(p: subprocess.Popen | None, timeout: float = 15.0) -> None:
         p.wait()
 
 
+def write_state(stack: Stack) -> Path:
+    """stack.json, replaced at once (a reader never sees half of it)."""
+    path = Path(stack.settings.run_dir) / "stack.json"
+    part = path.with_suffix(".json.part")
+    part.write_text(json.dumps({"launcher": os.getpid(), **stack.state()}, indent=2))
+    part.replace(path)
+    return path
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def revive(stack: Stack, name: str, restarts: supervise.Restarts) -> bool:
+    """Start ``name`` again after its wait, until it is healthy (True) or the limit is reached (False).
+    StackInterrupted on Ctrl-C/SIGTERM meanwhile."""
+    while True:
+        wait = restarts.next_wait(name)
+        if wait is None:
+            return False
+        say(f"restarting {name} in {wait:g} s")
+        if supervise.sleep_unless_stopped(wait):
+            raise StackInterrupted(f"stopped while restarting {name}")
+        try:
+            process = stack.restart(name)
+        except StackInterrupted:
+            raise
+        except StackError as exc:
+            say(f"{name} did not come back: {(str(exc).splitlines() or ['?'])[0]}")
+            continue
+        say(f"{name} is back (pid {process.pid if process else '?'})")
+        write_state(stack)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=lambda v: tuple(n.strip() for n in v.split(",") if n.strip()), default=(),
@@ -51,24 +92,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         print(stack.summary(), flush=True)
+        write_state(stack)
+        s = stack.settings
+        restarts = supervise.Restarts(limit=s.restart_limit, window_s=s.restart_window_s)
         if args.simulator:
             command = simulator_command(stack.settings, SIMULATOR_ARGS.read())
             print(f"feeding it: {shlex.join(command[1:])}", flush=True)
             simulator = supervise.spawn(command, cwd=ROOT, env=stack.child_env())
         while True:
             name = stack.wait({"simulator": simulator} if simulator else None)
-            if name != "simulator":
-                break
-            print(f"the simulator exited with code {simulator.returncode}; the stack stays up "
-                  "(Ctrl-C stops it)", flush=True)
-            simulator = None
-        if name is None:
-            print("stopping everything", flush=True)
-            return 0
-        code = stack.processes[name].returncode
-        print(f"{name} exited with code {code}; stopping everything. {stack.log_file(name)}:\n"
-              f"{stack.log_tail(name)}", file=sys.stderr, flush=True)
-        return 1
+            if name is None:
+                say("stopping everything")
+                return 0
+            if name == "simulator":
+                say(f"the simulator exited with code {simulator.returncode}; the stack stays up (Ctrl-C stops it)")
+                simulator = None
+                continue
+            say(f"{name} exited with code {stack.processes[name].returncode}; last lines of "
+                f"{stack.log_file(name)}:\n{stack.log_tail(name, 8)}")
+            if not revive(stack, name, restarts):
+                print(f"{name} crashed more than {restarts.limit} times within {restarts.window_s:g} s; giving up "
+                      f"and stopping everything. {stack.log_file(name)}:\n{stack.log_tail(name)}",
+                      file=sys.stderr, flush=True)
+                return 1
     except StackInterrupted as exc:
         print(f"stack: {exc}; stopping", file=sys.stderr)
         return 0
