@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import signal
 import sys
 import threading
 import time
@@ -368,9 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(_signum, _frame) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = out or (lambda line: print(line, flush=True))
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM ends it as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return Demo(args, out).run()
     except grpc.RpcError as exc:
@@ -378,7 +386,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
             out(line)
         return 1
     except KeyboardInterrupt:
+        out("interrupted")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
