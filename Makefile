@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
 SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps web web-test run up demo triton test proto models train convert evaluate bench bench-triton bench-store lock clean
+.PHONY: setup system-deps web web-test run up demo triton test proto models train convert evaluate bench bench-triton bench-store soak lock clean
 
 setup: $(STAMP)
 
@@ -87,6 +87,11 @@ bench-triton: setup
 
 bench-store: setup
 	$(PY) -m tools.bench.store
+
+# Chaos soak: 1 hour at 100 jobs/s while every part is killed in turn every 3 minutes, then the check
+# that nothing was lost or doubled; SOAK_ARGS="--database postgresql" (or "--duration 0 --every 15").
+soak: setup
+	$(PY) -m tools.soak $(SOAK_ARGS)
 
 lock: setup
 	(echo '# Every package of the environment, pinned (pip freeze). Regenerate with `make lock` after changing requirements/*.txt.'; \
