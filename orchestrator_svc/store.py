@@ -264,11 +264,12 @@ class JobStore:
             ).all()
             if not rows:
                 return [], []
-            # A job may finish between the SELECT and this UPDATE: only the rows it changed go
-            # out again, or that job's terminal state would be published a second time.
+            # A job may finish between the SELECT and this UPDATE, or another replica's reconciler
+            # may send it again first: only the rows still active and still unchanged go out again,
+            # or that job would run twice or its terminal state be published a second time.
             snaps = [job_to_proto(r) for r in conn.execute(
                 update(T)
-                .where(T.c.job_id.in_([r.job_id for r in rows]), T.c.status.in_(db.ACTIVE))
+                .where(T.c.job_id.in_([r.job_id for r in rows]), T.c.status.in_(db.ACTIVE), T.c.updated_at < cutoff)
                 .values(status=db.QUEUED, queued_at=t, updated_at=t, dispatches=T.c.dispatches + 1,
                         version=T.c.version + 1)
                 .returning(*SNAPSHOT)

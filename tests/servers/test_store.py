@@ -128,6 +128,35 @@ def test_a_job_finishing_during_redispatch_is_not_sent_or_announced_again(store)
     assert store.get(ids[0]).state == js.JOB_STATE_SUCCEEDED
 
 
+def test_two_reconcilers_racing_send_a_stuck_job_once(store):
+    """Two replicas' reconcilers pick the same stuck job: the second, whose UPDATE comes after the
+    first committed, must not send it again."""
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's one writer cannot interleave two transactions")
+    (ids,), _, _ = store.create_jobs([submission()])
+    with store.engine.begin() as conn:  # stuck for a minute
+        conn.execute(sa.text("UPDATE inference_results SET updated_at = updated_at - interval '60 seconds' "
+                             "WHERE job_id IN :ids").bindparams(sa.bindparam("ids", expanding=True)), {"ids": ids})
+    other = []
+
+    def other_replica_first(conn, cursor, statement, *_):  # after this one's SELECT, before its UPDATE
+        if statement.startswith("UPDATE inference_results SET status") and not other:
+            other.append(None)
+            other[0] = store.redispatch_stuck(older_than_s=30)
+
+    sa.event.listen(store.engine, "before_cursor_execute", other_replica_first)
+    try:
+        dispatches, snaps = store.redispatch_stuck(older_than_s=30)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", other_replica_first)
+    assert sorted(d.job_id for d in other[0][0]) == sorted(ids)  # the other replica sent both
+    assert (dispatches, snaps) == ([], [])  # and this one neither
+    with store.engine.connect() as conn:
+        sent = conn.execute(sa.text("SELECT dispatches FROM inference_results WHERE job_id IN :ids")
+                            .bindparams(sa.bindparam("ids", expanding=True)), {"ids": ids}).scalars().all()
+    assert sent == [2, 2]  # created, then sent again once
+
+
 def test_list_pages_newest_first_with_filters(store):
     for _ in range(5):
         store.create_jobs([submission()])
