@@ -24,7 +24,9 @@ CREATE_TIMEOUT_S = 30.0  # the longest a CreateJobs call may take when the calle
 
 @asynccontextmanager
 async def lifespan(settings: Settings) -> AsyncIterator[Ingest]:
-    orchestrator = grpc.aio.insecure_channel(settings.orchestrator_addr, options=server.channel_options())
+    addr = settings.orchestrator_addr  # one, or the replicas' list (round robin)
+    orchestrator = grpc.aio.insecure_channel(server.target(addr),
+                                             options=server.channel_options() + server.balanced(addr))
     analysis = grpc.aio.insecure_channel(settings.analysis_addr, options=server.channel_options())
     control = jc_grpc.JobControlServiceStub(orchestrator)
 

@@ -36,7 +36,8 @@ GRPC_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin"
 class EnvoySettings:
     listen: tuple[str, int] = ("0.0.0.0", 8080)
     admin: tuple[str, int] = ("127.0.0.1", 9901)
-    upstreams: dict[str, tuple[str, int]] = field(default_factory=lambda: {
+    # host:port of each cluster, or several (replicas: round robin, a dead one ejected).
+    upstreams: dict[str, tuple] = field(default_factory=lambda: {
         "ingest": ("127.0.0.1", 50051), "orchestrator": ("127.0.0.1", 50052),
         "analysis": ("127.0.0.1", 50053), "web": ("127.0.0.1", 8081)})
     # Origins allowed to call grpc-web from another origin (the dashboard itself is same-origin).
@@ -48,16 +49,26 @@ def _address(host: str, port: int) -> dict:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _cluster(name: str, host: str, port: int, http2: bool) -> dict:
+def endpoints(upstream: tuple) -> list[tuple[str, int]]:
+    """(host, port), or a tuple of them."""
+    return list(upstream) if isinstance(upstream[0], tuple) else [upstream]
+
+
+def _cluster(name: str, upstream: tuple, http2: bool) -> dict:
+    hosts = endpoints(upstream)
     cluster = {
         "name": name,
-        "type": "STRICT_DNS" if not host[0].isdigit() else "STATIC",
+        "type": "STRICT_DNS" if not hosts[0][0][0].isdigit() else "STATIC",
         "connect_timeout": "2s",
         "load_assignment": {"cluster_name": name, "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}]},
+            {"lb_endpoints": [{"endpoint": {"address": _address(h, p)}} for h, p in hosts]}]},
         # Edge practice: bound what one upstream connection may buffer.
         "per_connection_buffer_limit_bytes": 1048576,
     }
+    if len(hosts) > 1:  # replicas: one that refuses connections is left out for a while
+        cluster["outlier_detection"] = {"consecutive_local_origin_failure": 2,
+                                        "split_external_local_origin_errors": True,
+                                        "base_ejection_time": "5s", "max_ejection_percent": 50}
     if http2:  # gRPC needs HTTP/2 to the servers
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -68,21 +79,29 @@ def _cluster(name: str, host: str, port: int, http2: bool) -> dict:
     return cluster
 
 
+# A request that never reached a server (refused, reset before it was sent) goes to another
+# one: safe for every call, and what carries clients over a replica's death.
+RETRY = {"retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 2,
+         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+             "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+         "host_selection_retry_max_attempts": 3}
+
+
 def _routes() -> list[dict]:
     routes = []
     for path in STREAMS:
         service = path.split("/")[0]
-        routes.append({
-            "match": {"path": f"/{path}"},
-            "route": {"cluster": ROUTES[service], "timeout": "0s", "idle_timeout": "0s",
-                      "max_stream_duration": {"grpc_timeout_header_max": "0s"}},
-        })
+        route = {"cluster": ROUTES[service], "timeout": "0s", "idle_timeout": "0s",
+                 "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
+        if not path.endswith("/StreamSeries"):  # a retry would hold a producer's stream in Envoy's buffer
+            route["retry_policy"] = RETRY
+        routes.append({"match": {"path": f"/{path}"}, "route": route})
     for service, cluster in ROUTES.items():
         routes.append({
             "match": {"prefix": f"/{service}/"},
             # The caller's grpc-timeout is the deadline; without one, a minute.
             "route": {"cluster": cluster, "timeout": "60s",
-                      "max_stream_duration": {"grpc_timeout_header_max": "0s"}},
+                      "max_stream_duration": {"grpc_timeout_header_max": "0s"}, "retry_policy": RETRY},
         })
     # Everything else is the dashboard's static files.
     routes.append({"match": {"prefix": "/"}, "route": {"cluster": "web", "timeout": "15s"}})
@@ -154,8 +173,7 @@ def config(s: EnvoySettings) -> dict:
                 "filter_chains": [{"filters": [
                     {"name": "envoy.filters.network.http_connection_manager", "typed_config": _manager(s)}]}],
             }],
-            "clusters": [_cluster(name, host, port, http2=name != "web")
-                         for name, (host, port) in s.upstreams.items()],
+            "clusters": [_cluster(name, upstream, http2=name != "web") for name, upstream in s.upstreams.items()],
         },
     }
 

@@ -47,6 +47,8 @@ STOP_TIMEOUT = Var("STACK_STOP_TIMEOUT", 10.0, "seconds for a graceful stop befo
 RESTART_LIMIT = Var("STACK_RESTART_LIMIT", 5,
                     "restarts of one crashed process within the window before `make up` gives up")
 RESTART_WINDOW = Var("STACK_RESTART_WINDOW_S", 60.0, "seconds over which a process's crashes count")
+REPLICAS = Var("ORCHESTRATOR_REPLICAS", 1, "orchestrator processes, all serving every RPC (more than one needs "
+                                          "PostgreSQL); the others listen 10, 20, ... ports above ORCHESTRATOR_ADDR")
 SIMULATOR_ARGS = Var("SIMULATOR_ARGS", "--interval 1 --random-interval --follow",
                      "the simulator's flags under `make run`")
 
@@ -54,7 +56,12 @@ SERVICES = ("orchestrator", "analysis", "ingest", "web", "envoy", "worker", "flo
 NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 
 STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_ADMIN_PORT, WEB_PORT, CORS_ORIGINS, WORKER_CONCURRENCY,
-              STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT, RESTART_WINDOW, SIMULATOR_ARGS]
+              STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT, RESTART_WINDOW, REPLICAS, SIMULATOR_ARGS]
+
+
+def kind(name: str) -> str:
+    """What a process is: ``orchestrator-2``, a replica, is an ``orchestrator``."""
+    return name.partition("-")[0]
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -93,6 +100,8 @@ class StackSettings:
     stop_timeout_s: float = setting(STOP_TIMEOUT)
     restart_limit: int = setting(RESTART_LIMIT)
     restart_window_s: float = setting(RESTART_WINDOW)
+    orchestrator_replicas: int = setting(REPLICAS)
+    replica_addrs: tuple[str, ...] = ()  # the 2nd, 3rd, ... orchestrator (filled in by ``resolved``)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child; wins over the stack's
     only: tuple[str, ...] = ()  # start just these (debugging); () = all
 
@@ -129,7 +138,23 @@ class StackSettings:
         if unknown:
             raise ValueError(f"unknown names {sorted(unknown)}; known: {', '.join(NAMES)}")
         wanted = [n for n in NAMES if not self.only or n in self.only]
-        return tuple(n for n in wanted if not (n == "redis" and self.redis_url or n == "triton" and self.triton_url))
+        names = []
+        for n in wanted:
+            if not (n == "redis" and self.redis_url or n == "triton" and self.triton_url):
+                names.append(n)
+            if n == "orchestrator":
+                names += [f"orchestrator-{k}" for k in range(2, self.orchestrator_replicas + 1)]
+        return tuple(names)
+
+    @property
+    def orchestrator_addrs(self) -> tuple[str, ...]:
+        return (self.orchestrator_addr, *self.replica_addrs)
+
+    def addr_of(self, name: str) -> str:
+        """The listen address of a gRPC service's process (``orchestrator-2``: the second replica)."""
+        if kind(name) == "orchestrator":
+            return self.orchestrator_addrs[int(name.partition("-")[2] or 1) - 1]
+        return getattr(self, f"{name}_addr")
 
     def resolved(self, pick: Callable[[], int] = free_port) -> "StackSettings":
         """Port 0 replaced by distinct free ports, and the default database filled in."""
@@ -152,11 +177,19 @@ class StackSettings:
             host, p = split_addr(a)
             return f"{host}:{port(p)}"
 
+        if self.orchestrator_replicas < 1:
+            raise ValueError("ORCHESTRATOR_REPLICAS must be 1 or more")
+        if self.orchestrator_replicas > 1 and self.job_database_url.startswith("sqlite"):
+            raise ValueError("ORCHESTRATOR_REPLICAS > 1 needs DATABASE_URL on PostgreSQL")
         if not self.triton_url:
             t = replace(t, http_port=port(t.http_port), grpc_port=port(t.grpc_port), metrics_port=port(t.metrics_port))
+        first_host, first_port = split_addr(self.orchestrator_addr)
+        replicas = tuple(self.replica_addrs) or tuple(
+            f"{first_host}:{first_port + 10 * k if first_port else 0}" for k in range(1, self.orchestrator_replicas))
         return replace(
             self, triton=t, ingest_addr=addr(self.ingest_addr), orchestrator_addr=addr(self.orchestrator_addr),
             analysis_addr=addr(self.analysis_addr), flower_port=port(self.flower_port),
+            replica_addrs=tuple(addr(a) for a in replicas),
             envoy_addr=addr(self.envoy_addr), envoy_admin_port=port(self.envoy_admin_port),
             web_port=port(self.web_port),
             embedded_redis_port=self.embedded_redis_port if self.redis_url else port(self.embedded_redis_port),

@@ -22,7 +22,7 @@ from launcher import supervise
 from launcher.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from launcher.envoy import EnvoySettings, render
 from launcher.probes import WORKER_HOSTNAME, GrpcHealth, WorkerPing, http_answers, worker_nodename
-from launcher.settings import NAMES, SERVICES, StackSettings, connect_addr, split_addr
+from launcher.settings import SERVICES, StackSettings, connect_addr, kind, split_addr
 from launcher.triton_local import ROOT, LocalTriton, TritonError
 from satkit.queue import QUEUE
 
@@ -44,6 +44,8 @@ def ports_to_bind(s: StackSettings) -> dict[str, tuple[str, int]]:
     """(host, port) of every listener this stack opens, by the setting that names it."""
     names = s.names
     ports = {f"{n.upper()}_ADDR": split_addr(getattr(s, f"{n}_addr")) for n in GRPC_SERVICES if n in names}
+    ports |= {f"ORCHESTRATOR_ADDR (replica {n})": split_addr(s.addr_of(n)) for n in names
+              if kind(n) == "orchestrator" and n != "orchestrator"}
     if "flower" in names:
         ports["FLOWER_PORT"] = (FLOWER_HOST, s.flower_port)
     if "envoy" in names:
@@ -72,6 +74,7 @@ def port_taken(host: str, port: int) -> bool:
 
 
 def service_command(name: str, s: StackSettings, python: str = sys.executable) -> list[str]:
+    """The command of process ``name`` (a replica's is its kind's)."""
     celery = [python, "-m", "celery", "-A", "analysis_svc.worker.app:app"]
     return {
         "orchestrator": [python, "-m", "orchestrator_svc"],
@@ -84,7 +87,7 @@ def service_command(name: str, s: StackSettings, python: str = sys.executable) -
         # A distinct base id per Envoy on one host (their shared memory); the listener port is one.
         "envoy": [str(Path(python).parent / "envoy"), "-c", str(envoy_config_path(s)), "--log-level", "warn",
                   "--base-id", str(split_addr(s.envoy_addr)[1])],
-    }[name]
+    }[kind(name)]
 
 
 def envoy_config_path(s: StackSettings) -> Path:
@@ -96,7 +99,9 @@ def envoy_settings(s: StackSettings) -> EnvoySettings:
     return EnvoySettings(
         listen=split_addr(s.envoy_addr), admin=("127.0.0.1", s.envoy_admin_port), cors_origins=s.cors_origins,
         upstreams={n: split_addr(connect_addr(getattr(s, f"{n}_addr"))) for n in GRPC_SERVICES}
-        | {"web": (WEB_HOST, s.web_port)})
+        | {"web": (WEB_HOST, s.web_port)}
+        | ({"orchestrator": tuple(split_addr(connect_addr(a)) for a in s.orchestrator_addrs)}
+           if len(s.orchestrator_addrs) > 1 else {}))
 
 
 def stack_env(s: StackSettings, redis_url: str, triton_url: str) -> dict[str, str]:
@@ -107,7 +112,9 @@ def stack_env(s: StackSettings, redis_url: str, triton_url: str) -> dict[str, st
         "BROKER_URL": s.broker_url or redis_url,
         "TRITON_URL": triton_url,
         "INGEST_ADDR": s.ingest_addr,
-        "ORCHESTRATOR_ADDR": s.orchestrator_addr,
+        # Clients of two or more replicas get them all, and spread their calls (satkit.server.balanced).
+        "ORCHESTRATOR_ADDR": (",".join(connect_addr(a) for a in s.orchestrator_addrs) if s.replica_addrs
+                              else s.orchestrator_addr),
         "ANALYSIS_ADDR": s.analysis_addr,
         "FLOWER_PORT": str(s.flower_port),
         "WORKER_CONCURRENCY": str(s.worker_concurrency),
@@ -216,7 +223,7 @@ class Stack:
             if self.triton:  # loads its models while the services start: none needs it to start
                 self.echo(f"starting triton (log: {self.log_file('triton')})")
                 self._start_embedded("triton", wait=False)
-            services = [n for n in SERVICES if n in self.names]
+            services = [n for n in self.names if kind(n) in SERVICES]
             for name in services:
                 self.echo(f"starting {name} (log: {self.log_file(name)})")
                 self._spawn(name, fresh_log=True)
@@ -246,6 +253,8 @@ class Stack:
         if not fresh_log:
             with open(self.log_file(name), "ab") as log:
                 log.write(f"--- {name} restarted by the stack at {time.strftime('%H:%M:%S')} ---\n".encode())
+        if kind(name) == "orchestrator":  # each replica listens on its own address; clients get the list
+            extra_env = {"ORCHESTRATOR_ADDR": self.settings.addr_of(name), **(extra_env or {})}
         self._services[name] = supervise.spawn(service_command(name, self.settings), self.log_file(name),
                                                mode="wb" if fresh_log else "ab", cwd=ROOT,
                                                env=self.child_env(extra_env))
@@ -253,7 +262,7 @@ class Stack:
     def wait_healthy(self, names: Iterable[str], timeout: float | None = None,
                      watch: Mapping[str, subprocess.Popen] | None = None) -> None:
         """Until every one of ``names`` passes its check; StackError if one of ``watch`` exits first."""
-        pending = [n for n in names if n in SERVICES]
+        pending = [n for n in names if kind(n) in SERVICES]
         watch = {n: self._services[n] for n in pending} if watch is None else dict(watch)
         timeout = self.settings.startup_timeout_s if timeout is None else timeout
         checks = {n: self._check(n) for n in pending}
@@ -280,8 +289,8 @@ class Stack:
                 getattr(check, "close", lambda: None)()
 
     def _check(self, name: str) -> Callable[[], bool]:
-        if name in GRPC_SERVICES:
-            return GrpcHealth(getattr(self, name))
+        if kind(name) in GRPC_SERVICES:
+            return GrpcHealth(connect_addr(self.settings.addr_of(name)))
         if name == "flower":
             return lambda: http_answers(self.flower_url)
         if name == "envoy":  # the admin's /ready answers 200 once listeners and clusters are up
@@ -301,8 +310,8 @@ class Stack:
 
     def stop(self, name: str | None = None) -> None:
         """Stop one process, or everything (services first, then Triton, then Redis)."""
-        names = NAMES if name is None else (self._known(name),)
-        self._stop_services([n for n in reversed(SERVICES) if n in names])
+        names = self.names if name is None else (self._known(name),)
+        self._stop_services([n for n in reversed(self.names) if kind(n) in SERVICES and n in names])
         if self.triton and "triton" in names:
             self.triton.stop()
         if self.redis and "redis" in names:
@@ -352,6 +361,7 @@ class Stack:
         """Where everything is and which PID serves it: ``$SATLAS_RUN_DIR/stack.json`` under ``make up``,
         for tools that drive a running stack (the soak kills its processes by these PIDs)."""
         return {"ingest": self.ingest, "orchestrator": self.orchestrator, "analysis": self.analysis,
+                "orchestrators": [connect_addr(a) for a in self.settings.orchestrator_addrs],
                 "envoy": self.envoy, "triton_url": self.triton_url, "redis_url": self.redis_url,
                 "broker_url": self.broker_url, "database_url": self.database_url,
                 "flower_url": self.flower_url, "dashboard_url": self.dashboard_url, "logs": str(self.logs_dir),
@@ -361,7 +371,8 @@ class Stack:
         s = self.settings
         rows = {
             "ingest": f"{self.ingest} (gRPC)",
-            "orchestrator": f"{self.orchestrator} (gRPC)",
+            "orchestrator": f"{self.orchestrator} (gRPC)" + (
+                f"; replicas {', '.join(connect_addr(a) for a in s.replica_addrs)}" if s.replica_addrs else ""),
             "analysis": f"{self.analysis} (gRPC)",
             "worker": f"{worker_nodename()}, concurrency {s.worker_concurrency}, queue {QUEUE}",
             "triton": self.triton_url and f"{self.triton_url} (gRPC{'' if self.triton else ', external'})",

@@ -47,6 +47,20 @@ def channel_options(max_message_bytes: int = INTERNAL_MAX_MESSAGE_BYTES) -> list
     ]
 
 
+def target(addr: str) -> str:
+    """The gRPC target for ``addr``: one host:port, or several comma-separated IP:port (replicas of
+    one service) as one ``ipv4:``/``ipv6:`` target, over which ``balanced`` spreads the calls."""
+    addrs = [a.strip() for a in addr.split(",") if a.strip()]
+    if len(addrs) == 1:
+        return addrs[0]
+    return ("ipv6:" if any(a.startswith("[") for a in addrs) else "ipv4:") + ",".join(addrs)
+
+
+def balanced(addr: str) -> list[tuple[str, str]]:
+    """Round robin over the replicas of a list ``addr``: a dead one is skipped until it is back."""
+    return [("grpc.lb_policy_name", "round_robin")] if "," in addr else []
+
+
 def create_server(
     address: str, *, max_message_bytes: int = 4 * 1024 * 1024, interceptors: Iterable = ()
 ) -> tuple[grpc.aio.Server, int]:

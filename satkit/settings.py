@@ -105,7 +105,8 @@ def table(vars_: list[Var]) -> str:
 # Read by several processes (and the project's clients), so declared here once.
 INGEST_ADDR = Var("INGEST_ADDR", "127.0.0.1:50051", "IngestService: where ingest listens and clients submit")
 ORCHESTRATOR_ADDR = Var("ORCHESTRATOR_ADDR", "127.0.0.1:50052",
-                        "OrchestratorService and the internal JobControlService")
+                        "OrchestratorService and the internal JobControlService; clients also take the "
+                        "replicas' list, IP:port comma-separated, and spread calls round robin")
 ANALYSIS_ADDR = Var("ANALYSIS_ADDR", "127.0.0.1:50053", "AnalysisService (Analyze, ListModels)")
 TRITON_URL = Var("TRITON_URL", "127.0.0.1:8001", "Triton's gRPC endpoint (`make up`: unset starts the local Triton)")
 REDIS_URL = Var("REDIS_URL", "redis://127.0.0.1:6379/0",

@@ -19,7 +19,7 @@ from analysis_svc.settings import Settings
 from analysis_svc.tensors import build_batch_request, check_length, parse_batch_response
 from analysis_svc.worker.triton_stream import TritonRejected, TritonStream, TritonUnavailable
 from satkit.queue import TaskJob
-from satkit.server import channel_options
+from satkit.server import balanced, channel_options, target
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 30.0  # waits out an orchestrator restart (wait_for_ready)
@@ -61,7 +61,8 @@ class Runner:
         self.settings = settings
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.triton = TritonStream(settings.triton_url)
-        self.channel = grpc.insecure_channel(settings.orchestrator_addr, options=channel_options())
+        addr = settings.orchestrator_addr  # one, or the replicas' list (round robin)
+        self.channel = grpc.insecure_channel(target(addr), options=channel_options() + balanced(addr))
         self.control = jc_grpc.JobControlServiceStub(self.channel)
         # The claim runs beside the first Triton round in a thread of its own: a gRPC future would
         # start (and end) a channel-polling thread for every message.

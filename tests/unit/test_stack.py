@@ -12,6 +12,7 @@ import pytest
 
 from launcher import stack as st
 from launcher.embedded_redis import EmbeddedRedis, valkey_binary
+from launcher.settings import NAMES, SERVICES
 from launcher.stack import Stack, StackSettings
 from launcher.triton_local import TritonSettings, free_port
 from launcher.up import simulator_command
@@ -24,7 +25,7 @@ def test_from_env_defaults():
         "127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053")
     assert (s.flower_port, s.worker_concurrency, s.log_format) == (5555, 4, "text")
     assert s.startup_timeout_s == 120.0
-    assert s.names == st.NAMES
+    assert s.names == NAMES
 
 
 def test_from_env_overrides():
@@ -36,7 +37,7 @@ def test_from_env_overrides():
     assert (s.database_url, s.redis_url, s.broker_url, s.triton_url) == (
         "postgresql://db/satlas", "redis://r:1/0", "amqp://b//", "t:8001")
     assert (s.flower_port, s.worker_concurrency, s.log_format, s.startup_timeout_s) == (4, 5, "json", 7.5)
-    assert s.names == st.SERVICES  # external Redis and Triton: neither is started
+    assert s.names == SERVICES  # external Redis and Triton: neither is started
 
 
 def test_names_only_and_unknown():
@@ -162,3 +163,35 @@ def test_simulator_command_points_at_the_stacks_services():
     command = simulator_command(s, "--interval 0.5 --models 'vae_timeseries'", python="py")
     assert command == ["py", "-m", "tools.simulator", "--url", "127.0.0.1:7001", "--orchestrator",
                        "127.0.0.1:7002", "--interval", "0.5", "--models", "vae_timeseries"]
+
+
+def test_two_orchestrator_replicas_listen_apart_and_clients_get_both():
+    s = StackSettings.from_env({"ORCHESTRATOR_REPLICAS": "2", "DATABASE_URL": "postgresql://db/satlas"}).resolved()
+    assert s.names[:4] == ("redis", "triton", "orchestrator", "orchestrator-2")
+    assert s.orchestrator_addrs == ("127.0.0.1:50052", "127.0.0.1:50062")
+    assert s.addr_of("orchestrator-2") == "127.0.0.1:50062"
+    env = st.stack_env(s, "redis://r", "t:1")
+    assert env["ORCHESTRATOR_ADDR"] == "127.0.0.1:50052,127.0.0.1:50062"
+    assert st.service_command("orchestrator-2", s)[-2:] == ["-m", "orchestrator_svc"]
+    assert st.envoy_settings(s).upstreams["orchestrator"] == (("127.0.0.1", 50052), ("127.0.0.1", 50062))
+    assert "ORCHESTRATOR_ADDR (replica orchestrator-2)" in st.ports_to_bind(s)
+
+
+def test_isolated_replicas_get_free_ports_of_their_own():
+    s = StackSettings.isolated(Path("/tmp/x"), orchestrator_replicas=3, database_url="postgresql://db/x").resolved()
+    ports = [st.split_addr(a)[1] for a in s.orchestrator_addrs]
+    assert len(set(ports)) == 3 and 0 not in ports
+
+
+def test_replicas_need_postgresql():
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        StackSettings.from_env({"ORCHESTRATOR_REPLICAS": "2"}).resolved()
+
+
+def test_clients_spread_calls_over_a_list_of_replicas():
+    from satkit.server import balanced, target
+
+    assert (target("127.0.0.1:1"), balanced("127.0.0.1:1")) == ("127.0.0.1:1", [])
+    assert target("127.0.0.1:1, 127.0.0.1:2") == "ipv4:127.0.0.1:1,127.0.0.1:2"
+    assert target("[::1]:1,[::1]:2") == "ipv6:[::1]:1,[::1]:2"
+    assert balanced("127.0.0.1:1,127.0.0.1:2") == [("grpc.lb_policy_name", "round_robin")]

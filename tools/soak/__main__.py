@@ -64,6 +64,8 @@ def parse(argv):
                         help="seconds Triton stays stopped (past the workers' 10 s call deadline)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
                         help="postgresql: a private server (initdb), so it can be restarted")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="orchestrator replicas (2 or more need --database postgresql); killed in turn")
     parser.add_argument("--stack", help="a running stack's run directory (its stack.json) instead of a new one")
     parser.add_argument("--drain", type=float, default=180.0, help="seconds to wait for the last jobs to end")
     parser.add_argument("--seed", type=int, default=0)
@@ -74,6 +76,8 @@ def parse(argv):
         parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(KINDS)}")
     if "postgres" in args.faults and args.database != "postgresql":
         args.faults = tuple(k for k in args.faults if k != "postgres")
+    if args.replicas > 1 and args.database != "postgresql" and not args.stack:
+        parser.error("--replicas needs --database postgresql")
     if args.database == "postgresql" and not args.stack and not PrivatePostgres.available():
         parser.error("--database postgresql needs initdb and pg_ctl (Debian: postgresql)")
     return args
@@ -91,8 +95,10 @@ def plan(args) -> tuple[list[tuple[float, str]], float]:
     return faults, args.duration
 
 
-def start_launcher(run_dir: Path, database_url: str, stop: threading.Event) -> tuple[subprocess.Popen, Path]:
-    env = {**os.environ, **STACK_ENV, "SATLAS_RUN_DIR": str(run_dir), "LOG_FORMAT": "text"}
+def start_launcher(run_dir: Path, database_url: str, replicas: int, stop: threading.Event
+                   ) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, **STACK_ENV, "SATLAS_RUN_DIR": str(run_dir), "LOG_FORMAT": "text",
+           "ORCHESTRATOR_REPLICAS": str(replicas)}
     for name in ("REDIS_URL", "BROKER_URL", "TRITON_URL", "DATABASE_URL"):
         env.pop(name, None)
     for name in ("INGEST_ADDR", "ORCHESTRATOR_ADDR", "ANALYSIS_ADDR"):
@@ -142,7 +148,7 @@ class Progress:
         t, a, d = self.last
         span = max(now - t, 1e-6)
         say(f"{now - self.t0:6.0f} s  accepted {(accepted - a) / span:6.1f}/s  done {(done - d) / span:6.1f}/s  "
-            f"not finished {accepted - done}")
+            f"no terminal event seen {accepted - done}")
         self.last = (now, accepted, done)
 
 
@@ -165,15 +171,17 @@ def soak(args, stop: threading.Event, exits: ExitStack) -> int:
             exits.callback(pg.stop)
             pg.start()
             say(f"PostgreSQL of the soak's own at {pg.url}")
-        launcher, state_file = start_launcher(run_dir, pg.url if pg else "", stop)
+        launcher, state_file = start_launcher(run_dir, pg.url if pg else "", args.replicas, stop)
         exits.callback(stop_launcher, launcher)
     state = json.loads(state_file.read_text())
-    say(f"stack up: ingest {state['ingest']}, orchestrator {state['orchestrator']}, envoy {state['envoy']}, "
+    orchestrators = state.get("orchestrators") or [state["orchestrator"]]
+    say(f"stack up: ingest {state['ingest']}, orchestrator {', '.join(orchestrators)}, envoy {state['envoy']}, "
         f"database {state['database_url'].split(':')[0]}")
     record = Record()
     quiet = lambda line: print(line, flush=True)  # noqa: E731 (streams stamp their own lines)
-    feeds = [Feed("orchestrator", state["orchestrator"], record, quiet).start(),
-             Feed("envoy", state["envoy"], record, quiet).start()]
+    feeds = [Feed("orchestrator" + (f" {i + 1}" if len(orchestrators) > 1 else ""), addr, record, quiet).start()
+             for i, addr in enumerate(orchestrators)]
+    feeds.append(Feed("envoy", state["envoy"], record, quiet).start())
     for feed in feeds:
         exits.callback(feed.close)
     injector = Injector(state_file, say, postgres=pg, stall_s=args.stall)
@@ -208,6 +216,7 @@ def soak(args, stop: threading.Event, exits: ExitStack) -> int:
     out = {
         "command": "python -m tools.soak " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
         "database": state["database_url"].split(":")[0].split("+")[0], "seconds": seconds,
+        "orchestrator_replicas": len(orchestrators),
         "load": {"offered_jobs_s": args.rate, "accepted_jobs_s": len(accepted) / seconds,
                  "done_jobs_s": sum(series["done"][:int(seconds)]) / seconds},
         "unanswered_at_end": unanswered, "drain_s": drain_s,

@@ -67,6 +67,7 @@ class Injector:
         self.stall_s, self.back_timeout_s = stall_s, back_timeout_s
         self.faults: list[Fault] = []
         self.threads: list[threading.Thread] = []
+        self.turn = 0  # which orchestrator replica goes next
 
     def pids(self) -> dict[str, int]:
         return json.loads(self.stack_json.read_text())["pids"]
@@ -83,6 +84,9 @@ class Injector:
             os.kill(victim, signal.SIGKILL)
         elif kind in KILLED:
             name = KILLED[kind]
+            if name == "orchestrator":  # replicas die in turn
+                names = sorted(n for n in pids if n.startswith("orchestrator"))
+                name, self.turn = names[self.turn % len(names)], self.turn + 1
             fault = Fault(kind, time.monotonic(), f"SIGKILL {name} (pid {pids[name]})"
                           + (", its data lost (kept in memory only)" if name == "redis" else ""))
             os.kill(pids[name], signal.SIGKILL)
