@@ -28,6 +28,10 @@ describe("mergeFeed", () => {
     const same = mergeFeed(rows, [job("a", JobState.QUEUED, 2), job("a", JobState.RUNNING, 3)]);
     expect(same).toBe(rows);
   });
+  it("takes an event delivered twice (at least once, after a fault) as one", () => {
+    const rows = mergeFeed([], [job("a", JobState.SUCCEEDED, 5), job("b", JobState.PENDING, 1)]);
+    expect(mergeFeed(rows, [job("a", JobState.SUCCEEDED, 5)])).toBe(rows);
+  });
   it("stays bounded under a flood", () => {
     const batch = Array.from({ length: 5000 }, (_, i) => job(`j${i}`, JobState.SUCCEEDED, 4));
     const rows = mergeFeed([], batch, 200);
