@@ -13,7 +13,7 @@ from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
 
 from ingest_svc.batcher import Batcher, Overloaded
 from ingest_svc.models import ModelDirectory
-from satkit.validation import Violation, abort_invalid, describe, violations
+from satkit.validation import Malformed, Violation, abort_invalid, describe, violations
 
 log = logging.getLogger(__name__)
 STREAM_WINDOW = 1024  # StreamSeries requests in flight per stream before reading pauses
@@ -77,6 +77,10 @@ class Ingest(pb_grpc.IngestServiceServicer):
         async def read():
             try:
                 async for request in request_iterator:
+                    if isinstance(request, Malformed):  # unreadable: no sequence to echo; the stream goes on
+                        await answers.put((0, Rejected(grpc.StatusCode.INVALID_ARGUMENT, request.message,
+                                                       request.violations)))
+                        continue
                     if request.HasField("submission"):
                         found = violations(request.submission)  # paths as SubmitSeries reports them
                     else:

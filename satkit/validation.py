@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import grpc
 from google.protobuf import descriptor as _d
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from satlas.v1 import validation_pb2
@@ -114,6 +114,24 @@ async def abort_invalid(context: grpc.aio.ServicerContext, found: list[Violation
 INTERNAL_PREFIX = "/satlas.internal."
 
 
+class Malformed:
+    """What a public request whose bytes do not parse becomes, so that its handler answers
+    INVALID_ARGUMENT (gRPC itself would answer UNKNOWN, as if the server had failed)."""
+
+    def __init__(self, type_name: str, error: str):
+        self.message = f"the request is not a valid {type_name}: {error}"
+        self.violations: list[Violation] = [("request", f"is not a valid {type_name} ({error})")]
+
+
+def tolerant(deserialize, type_name: str):
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return Malformed(type_name, str(exc).removesuffix(f" with type '{type_name}'"))
+    return parse
+
+
 class ValidationInterceptor(grpc.aio.ServerInterceptor):
     """Checks every unary request of the public API against the rules before the handler runs.
     Streamed requests are checked item by item by their handler (a bad item must not end the
@@ -123,8 +141,12 @@ class ValidationInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler_call_details.method.startswith(INTERNAL_PREFIX):
+        if handler is None or handler_call_details.method.startswith(INTERNAL_PREFIX):
             return handler
+        service, _, method = handler_call_details.method.strip("/").partition("/")
+        parse = tolerant(handler.request_deserializer, _input_type(service, method))
+        if handler.request_streaming:  # its handler answers a Malformed item in the stream
+            return grpc.stream_stream_rpc_method_handler(handler.stream_stream, parse, handler.response_serializer)
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
@@ -132,9 +154,7 @@ class ValidationInterceptor(grpc.aio.ServerInterceptor):
                 await _reject_invalid(request, context)
                 return await inner(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary_unary, parse, handler.response_serializer)
         inner_stream = handler.unary_stream
 
         async def unary_stream(request, context):
@@ -142,12 +162,22 @@ class ValidationInterceptor(grpc.aio.ServerInterceptor):
             async for item in inner_stream(request, context):
                 yield item
 
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_stream_rpc_method_handler(unary_stream, parse, handler.response_serializer)
+
+
+@lru_cache(maxsize=None)
+def _input_type(service: str, method: str) -> str:
+    from google.protobuf import descriptor_pool
+
+    try:
+        return descriptor_pool.Default().FindServiceByName(service).FindMethodByName(method).input_type.full_name
+    except KeyError:
+        return "message"
 
 
 async def _reject_invalid(request, context) -> None:
+    if isinstance(request, Malformed):
+        await abort_invalid(context, request.violations, request.message)
     found = violations(request)
     if found:
         await abort_invalid(context, found)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from google.rpc import code_pb2, error_details_pb2
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import orchestrator_service_pb2 as opb
@@ -71,3 +72,35 @@ async def test_the_interceptor_checks_public_calls_and_trusts_internal_ones():
     public = await interceptor.intercept_service(continuation, Details("/satlas.v1.OrchestratorService/GetJob"))
     assert internal.unary_unary is handler
     assert public.unary_unary is not handler
+
+
+async def test_bytes_that_do_not_parse_are_invalid_argument_not_unknown():
+    """gRPC answers a request it cannot deserialize with UNKNOWN, as if the server had failed."""
+    import grpc
+    from satlas.v1 import orchestrator_service_pb2 as opb
+
+    from satkit.validation import Malformed, ValidationInterceptor
+
+    async def continuation(details):
+        return grpc.unary_unary_rpc_method_handler(lambda r, c: None,
+                                                   request_deserializer=opb.GetJobRequest.FromString)
+
+    class Details:
+        method = "/satlas.v1.OrchestratorService/GetJob"
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        async def abort_with_status(self, status):
+            self.status = status
+            raise Aborted
+
+    handler = await ValidationInterceptor().intercept_service(continuation, Details())
+    request = handler.request_deserializer(b"\x0a\xff\xff\xff\x7f")  # a string longer than the bytes
+    assert isinstance(request, Malformed) and "satlas.v1.GetJobRequest" in request.message
+    context = Context()
+    with pytest.raises(Aborted):
+        await handler.unary_unary(request, context)
+    assert context.status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert handler.request_deserializer(b"\x0a\x01x").job_id == "x"  # what parses is passed on
