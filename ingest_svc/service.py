@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 import grpc
-from google.rpc import code_pb2
 from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import ingest_service_pb2 as pb
 from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
@@ -64,7 +63,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
                 await abort_invalid(context, r.violations)
             await context.abort(r.code, r.message)
         except grpc.aio.AioRpcError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"orchestrator: {exc.code().name}: {exc.details()}")
+            await context.abort(passed_on(exc), f"orchestrator: {exc.code().name}: {exc.details()}")
         log.debug("accepted", extra={"job_ids": job_ids})
         return pb.SubmitSeriesResponse(job_ids=job_ids)
 
@@ -106,12 +105,21 @@ class Ingest(pb_grpc.IngestServiceServicer):
                     try:
                         response.job_ids.extend(await outcome)
                     except grpc.aio.AioRpcError as exc:
-                        response.error.CopyFrom(pb.SubmitError(code=code_pb2.UNAVAILABLE,
-                                                               message=f"orchestrator: {exc.code().name}"))
+                        response.error.CopyFrom(pb.SubmitError(code=passed_on(exc).value[0],
+                                                               message=f"orchestrator: {exc.code().name}: "
+                                                                       f"{exc.details()}"))
                 yield response
         finally:
             reader.cancel()
         await reader
+
+
+def passed_on(exc: grpc.aio.AioRpcError) -> grpc.StatusCode:
+    """What the producer hears of a failed CreateJobs: a full orchestrator as RESOURCE_EXHAUSTED
+    (back off), a deadline as it was, anything else as UNAVAILABLE (send again under the key)."""
+    code = exc.code()
+    return code if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED) \
+        else grpc.StatusCode.UNAVAILABLE
 
 
 def _error(r: Rejected) -> pb.SubmitError:

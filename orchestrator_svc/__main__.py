@@ -12,6 +12,7 @@ from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
 
 from orchestrator_svc import db, migrate
+from orchestrator_svc.admission import RECOUNT_S
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.events import EventHub
 from orchestrator_svc.service import Core, JobControl, Orchestrator
@@ -34,6 +35,16 @@ async def reconcile_forever(core: Core, settings: Settings) -> None:
             log.warning("reconciler: %s", exc)
 
 
+async def count_unfinished_forever(core: Core) -> None:
+    """Keeps the admission bound's count of unfinished jobs fresh (orchestrator_svc.admission)."""
+    while True:
+        try:
+            core.admission.recount(await core.db(core.store.unfinished))
+        except Exception as exc:  # the database away: the count in hand goes on growing with admissions
+            log.warning("unfinished jobs not counted: %s", exc)
+        await asyncio.sleep(RECOUNT_S)
+
+
 @asynccontextmanager
 async def lifespan(settings: Settings) -> AsyncIterator[Core]:
     if settings.migrate:
@@ -41,7 +52,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[Core]:
     engine = db.make_engine(settings.database_url)
     hub = EventHub(settings.redis_url)
     await hub.start()
-    core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub)
+    core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub, max_unfinished=settings.max_unfinished)
     core.set_dispatcher(Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
                                    settings.jobs_per_message, core.mark_queued,
                                    ahead=settings.dispatch_ahead, linger_s=settings.dispatch_linger_s,
@@ -49,10 +60,13 @@ async def lifespan(settings: Settings) -> AsyncIterator[Core]:
     await core.writer.start()
     await core.dispatcher.start()
     reconciler = asyncio.create_task(reconcile_forever(core, settings))
+    counter = asyncio.create_task(count_unfinished_forever(core)) if settings.max_unfinished else None
     try:
         yield core
     finally:
         reconciler.cancel()
+        if counter:
+            counter.cancel()
         await core.writer.stop()  # writes in hand commit (and dispatch) before the dispatcher stops
         await core.dispatcher.stop()
         await hub.stop()

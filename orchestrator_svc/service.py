@@ -20,6 +20,7 @@ from satlas.v1 import orchestrator_service_pb2 as pb
 from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
 
 from orchestrator_svc import db
+from orchestrator_svc.admission import Admission
 from orchestrator_svc.convert import STATUS_OF_STATE, TERMINAL_STATES
 from orchestrator_svc.events import EventHub
 from orchestrator_svc.store import JobStore, now
@@ -36,9 +37,10 @@ class Core:
     """What both servicers share: reads in a thread pool, writes through the group-commit
     writer, events, the dispatcher."""
 
-    def __init__(self, store: JobStore, hub: EventHub, threads: int = 8):
+    def __init__(self, store: JobStore, hub: EventHub, threads: int = 8, max_unfinished: int = 0):
         self.store = store
         self.hub = hub
+        self.admission = Admission(max_unfinished)
         self.writer = Writer(store, self.publish)
         self.dispatcher = None  # set once built: the Dispatcher calls back into mark_queued
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="db")
@@ -78,6 +80,11 @@ class JobControl(jc_grpc.JobControlServiceServicer):
         self.core = core
 
     async def CreateJobs(self, request, context):
+        admission = self.core.admission
+        if not admission.admit(sum(len(s.models) for s in request.submissions)):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{admission.unfinished} jobs are unfinished, the most allowed "
+                                f"(ORCHESTRATOR_MAX_UNFINISHED) is {admission.limit}: try again later")
         ids = await self.core.writer.create_jobs(request.submissions)  # the writer dispatches them
         return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=i) for i in ids])
 

@@ -15,6 +15,8 @@ DISPATCH_GAP_S = Var("ORCHESTRATOR_DISPATCH_GAP_S", 0.025,
 RECONCILE_S = Var("ORCHESTRATOR_RECONCILE_S", 5.0, "how often the reconciler looks for stuck jobs")
 STUCK_S = Var("ORCHESTRATOR_STUCK_S", 30.0, "a PENDING/QUEUED/RUNNING job unchanged this long is re-dispatched")
 MAX_ATTEMPTS = Var("ORCHESTRATOR_MAX_ATTEMPTS", 3, "starts before a job fails as poison")
+MAX_UNFINISHED = Var("ORCHESTRATOR_MAX_UNFINISHED", 50_000,
+                     "accepted jobs not yet finished past which new ones get RESOURCE_EXHAUSTED (0: no bound)")
 MIGRATE = Var("ORCHESTRATOR_MIGRATE", True, "run the Alembic migrations at start-up")
 
 
@@ -31,6 +33,7 @@ class Settings:
     reconcile_every_s: float = setting(RECONCILE_S)
     stuck_after_s: float = setting(STUCK_S)
     max_attempts: int = setting(MAX_ATTEMPTS)
+    max_unfinished: int = setting(MAX_UNFINISHED)
     migrate: bool = setting(MIGRATE)
     grace_s: float = 5.0
 

@@ -269,7 +269,8 @@ class JobStore:
             # or that job would run twice or its terminal state be published a second time.
             snaps = [job_to_proto(r) for r in conn.execute(
                 update(T)
-                .where(T.c.job_id.in_([r.job_id for r in rows]), T.c.status.in_(db.ACTIVE), T.c.updated_at < cutoff)
+                .where(T.c.job_id.in_([r.job_id for r in rows]), T.c.status.in_(db.ACTIVE),
+                       T.c.updated_at < cutoff)
                 .values(status=db.QUEUED, queued_at=t, updated_at=t, dispatches=T.c.dispatches + 1,
                         version=T.c.version + 1)
                 .returning(*SNAPSHOT)
@@ -307,6 +308,11 @@ class JobStore:
             rows = session.scalars(query.limit(page_size + 1)).all()
         token = encode_page_token(rows[page_size - 1]) if len(rows) > page_size else ""
         return [job_to_proto(r) for r in rows[:page_size]], token
+
+    def unfinished(self) -> int:
+        """Jobs PENDING, QUEUED or RUNNING (the status index answers it)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(T).where(T.c.status.in_(list(db.ACTIVE)))).scalar()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{model: {status: count}} over every stored job."""

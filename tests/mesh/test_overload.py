@@ -1,0 +1,30 @@
+"""Overload (python -m tools.bench.overload): three times the mesh's measured maximum, open-loop
+from three producer processes; the excess is refused with RESOURCE_EXHAUSTED at once, the
+unfinished jobs stay under ORCHESTRATOR_MAX_UNFINISHED, memory stops growing, and every
+accepted job finishes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT = 4000
+
+
+def test_three_times_the_maximum_is_refused_in_time_and_nothing_accepted_is_lost(tmp_path):
+    report = tmp_path / "overload.json"
+    done = subprocess.run([sys.executable, "-m", "tools.bench.overload", "--factor", "3", "--seconds", "20",
+                           "--probe-seconds", "5", "--producers", "3", "--max-unfinished", str(LIMIT),
+                           "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert report.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    out = json.loads(report.read_text())
+    assert out["ok"] and done.returncode == 0, done.stdout[-3000:]
+    assert out["answers"].get("8", 0) > 0  # the excess was refused ...
+    assert set(out["answers"]) <= {"0", "8"} and out["unanswered"] == 0  # ... and nothing else went wrong
+    assert out["slowest_answer_s"] < 10
+    assert out["peak_unfinished"] <= LIMIT * 1.1
+    assert out["statuses"] == {"completed": out["accepted_jobs"]}
+    assert all(mb < 40 for mb in out["rss_growth_second_half_mb"].values()), out["rss_growth_second_half_mb"]
