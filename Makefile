@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
 SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps web web-test run up demo triton test proto models train convert evaluate bench bench-triton bench-store soak lock clean
+.PHONY: setup system-deps web web-test run up demo triton test proto models train convert evaluate bench bench-triton bench-store overload soak lock clean
 
 setup: $(STAMP)
 
@@ -87,6 +87,10 @@ bench-triton: setup
 
 bench-store: setup
 	$(PY) -m tools.bench.store
+
+# Three times the mesh's measured maximum for 60 s: refused in time, memory bounded, nothing lost.
+overload: setup
+	$(PY) -m tools.bench.overload --json bench-results/overload.json
 
 # Chaos soak: 1 hour at 100 jobs/s while every part is killed in turn every 3 minutes, then the check
 # that nothing was lost or doubled; SOAK_ARGS="--database postgresql" (or "--duration 0 --every 15").
