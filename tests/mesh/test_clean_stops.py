@@ -164,3 +164,19 @@ def test_the_soak_stops_with_everything_it_started(sig, tmp_path):
     assert code == 130, soak.out[-2000:]
     assert "interrupted" in soak.out
     assert soak.leftovers() == []  # its PostgreSQL too: runuser passes the marker on
+
+
+def test_make_run_stops_on_sigterm_with_the_simulators_summary(tmp_path):
+    """`make run` under SIGTERM (test_make_run sends Ctrl-C): the simulator ends with its summary first."""
+    run = Tool(["-m", "launcher", "--simulator"],
+               {**FREE_PORTS, "SATLAS_RUN_DIR": str(tmp_path), "SIMULATOR_ARGS": "--interval 0.2 --max-batch 2 --follow"})
+    try:
+        run.wait_for(" SUCCEEDED ")
+        code, took = run.stop(signal.SIGTERM)
+    finally:
+        if run.process.poll() is None:
+            run.process.kill()
+    assert took < 15, f"took {took:.1f} s"
+    assert code == 0, run.out[-2000:]
+    assert "summary:" in run.out
+    assert run.leftovers() == []
