@@ -37,12 +37,18 @@ class ModelDirectory:
     async def _refresh_quietly(self) -> None:
         try:
             await self.refresh()
-        except grpc.aio.AioRpcError as exc:  # the list in hand stays; the next stale request tries again
-            log.warning("model list not refreshed: %s", exc.code().name)
+        except Exception as exc:  # the list in hand stays; the next stale request tries again
+            log.warning("model list not refreshed: %s", exc.code().name if isinstance(exc, grpc.aio.AioRpcError)
+                        else exc)
 
     async def refresh(self) -> None:
+        asked = time.monotonic()
         async with self._lock:
+            if self.fetched_at >= asked:  # refreshed while this one waited for the lock
+                return
             response = await self.stub.ListModels(apb.ListModelsRequest(), timeout=10, wait_for_ready=True)
-            # A known model that is loading again (Triton restarting) stays known: its jobs wait for it.
-            self.models = {m.name: m for m in response.models if m.ready or m.name in self.models}
+            # A known model that is loading again (Triton restarting) stays known, with the limits it
+            # had when ready (an unready one's are defaults): its jobs wait for it.
+            self.models = {m.name: m if m.ready else self.models[m.name]
+                           for m in response.models if m.ready or m.name in self.models}
             self.fetched_at = time.monotonic()

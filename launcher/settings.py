@@ -164,6 +164,13 @@ class StackSettings:
                                               self.envoy_addr))]
         given += [] if self.triton_url else [t.http_port, t.grpc_port, t.metrics_port]
         given += [] if self.redis_url else [self.embedded_redis_port]
+        first_host, first_port = split_addr(self.orchestrator_addr)
+        replicas = tuple(self.replica_addrs) or tuple(
+            f"{first_host}:{first_port + 10 * k if first_port else 0}" for k in range(1, self.orchestrator_replicas))
+        given += [split_addr(a)[1] for a in replicas]  # fixed ones are not handed out as free ports
+        fixed = [p for p in given if p]
+        if len(fixed) != len(set(fixed)):
+            raise ValueError(f"two listeners on one port: {sorted(p for p in set(fixed) if fixed.count(p) > 1)}")
         taken = set(given) - {0}
 
         def port(p: int) -> int:
@@ -183,9 +190,6 @@ class StackSettings:
             raise ValueError("ORCHESTRATOR_REPLICAS > 1 needs DATABASE_URL on PostgreSQL")
         if not self.triton_url:
             t = replace(t, http_port=port(t.http_port), grpc_port=port(t.grpc_port), metrics_port=port(t.metrics_port))
-        first_host, first_port = split_addr(self.orchestrator_addr)
-        replicas = tuple(self.replica_addrs) or tuple(
-            f"{first_host}:{first_port + 10 * k if first_port else 0}" for k in range(1, self.orchestrator_replicas))
         return replace(
             self, triton=t, ingest_addr=addr(self.ingest_addr), orchestrator_addr=addr(self.orchestrator_addr),
             analysis_addr=addr(self.analysis_addr), flower_port=port(self.flower_port),

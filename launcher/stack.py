@@ -305,7 +305,9 @@ class Stack:
         Needs ``supervise.block_signals()`` before anything started, as ``main`` does.
         """
         procs = self.processes | dict(extra or {})
-        supervise.wait(procs.values())
+        why = supervise.wait(procs.values())
+        if why in {s.name for s in supervise.STOP_SIGNALS}:  # a stop, even if a child died meanwhile
+            return None
         return next((n for n, p in procs.items() if p.poll() is not None), None)
 
     def stop(self, name: str | None = None) -> None:

@@ -52,9 +52,12 @@ def stop_requested() -> bool:
 
 
 def wait(processes: Iterable[subprocess.Popen]) -> str:
-    """Block until a stop signal arrives or a process exits; says which."""
+    """Block until a stop signal arrives or a process exits; says which (a signal's name, such as
+    ``SIGTERM``, or what exited). A stop signal wins over a child that exited meanwhile."""
     processes = list(processes)
     while True:
+        if stop_requested():
+            return signal.Signals(signal.sigwait(STOP_SIGNALS)).name
         for p in processes:
             if p.poll() is not None:
                 return f"{p.args[0] if isinstance(p.args, list) else p.args} exited with code {p.returncode}"

@@ -55,11 +55,13 @@ def say(line: str) -> None:
 
 
 def revive(stack: Stack, name: str, restarts: supervise.Restarts) -> bool:
-    """Start ``name`` again after its wait, until it is healthy (True) or the limit is reached (False).
+    """Start ``name`` again after its wait, until it is healthy (True) or the limit is reached (False):
+    crashes within the window, or failed starts in a row (a start may outlast the window).
     StackInterrupted on Ctrl-C/SIGTERM meanwhile."""
+    failed = 0
     while True:
         wait = restarts.next_wait(name)
-        if wait is None:
+        if wait is None or failed >= restarts.limit:
             return False
         say(f"restarting {name} in {wait:g} s")
         if supervise.sleep_unless_stopped(wait):
@@ -70,6 +72,7 @@ def revive(stack: Stack, name: str, restarts: supervise.Restarts) -> bool:
             raise
         except StackError as exc:
             say(f"{name} did not come back: {(str(exc).splitlines() or ['?'])[0]}")
+            failed += 1
             continue
         say(f"{name} is back (pid {process.pid if process else '?'})")
         write_state(stack)
@@ -91,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     simulator = None
     try:
         stack.start()
+        write_state(stack)  # before the summary: whoever waits for that finds the file
         print(stack.summary(), flush=True)
-        write_state(stack)
         s = stack.settings
         restarts = supervise.Restarts(limit=s.restart_limit, window_s=s.restart_window_s)
         if args.simulator:
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{name} exited with code {stack.processes[name].returncode}; last lines of "
                 f"{stack.log_file(name)}:\n{stack.log_tail(name, 8)}")
             if not revive(stack, name, restarts):
-                print(f"{name} crashed more than {restarts.limit} times within {restarts.window_s:g} s; giving up "
+                print(f"{name} crashed more than {restarts.limit} times within {restarts.window_s:g} s (or did not "
+                      f"come back {restarts.limit} times in a row); giving up "
                       f"and stopping everything. {stack.log_file(name)}:\n{stack.log_tail(name)}",
                       file=sys.stderr, flush=True)
                 return 1
@@ -124,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_simulator(simulator)
         stack.stop()
+        (Path(stack.settings.run_dir) / "stack.json").unlink(missing_ok=True)  # its PIDs are gone
 
 
 if __name__ == "__main__":

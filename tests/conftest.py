@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support import triton_settings
+from support import POSTGRES_ADMIN_URL, triton_settings
 
 import satkit  # noqa: F401  (before anything imports gRPC: see satkit/__init__.py)
 from launcher.triton_local import LocalTriton
@@ -24,7 +24,6 @@ def triton_client(triton):
     client.close()
 
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(scope="session")

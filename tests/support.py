@@ -35,3 +35,6 @@ def queued_tasks(broker_url: str) -> list[list]:
             return tasks
         finally:
             queue.close()
+
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"  # the machine's server (trust)

@@ -22,7 +22,8 @@ def test_three_times_the_maximum_is_refused_in_time_and_nothing_accepted_is_lost
     assert report.exists(), done.stdout[-3000:] + done.stderr[-3000:]
     out = json.loads(report.read_text())
     assert out["ok"] and done.returncode == 0, done.stdout[-3000:]
-    assert out["answers"].get("8", 0) > 0  # the excess was refused ...
+    assert out["answers"].get("8", 0) > 0  # the excess was refused by the orchestrator's bound ...
+    assert "ORCHESTRATOR_MAX_UNFINISHED" in out["messages"]["8"]
     assert set(out["answers"]) <= {"0", "8"} and out["unanswered"] == 0  # ... and nothing else went wrong
     assert out["slowest_answer_s"] < 10
     assert out["peak_unfinished"] <= LIMIT * 1.1

@@ -29,3 +29,24 @@ def test_each_process_counts_its_own_crashes():
     assert r.next_wait("envoy", now=0) is not None
     assert r.next_wait("redis", now=0) is not None
     assert r.next_wait("envoy", now=1) is None
+
+
+def test_a_stop_signal_wins_over_a_child_that_exited_meanwhile():
+    """SIGTERM to the whole group (systemd) ends children and the launcher together: it must stop,
+    not restart the children one by one."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from launcher import supervise
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+    try:
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # pending here: blocked in this thread
+        assert supervise.wait([child]) == "SIGTERM"
+        assert not supervise.stop_requested()  # taken
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

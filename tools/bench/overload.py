@@ -42,6 +42,7 @@ def produce(ingest: str, jobs_per_s: float, seconds: float, out: Path) -> None:
     total = int(rate * seconds)
     sent_at: dict[int, float] = {}
     codes: Counter = Counter()
+    messages: dict[str, str] = {}  # the first of each refusal
     job_ids: list[str] = []
     slowest = [0.0]
     with grpc.insecure_channel(ingest) as channel:
@@ -50,10 +51,13 @@ def produce(ingest: str, jobs_per_s: float, seconds: float, out: Path) -> None:
             for r in stub.StreamSeries(paced_requests(series, rate, total, sent_at), timeout=seconds + 120):
                 slowest[0] = max(slowest[0], time.perf_counter() - sent_at[r.sequence])
                 codes[r.error.code] += 1
+                if r.error.code:
+                    messages.setdefault(str(r.error.code), r.error.message)
                 job_ids.extend(r.job_ids)
         except grpc.RpcError as exc:
             codes[f"stream {exc.code().name}"] += 1
     out.write_text(json.dumps({"sent": len(sent_at), "codes": {str(k): v for k, v in codes.items()},
+                               "messages": messages,
                                "job_ids": job_ids, "slowest_answer_s": slowest[0],
                                "unanswered": len(sent_at) - sum(v for k, v in codes.items() if isinstance(k, int))}))
 
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m tools.bench.overload " + " ".join(sys.argv[1:] if argv is None else argv),
         "maximum_jobs_s": maximum, "offered_jobs_s": offered, "seconds": args.seconds,
         "requests": sent, "answers": dict(codes), "unanswered": sum(r["unanswered"] for r in results),
+        "messages": {k: v for r in results for k, v in r["messages"].items()},
         "slowest_answer_s": max(r["slowest_answer_s"] for r in results), "accepted_jobs": len(accepted),
         "statuses": dict(statuses), "drained_s": drained_s, "peak_rss_mb": peak,
         "rss_growth_second_half_mb": growth, "peak_unfinished": max((s["unfinished"] for s in samples), default=0),

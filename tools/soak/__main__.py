@@ -95,8 +95,7 @@ def plan(args) -> tuple[list[tuple[float, str]], float]:
     return faults, args.duration
 
 
-def start_launcher(run_dir: Path, database_url: str, replicas: int, stop: threading.Event
-                   ) -> tuple[subprocess.Popen, Path]:
+def spawn_launcher(run_dir: Path, database_url: str, replicas: int) -> subprocess.Popen:
     env = {**os.environ, **STACK_ENV, "SATLAS_RUN_DIR": str(run_dir), "LOG_FORMAT": "text",
            "ORCHESTRATOR_REPLICAS": str(replicas)}
     for name in ("REDIS_URL", "BROKER_URL", "TRITON_URL", "DATABASE_URL"):
@@ -109,8 +108,11 @@ def start_launcher(run_dir: Path, database_url: str, replicas: int, stop: thread
     if database_url:
         env["DATABASE_URL"] = database_url
     run_dir.mkdir(parents=True, exist_ok=True)
-    launcher = supervise.spawn([sys.executable, "-m", "launcher"], run_dir / "launcher.log", cwd=ROOT, env=env)
     say(f"starting the stack (python -m launcher; log {run_dir / 'launcher.log'}) ...")
+    return supervise.spawn([sys.executable, "-m", "launcher"], run_dir / "launcher.log", cwd=ROOT, env=env)
+
+
+def wait_for_stack(launcher: subprocess.Popen, run_dir: Path, stop: threading.Event) -> Path:
     state = run_dir / "stack.json"
     deadline = time.monotonic() + 240
     while not state.exists():
@@ -121,19 +123,38 @@ def start_launcher(run_dir: Path, database_url: str, replicas: int, stop: thread
             raise RuntimeError("the stack was not up after 240 s")
         if stop.wait(0.5):
             raise Interrupted()
-    return launcher, state
+    return state
 
 
-def stop_launcher(launcher: subprocess.Popen) -> None:
-    """SIGTERM: it stops every process it started; SIGKILL for the group if it does not in 12 s."""
+def stop_launcher(launcher: subprocess.Popen, run_dir: Path) -> None:
+    """SIGTERM: it stops every process it started. What is left after 12 s is SIGKILLed: the
+    launcher's group and each of its children's (they run in groups of their own)."""
+    try:
+        pids = json.loads((run_dir / "stack.json").read_text())["pids"]
+    except (OSError, ValueError, KeyError):
+        pids = {}
     if launcher.poll() is None:
         launcher.terminate()
         try:
             launcher.wait(12)
         except subprocess.TimeoutExpired:
             pass
-    signal_pid(launcher.pid, signal.SIGKILL, group=True)
+    for pid in [launcher.pid, *pids.values()]:
+        signal_pid(pid, signal.SIGKILL, group=True)
     launcher.wait()
+
+
+def running_stack(run_dir: Path) -> Path:
+    """The stack.json of a running `make up` in ``run_dir`` (the launcher removes it when it ends)."""
+    state = run_dir / "stack.json"
+    try:
+        launcher = json.loads(state.read_text())["launcher"]
+        alive = b"launcher" in Path(f"/proc/{launcher}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError):
+        alive = False
+    if not alive:
+        raise RuntimeError(f"no `make up` runs with its files in {run_dir} (no live launcher in its stack.json)")
+    return state
 
 
 class Progress:
@@ -163,7 +184,7 @@ def wait_until(stop: threading.Event, when: float, progress: Progress, every: fl
 def soak(args, stop: threading.Event, exits: ExitStack) -> int:
     pg = None
     if args.stack:
-        state_file = Path(args.stack) / "stack.json"
+        state_file = running_stack(Path(args.stack))
     else:
         run_dir = Path(tempfile.mkdtemp(prefix="satlas-soak-"))
         if args.database == "postgresql":
@@ -171,8 +192,9 @@ def soak(args, stop: threading.Event, exits: ExitStack) -> int:
             exits.callback(pg.stop)
             pg.start()
             say(f"PostgreSQL of the soak's own at {pg.url}")
-        launcher, state_file = start_launcher(run_dir, pg.url if pg else "", args.replicas, stop)
-        exits.callback(stop_launcher, launcher)
+        launcher = spawn_launcher(run_dir, pg.url if pg else "", args.replicas)
+        exits.callback(stop_launcher, launcher, run_dir)  # at once: a stop while it starts stops it too
+        state_file = wait_for_stack(launcher, run_dir, stop)
     state = json.loads(state_file.read_text())
     orchestrators = state.get("orchestrators") or [state["orchestrator"]]
     say(f"stack up: ingest {state['ingest']}, orchestrator {', '.join(orchestrators)}, envoy {state['envoy']}, "
@@ -244,12 +266,14 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with ExitStack() as exits:
-            try:
-                return soak(args, stop, exits)
-            except Interrupted as exc:
-                say(f"interrupted ({exc or 'stop'}); stopping everything it started")
-                return 130
+        with ExitStack() as exits:  # its callbacks stop what the soak started, whatever happened
+            return soak(args, stop, exits)
+    except Interrupted as exc:  # also when it came while stopping
+        say(f"interrupted ({exc or 'stop'}); stopped everything it started")
+        return 130
+    except RuntimeError as exc:  # the stack did not start, or there is none at --stack
+        print(f"soak: {exc}", file=sys.stderr)
+        return 2
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

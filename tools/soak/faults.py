@@ -73,7 +73,12 @@ class Injector:
         return json.loads(self.stack_json.read_text())["pids"]
 
     def can(self, kind: str) -> bool:
-        return kind != "postgres" or self.postgres is not None
+        """Whether this stack has what the fault needs (an external Triton or Redis is not ours to kill)."""
+        if kind == "postgres":
+            return self.postgres is not None
+        pids = self.pids()
+        need = {"worker-child": "worker", "triton-stall": "triton"}.get(kind, KILLED.get(kind))
+        return need in pids
 
     def inject(self, kind: str) -> Fault:
         pids = self.pids()

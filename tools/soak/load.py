@@ -201,11 +201,13 @@ class Producers:
         key = request.submission.idempotency_key
         s = self.record.submissions[key]
         if response.error.code:
-            if response.error.code in RETRYABLE_CODES and not self.halted.is_set():
-                self.record.sending(s)  # again under its key, on a new sequence, after a pause
-                threading.Timer(BACKOFF_S[1], self._send, (s, request.submission)).start()
-                return
-            self.record.rejected(key, f"code {response.error.code}: {response.error.message}")
+            if response.error.code in RETRYABLE_CODES:
+                if not self.halted.is_set():  # again under its key, on a new sequence, after a pause
+                    self.record.sending(s)
+                    threading.Timer(BACKOFF_S[1], self._send, (s, request.submission)).start()
+                    return
+            else:
+                self.record.rejected(key, f"code {response.error.code}: {response.error.message}")
         else:
             self._answered(s, request.submission, response.job_ids)
         self._track(-1)
