@@ -188,3 +188,32 @@ def test_redispatch_can_leave_queued_jobs_alone(store):
     store.mark_queued(ids[:1])  # one QUEUED (waiting behind a backlog, say), one PENDING
     dispatches, _ = store.redispatch_stuck(older_than_s=-1, statuses=("pending", "running"))
     assert [d.job_id for d in dispatches] == ids[1:]
+
+
+def test_replicas_starting_together_migrate_one_after_the_other():
+    """Two orchestrators on a fresh PostgreSQL database both run the migrations at start-up."""
+    import threading
+
+    from support import POSTGRES_ADMIN_URL
+
+    from tools.bench.database import fresh_database
+
+    with fresh_database(POSTGRES_ADMIN_URL, prefix="satlas_migrate") as url:
+        errors = []
+
+        def start():
+            try:
+                migrate.upgrade(url)
+            except Exception as exc:  # a CREATE TABLE racing another's
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        engine = sa.create_engine(db.sqlalchemy_url(url))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM inference_results")).scalar() == 0
+        engine.dispose()
