@@ -61,8 +61,8 @@ class JobStore:
     def transaction(self, durable: bool = True):
         """One write transaction (SQLite: one writer at a time). ``durable=False`` (PostgreSQL):
         the commit does not wait for the WAL to reach the disk; for changes a crash may lose
-        because they are made again (queued marks, starts, results: the reconciler runs such jobs
-        again), never for what a caller was told is stored (new jobs, cancels)."""
+        because they are made again (queued marks, starts: the reconciler runs such jobs again),
+        never for what a caller or a watcher was told is stored (new jobs, cancels, results)."""
         if self._write_lock is None:
             with self.engine.begin() as conn:
                 if not durable:

@@ -175,9 +175,10 @@ async def test_queued_marks_wait_to_share_a_commit_and_keep_their_broker_time(st
     writer.close()
 
 
-async def test_only_new_jobs_and_cancels_wait_for_the_disk(store):
-    """PostgreSQL: a group of starts, marks or results commits without waiting for the WAL flush
-    (a crash may lose them; the reconciler runs those jobs again); one with creates or a cancel waits."""
+async def test_starts_and_marks_do_not_wait_for_the_disk_but_results_do(store):
+    """PostgreSQL: a group of starts or marks commits without waiting for the WAL flush (a crash
+    may lose them; the reconciler runs those jobs again); one with creates, results or a cancel
+    waits (a result announced and then lost would be announced twice)."""
     if store.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no asynchronous commit")
     seen: list[str] = []
@@ -194,6 +195,7 @@ async def test_only_new_jobs_and_cancels_wait_for_the_disk(store):
         assert seen == []
         await writer.start_jobs(ids, "w1")
         assert seen == ["SET LOCAL synchronous_commit TO OFF"]
+        await writer.report_results([jc.JobOutcome(job_id=ids[1], result=job_pb2.JobResult())])
         await writer.cancel(ids[0])
         assert len(seen) == 1
         await writer.stop()
