@@ -23,8 +23,10 @@ from satkit.server import channel_options
 
 _CLOSE = object()
 # Error texts that mean "try again later" rather than "this request is wrong".
-_TRANSIENT = re.compile(r"unavailable|not ready|exceeds? (the )?timeout|try again|queue (is )?full|shutting down",
-                        re.IGNORECASE)
+# What a retry can fix. The last two: a Python-backend stub that died with the request in it (Triton
+# killed or restarting); the chaos soak saw a job fail on the first as if its series were bad.
+_TRANSIENT = re.compile(r"unavailable|not ready|exceeds? (the )?timeout|try again|queue (is )?full|shutting down"
+                        r"|failed to retrieve the response|stub process", re.IGNORECASE)
 
 
 class TritonUnavailable(Exception):

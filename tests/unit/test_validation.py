@@ -104,3 +104,4 @@ async def test_bytes_that_do_not_parse_are_invalid_argument_not_unknown():
         await handler.unary_unary(request, context)
     assert context.status.code == grpc.StatusCode.INVALID_ARGUMENT
     assert handler.request_deserializer(b"\x0a\x01x").job_id == "x"  # what parses is passed on
+
