@@ -216,12 +216,12 @@ def test_grpc_web_through_envoy_answers_garbage_with_a_status(shared_stack, a_jo
             body = mutate(rng, seed)
             framed = k % 5 != 0  # every fifth: not even a frame
             began = time.monotonic()
-            http, status = grpc_web(url, body, framed, timeout="500m" if method.name in LIVE_FEEDS else "5S")
+            http, status = grpc_web(url, body, framed, timeout="500m" if method.name in LIVE_FEEDS else "10S")
             ok = status in allowed or (method.name in LIVE_FEEDS and status in (4, -1))
             # A body that is no grpc-web frame never becomes a request: Envoy ends the call at its
             # deadline with UNAVAILABLE (HTTP 504, grpc-status 14).
             ok = ok or (not framed and (http, status) == (504, 14))
             took = time.monotonic() - began
-            if not ok or took > 8:
+            if not ok or took > 12:
                 improper.append((method.name, http, status, round(took, 2), body[:40]))
     assert improper == [], improper[:10]

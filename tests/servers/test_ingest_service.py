@@ -85,6 +85,7 @@ async def test_a_submission_becomes_one_queued_job_per_model(mesh):
     (request([1.0, float("nan")] + SERIES), "series.values[1]"),
     (request(SERIES, models=("no_such_model",)), "models[0]"),
     (request([1.0]), "series.values"),  # shorter than the models take
+    (request(SERIES[:3] + [1e300] + SERIES), "series.values[3]"),  # finite, but infinite in the models' FP32
 ])
 async def test_bad_input_names_its_field_and_writes_nothing(mesh, bad, field):
     ingest, orchestrator, _ = mesh
