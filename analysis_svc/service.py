@@ -13,7 +13,7 @@ from tritonclient.grpc import service_pb2_grpc as tpb_grpc
 from analysis_svc.catalogue import Catalogue
 from analysis_svc.settings import Settings
 from analysis_svc.tensors import build_request, check_length, parse_response
-from satkit.server import channel_options
+from satkit.server import triton_channel_options
 from satkit.validation import abort_invalid
 
 PASSTHROUGH = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -22,7 +22,7 @@ PASSTHROUGH = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 class Analysis(pb_grpc.AnalysisServiceServicer):
     def __init__(self, settings: Settings):
         self.settings = settings
-        options = channel_options()
+        options = triton_channel_options()
         self.channel = grpc.aio.insecure_channel(settings.triton_url, options=options)
         self.triton = tpb_grpc.GRPCInferenceServiceStub(self.channel)
         # Model descriptions come through the same sync code the worker uses, off the event loop.

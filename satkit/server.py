@@ -47,6 +47,14 @@ def channel_options(max_message_bytes: int = INTERNAL_MAX_MESSAGE_BYTES) -> list
     ]
 
 
+def triton_channel_options() -> list[tuple[str, int]]:
+    """For channels to Triton: its server takes a ping more often than every 5 minutes without data
+    as a strike and closes the connection after two ("Too many pings", seen on an idle analysis
+    server). Its call deadlines (TRITON_TIMEOUT_S) find a dead Triton instead."""
+    keep = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
+    return [(k, keep.get(k, v)) for k, v in channel_options()]
+
+
 def target(addr: str) -> str:
     """The gRPC target for ``addr``: one host:port, or several comma-separated IP:port (replicas of
     one service) as one ``ipv4:``/``ipv6:`` target, over which ``balanced`` spreads the calls."""

@@ -19,7 +19,7 @@ import grpc
 from tritonclient.grpc import service_pb2 as tpb
 from tritonclient.grpc import service_pb2_grpc as tpb_grpc
 
-from satkit.server import channel_options
+from satkit.server import triton_channel_options
 
 _CLOSE = object()
 # Error texts that mean "try again later" rather than "this request is wrong".
@@ -88,7 +88,7 @@ class _Stream:
 
 class TritonStream:
     def __init__(self, url: str):
-        self.channel = grpc.insecure_channel(url, options=channel_options())
+        self.channel = grpc.insecure_channel(url, options=triton_channel_options())
         self.stub = tpb_grpc.GRPCInferenceServiceStub(self.channel)
         self._stream: _Stream | None = None
         self._ids = itertools.count()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import sqlalchemy as sa
@@ -158,3 +160,16 @@ def table_rows(database_url: str, job_ids) -> list[sa.Row]:
     return query(database_url, sa.text("SELECT job_id, status, attempts, dispatches, version FROM inference_results "
                                        "WHERE job_id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
                  {"ids": list(job_ids)})
+
+
+def processes_marked(marker: str) -> list[int]:
+    """PIDs (but this one) whose environment holds ``marker``: every child of a tool inherits it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:  # gone, or not ours
+                pass
+    return found

@@ -12,21 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from mesh_helpers import processes_marked
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def marked(marker: str) -> list[int]:
-    """PIDs whose environment carries ``marker`` (every child inherits it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
@@ -45,7 +33,7 @@ def test_the_benchmark_stops_with_everything_it_started(sig, tmp_path):
             if "100 jobs/s" in line and "submitted" in line or time.monotonic() > deadline:
                 break
         assert any("submitted" in line for line in lines), "".join(lines)
-        assert len(marked(marker)) > 5  # the stack is up: Valkey, Triton and its stubs, the services
+        assert len(processes_marked(marker)) > 5  # the stack is up: Valkey, Triton and its stubs, the services
         sent = time.monotonic()
         bench.send_signal(sig)
         out, _ = bench.communicate(timeout=30)
@@ -56,5 +44,5 @@ def test_the_benchmark_stops_with_everything_it_started(sig, tmp_path):
     assert took < 15, f"took {took:.1f}s to stop"
     assert bench.returncode == 130, out
     assert "interrupted" in out
-    leftover = marked(marker)
+    leftover = processes_marked(marker)
     assert leftover == [], [Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in leftover]

@@ -17,25 +17,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from mesh_helpers import processes_marked
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGNALS = pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 FREE_PORTS = {"INGEST_ADDR": "127.0.0.1:0", "ORCHESTRATOR_ADDR": "127.0.0.1:0", "ANALYSIS_ADDR": "127.0.0.1:0",
               "FLOWER_PORT": "0", "TRITON_HTTP_PORT": "0", "TRITON_GRPC_PORT": "0", "TRITON_METRICS_PORT": "0",
               "ENVOY_PORT": "0", "ENVOY_ADMIN_PORT": "0", "WEB_PORT": "0"}
-
-
-def marked(marker: str) -> list[int]:
-    """PIDs whose environment carries ``marker`` (every child inherits it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 class Tool:
@@ -75,7 +63,7 @@ class Tool:
 
     def leftovers(self) -> list[bytes]:
         time.sleep(0.5)  # init reaps what the dead process groups left
-        return [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in marked(self.marker)]
+        return [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in processes_marked(self.marker)]
 
 
 def state(run_dir: Path) -> dict:
@@ -107,7 +95,7 @@ def test_make_up_restarts_a_killed_process_and_stops_with_everything(sig, tmp_pa
         new = wait_for_new_pid(tmp_path, victim, pids[victim])
         up.wait_for(f"{victim} is back (pid {new})")
         assert "exited with code -9" in up.out
-        assert len(marked(up.marker)) > 5
+        assert len(processes_marked(up.marker)) > 5
         code, took = up.stop(sig)
     finally:
         if up.process.poll() is None:

@@ -13,20 +13,9 @@ import threading
 import time
 from pathlib import Path
 
+from mesh_helpers import processes_marked
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def processes_marked(marker: str) -> list[int]:
-    """Processes whose environment holds ``marker`` (every child inherits the stack's)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:  # gone, or not ours
-                pass
-    return found
 
 
 def dashboard_shows_jobs_moving(url: str) -> bool:

@@ -28,4 +28,10 @@ def test_three_times_the_maximum_is_refused_in_time_and_nothing_accepted_is_lost
     assert out["slowest_answer_s"] < 10
     assert out["peak_unfinished"] <= LIMIT * 1.1
     assert out["statuses"] == {"completed": out["accepted_jobs"]}
-    assert all(mb < 40 for mb in out["rss_growth_second_half_mb"].values()), out["rss_growth_second_half_mb"]
+    # Bounded: no process reaches, in the last third, more than a little past its peak before it
+    # (the ingest's backlog comes and goes, so a plain start-to-end difference says little).
+    samples = out["samples"]
+    cut = 2 * len(samples) // 3
+    late = {n: max(s["rss_mb"][n] for s in samples[cut:]) - max(s["rss_mb"][n] for s in samples[:cut])
+            for n in samples[0]["rss_mb"]}
+    assert all(mb < 60 for mb in late.values()), late

@@ -71,7 +71,8 @@ describe("JobFeed", () => {
         },
       },
     });
-    await waitFor(() => expect(screen.getAllByTestId("feed-row")).toHaveLength(50));
+    // Correctness, not speed: a loaded CI machine may take more than the default second.
+    await waitFor(() => expect(screen.getAllByTestId("feed-row")).toHaveLength(50), { timeout: 5000 });
     const first = screen.getAllByTestId("feed-row")[0];
     expect(first.textContent).toContain("job-999".slice(0, 8));
     expect(within(first).getByText("JOB_STATE_SUCCEEDED".replace("JOB_STATE_", ""))).toBeTruthy();
