@@ -79,30 +79,32 @@ def _cluster(name: str, upstream: tuple, http2: bool) -> dict:
     return cluster
 
 
-# A request that never reached a server (refused, reset before it was sent) goes to another
-# one: safe for every call, and what carries clients over a replica's death.
+# With replicas, a request that never reached a server (refused, reset before it was sent) goes to
+# another one: what carries clients over a replica's death. Only there: on a single server the same
+# policy made some grpc-web calls hang until their deadline (the fuzz test, ListJobs and GetStats).
 RETRY = {"retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": 2,
          "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
              "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
          "host_selection_retry_max_attempts": 3}
 
 
-def _routes() -> list[dict]:
+def _routes(s: "EnvoySettings") -> list[dict]:
+    replicated = {name for name, upstream in s.upstreams.items() if len(endpoints(upstream)) > 1}
     routes = []
     for path in STREAMS:
         service = path.split("/")[0]
         route = {"cluster": ROUTES[service], "timeout": "0s", "idle_timeout": "0s",
                  "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
-        if not path.endswith("/StreamSeries"):  # a retry would hold a producer's stream in Envoy's buffer
+        # Never StreamSeries: a retry would hold a producer's stream in Envoy's buffer.
+        if ROUTES[service] in replicated and not path.endswith("/StreamSeries"):
             route["retry_policy"] = RETRY
         routes.append({"match": {"path": f"/{path}"}, "route": route})
     for service, cluster in ROUTES.items():
-        routes.append({
-            "match": {"prefix": f"/{service}/"},
-            # The caller's grpc-timeout is the deadline; without one, a minute.
-            "route": {"cluster": cluster, "timeout": "60s",
-                      "max_stream_duration": {"grpc_timeout_header_max": "0s"}, "retry_policy": RETRY},
-        })
+        # The caller's grpc-timeout is the deadline; without one, a minute.
+        route = {"cluster": cluster, "timeout": "60s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
+        if cluster in replicated:
+            route["retry_policy"] = RETRY
+        routes.append({"match": {"prefix": f"/{service}/"}, "route": route})
     # Everything else is the dashboard's static files.
     routes.append({"match": {"prefix": "/"}, "route": {"cluster": "web", "timeout": "15s"}})
     return routes
@@ -140,7 +142,7 @@ def _manager(s: EnvoySettings) -> dict:
                                    "initial_connection_window_size": 1048576,
                                    "connection_keepalive": {"interval": "30s", "timeout": "10s"}},
         "route_config": {"name": "satlas", "virtual_hosts": [{
-            "name": "satlas", "domains": ["*"], "routes": _routes(),
+            "name": "satlas", "domains": ["*"], "routes": _routes(s),
             "typed_per_filter_config": {"envoy.filters.http.cors": _cors(s)},
         }]},
         # Order matters: grpc_web translates, cors answers preflights, router forwards.

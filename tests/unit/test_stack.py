@@ -195,3 +195,12 @@ def test_clients_spread_calls_over_a_list_of_replicas():
     assert target("127.0.0.1:1, 127.0.0.1:2") == "ipv4:127.0.0.1:1,127.0.0.1:2"
     assert target("[::1]:1,[::1]:2") == "ipv6:[::1]:1,[::1]:2"
     assert balanced("127.0.0.1:1,127.0.0.1:2") == [("grpc.lb_policy_name", "round_robin")]
+
+
+def test_envoy_retries_only_where_there_are_replicas():
+    from launcher.envoy import render
+
+    one = StackSettings.from_env({"DATABASE_URL": "postgresql://db/satlas"}).resolved()
+    two = StackSettings.from_env({"ORCHESTRATOR_REPLICAS": "2", "DATABASE_URL": "postgresql://db/satlas"}).resolved()
+    assert "retry_policy" not in render(st.envoy_settings(one))  # on one server it stalled grpc-web calls
+    assert "retry_policy" in render(st.envoy_settings(two)) and "outlier_detection" in render(st.envoy_settings(two))
