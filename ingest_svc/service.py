@@ -38,6 +38,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
             raise Rejected(grpc.StatusCode.UNAVAILABLE, f"model list unavailable: {exc.code().name}") from exc
         found: list[Violation] = []
         n = len(request.series.values)
+        largest = float(np.abs(np.asarray(request.series.values, dtype=np.float64)).max()) if n else 0.0
         for i, name in enumerate(request.models):
             model = served.get(name)
             if model is None:
@@ -47,7 +48,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
                     ("series.values", f"has {n} points; {name} takes {model.min_length} to {model.max_length}")
                 )
             else:
-                found.extend(out_of_range(request.series.values, model))
+                found.extend(out_of_range(request.series.values, largest, model))
         if found:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
         submission = jc.Submission(series=request.series, models=request.models,
@@ -122,14 +123,12 @@ class Ingest(pb_grpc.IngestServiceServicer):
 FLOAT_MAX = {"FP32": float(np.finfo(np.float32).max), "FP16": float(np.finfo(np.float16).max)}
 
 
-def out_of_range(values, model) -> list[Violation]:
+def out_of_range(values, largest: float, model) -> list[Violation]:
+    """``largest`` is the series' largest magnitude, found once for every model of the request."""
     limit = min((FLOAT_MAX[s.data_type] for s in model.inputs if s.data_type in FLOAT_MAX), default=None)
-    if limit is None or not len(values):
+    if limit is None or largest <= limit:
         return []
-    array = np.abs(np.asarray(values, dtype=np.float64))
-    if array.max() <= limit:
-        return []
-    i = int(np.argmax(array > limit))
+    i = next(i for i, v in enumerate(values) if abs(v) > limit)
     return [(f"series.values[{i}]", f"{values[i]:g} does not fit {model.name}'s input ({limit:.4g} at most)")]
 
 

@@ -61,6 +61,13 @@ class Tool:
                 self.process.kill()
         return code, time.monotonic() - sent
 
+    def __enter__(self) -> "Tool":
+        return self
+
+    def __exit__(self, *exc) -> None:  # a failed test must not leave the tool running
+        if self.process.poll() is None:
+            self.process.kill()
+
     def leftovers(self) -> list[bytes]:
         time.sleep(0.5)  # init reaps what the dead process groups left
         return [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in processes_marked(self.marker)]
@@ -85,8 +92,7 @@ def wait_for_new_pid(run_dir: Path, name: str, old: int, timeout: float = 60) ->
 
 @SIGNALS
 def test_make_up_restarts_a_killed_process_and_stops_with_everything(sig, tmp_path):
-    up = Tool(["-m", "launcher"], {**FREE_PORTS, "SATLAS_RUN_DIR": str(tmp_path)})
-    try:
+    with Tool(["-m", "launcher"], {**FREE_PORTS, "SATLAS_RUN_DIR": str(tmp_path)}) as up:
         up.wait_for("Satlas is up:")
         pids = state(tmp_path)["pids"]
         assert set(pids) >= {"redis", "triton", "orchestrator", "ingest", "analysis", "envoy", "worker"}
@@ -97,18 +103,14 @@ def test_make_up_restarts_a_killed_process_and_stops_with_everything(sig, tmp_pa
         assert "exited with code -9" in up.out
         assert len(processes_marked(up.marker)) > 5
         code, took = up.stop(sig)
-    finally:
-        if up.process.poll() is None:
-            up.process.kill()
     assert took < 15, f"took {took:.1f} s"
     assert code == 0, up.out[-2000:]
     assert up.leftovers() == []
 
 
 def test_make_up_gives_up_on_a_process_that_keeps_crashing(tmp_path):
-    up = Tool(["-m", "launcher", "--only", "web"],
-              {**FREE_PORTS, "SATLAS_RUN_DIR": str(tmp_path), "STACK_RESTART_LIMIT": "2"})
-    try:
+    with Tool(["-m", "launcher", "--only", "web"],
+              {**FREE_PORTS, "SATLAS_RUN_DIR": str(tmp_path), "STACK_RESTART_LIMIT": "2"}) as up:
         up.wait_for("Satlas is up:")
         for _ in range(2):
             old = state(tmp_path)["pids"]["web"]
@@ -116,9 +118,6 @@ def test_make_up_gives_up_on_a_process_that_keeps_crashing(tmp_path):
             wait_for_new_pid(tmp_path, "web", old)
         os.kill(state(tmp_path)["pids"]["web"], signal.SIGKILL)  # the third within the window
         code = up.process.wait(30)
-    finally:
-        if up.process.poll() is None:
-            up.process.kill()
     assert code == 1
     assert "web crashed more than 2 times within 60 s" in up.out and "giving up" in up.out
     assert up.leftovers() == []
@@ -139,15 +138,11 @@ def test_the_demo_stops(sig, shared_stack):
 
 @SIGNALS
 def test_the_soak_stops_with_everything_it_started(sig, tmp_path):
-    soak = Tool(["-m", "tools.soak", "--duration", "120", "--every", "5", "--warmup", "3",
-                 "--faults", "triton-stall,ingest", "--stall", "30", "--database", "postgresql",
-                 "--json", str(tmp_path / "soak.json")])
-    try:
+    with Tool(["-m", "tools.soak", "--duration", "120", "--every", "5", "--warmup", "3",
+               "--faults", "triton-stall,ingest", "--stall", "30", "--database", "postgresql",
+               "--json", str(tmp_path / "soak.json")]) as soak:
         soak.wait_for("fault: SIGSTOP triton")  # Triton frozen: the stop must let it go and end it too
         code, took = soak.stop(sig)
-    finally:
-        if soak.process.poll() is None:
-            soak.process.kill()
     assert took < 15, f"took {took:.1f} s\n{soak.out[-2000:]}"
     assert code == 130, soak.out[-2000:]
     assert "interrupted" in soak.out
@@ -156,14 +151,11 @@ def test_the_soak_stops_with_everything_it_started(sig, tmp_path):
 
 def test_make_run_stops_on_sigterm_with_the_simulators_summary(tmp_path):
     """`make run` under SIGTERM (test_make_run sends Ctrl-C): the simulator ends with its summary first."""
-    run = Tool(["-m", "launcher", "--simulator"],
-               {**FREE_PORTS, "SATLAS_RUN_DIR": str(tmp_path), "SIMULATOR_ARGS": "--interval 0.2 --max-batch 2 --follow"})
-    try:
+    with Tool(["-m", "launcher", "--simulator"],
+              {**FREE_PORTS, "SATLAS_RUN_DIR": str(tmp_path),
+               "SIMULATOR_ARGS": "--interval 0.2 --max-batch 2 --follow"}) as run:
         run.wait_for(" SUCCEEDED ")
         code, took = run.stop(signal.SIGTERM)
-    finally:
-        if run.process.poll() is None:
-            run.process.kill()
     assert took < 15, f"took {took:.1f} s"
     assert code == 0, run.out[-2000:]
     assert "summary:" in run.out
