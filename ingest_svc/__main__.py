@@ -37,9 +37,11 @@ async def lifespan(settings: Settings) -> AsyncIterator[Ingest]:
                       max_in_flight=settings.max_in_flight, max_pending=settings.max_pending,
                       max_timeout_s=CREATE_TIMEOUT_S)
     await batcher.start()
+    models = ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s)
     try:
-        yield Ingest(batcher, ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s))
+        yield Ingest(batcher, models)
     finally:
+        await models.close()
         await batcher.stop()
         await orchestrator.close()
         await analysis.close()

@@ -34,6 +34,11 @@ class ModelDirectory:
             self._background = asyncio.get_running_loop().create_task(self._refresh_quietly())
         return self.models
 
+    async def close(self) -> None:
+        if self._background:
+            self._background.cancel()
+            await asyncio.gather(self._background, return_exceptions=True)
+
     async def _refresh_quietly(self) -> None:
         try:
             await self.refresh()

@@ -26,6 +26,13 @@ STOP_TIMEOUT_S = 5.0
 PUBLISH_EVERY_S = 0.01
 
 
+async def bounded(awaitable, what: str) -> None:
+    try:
+        await asyncio.wait_for(awaitable, STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("%s not closed within %.0f s of stopping", what, STOP_TIMEOUT_S)
+
+
 class Subscription:
     """A watcher's inbox. Bounded: a watcher that falls far behind loses the oldest events
     (``lagged`` says so) instead of growing the orchestrator's memory."""
@@ -66,7 +73,8 @@ class Subscription:
 
 class EventHub:
     def __init__(self, redis_url: str, channel: str = CHANNEL, publish_every_s: float = PUBLISH_EVERY_S):
-        self.redis = aioredis.from_url(redis_url)
+        # socket_connect_timeout also bounds a disconnect
+        self.redis = aioredis.from_url(redis_url, socket_connect_timeout=STOP_TIMEOUT_S)
         self.channel = channel
         self.publish_every_s = publish_every_s
         self.subscribers: set[Subscription] = set()
@@ -97,10 +105,11 @@ class EventHub:
                 await asyncio.wait_for(self._send(), STOP_TIMEOUT_S)  # what was committed last still goes out
             except TimeoutError:
                 log.warning("job events not published within %.0f s of stopping", STOP_TIMEOUT_S)
+        # Bounded too: redis-py can wait forever on a socket's close (redis/redis-py#3941).
         if self._listener:
             self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-        await self.redis.aclose()
+            await bounded(asyncio.gather(self._listener, return_exceptions=True), "event listener")
+        await bounded(self.redis.aclose(), "Redis client")
 
     def end_watches(self) -> None:
         """Tell every subscription to end: a stopping server need not wait out its grace period

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import sys
+import threading
+
 import pytest
 from support import POSTGRES_ADMIN_URL, triton_settings
 
@@ -24,6 +29,30 @@ def triton_client(triton):
     client.close()
 
 
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test still running at 80 % of its timeout prints its event loop's tasks: pytest-timeout
+    shows the threads, where an asyncio hang is only a selector waiting with no timeout."""
+    timeout = item.config.getini("timeout")
+    timer = threading.Timer(0.8 * float(timeout or 600), dump_asyncio_tasks)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def dump_asyncio_tasks() -> None:
+    def dump(loop) -> None:
+        print(f"+++ asyncio tasks still pending ({len(asyncio.all_tasks(loop))}) +++", file=sys.stderr)
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=sys.stderr)
+
+    for loop in [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]:
+        if loop.is_running():
+            loop.call_soon_threadsafe(dump, loop)
 
 
 @pytest.fixture(scope="session")

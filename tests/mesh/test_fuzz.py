@@ -204,9 +204,6 @@ def grpc_web(url: str, body: bytes, framed: bool = True, timeout: str = "5S") ->
     return http, int(status) if status is not None else None
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open (issue 13): now and then a grpc-web call through Envoy (ListJobs, GetStats; valid or not) gets "
-    "no answer until its 10 s deadline, though the same bodies alone answer in milliseconds; cause unknown"))
 def test_grpc_web_through_envoy_answers_garbage_with_a_status(shared_stack, a_job):
     rng = random.Random(SEED)
     allowed = {c.value[0] for c in ANSWERS}
@@ -219,13 +216,16 @@ def test_grpc_web_through_envoy_answers_garbage_with_a_status(shared_stack, a_jo
         for k in range(CASES // 3):
             body = mutate(rng, seed)
             framed = k % 5 != 0  # every fifth: not even a frame
+            deadline_s = 0.5 if method.name in LIVE_FEEDS else 10.0
             began = time.monotonic()
-            http, status = grpc_web(url, body, framed, timeout="500m" if method.name in LIVE_FEEDS else "10S")
-            ok = status in allowed or (method.name in LIVE_FEEDS and status in (4, -1))
-            # A body that is no grpc-web frame never becomes a request: Envoy ends the call at its
-            # deadline with UNAVAILABLE (HTTP 504, grpc-status 14).
-            ok = ok or (not framed and (http, status) == (504, 14))
+            http, status = grpc_web(url, body, framed, timeout=f"{int(deadline_s * 1000)}m")
             took = time.monotonic() - began
+            ok = status in allowed or (method.name in LIVE_FEEDS and status in (4, -1))
+            # A body that holds no whole frame is a call without a request message, which gRPC
+            # Python's server leaves open (it never runs the handler) until the deadline. Then
+            # whichever timer fires first answers: Envoy's (HTTP 504, UNAVAILABLE) or the server's
+            # (DEADLINE_EXCEEDED). Both end the call at its deadline, not later.
+            ok = ok or (not framed and (http, status) in ((504, 14), (200, 4)) and took >= 0.9 * deadline_s)
             if not ok or took > 12:
                 improper.append((method.name, http, status, round(took, 2), body[:40]))
     assert improper == [], improper[:10]
