@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
 SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps web web-test run up demo triton test proto models train convert evaluate bench bench-triton bench-store overload soak lock clean
+.PHONY: setup system-deps web web-test run up token demo triton test proto models train convert evaluate bench bench-triton bench-store overload soak lock clean
 
 setup: $(STAMP)
 
@@ -41,12 +41,20 @@ web-test: setup
 # The whole stack in the foreground: Triton, Valkey, the three services, the dashboard behind Envoy,
 # a worker, Flower.
 # DATABASE_URL / REDIS_URL / TRITON_URL point it at servers of your own. Ctrl-C stops it all.
+# TLS=1: a local CA and a certificate for localhost under .run/tls/, and TLS only at the front door.
+TLS ?= 0
 up: setup web
-	$(PY) -m launcher
+	SATLAS_TLS=$(TLS) $(PY) -m launcher
 
 # `make up`, fed by the data simulator (its flags: SIMULATOR_ARGS="--interval 0.2 --max-batch 10").
 run: setup web
-	$(PY) -m launcher --simulator
+	SATLAS_TLS=$(TLS) $(PY) -m launcher --simulator
+
+# A new token for the front door: SCOPES=read (or submit, cancel, any comma-separated mix), TTL=1h.
+SCOPES ?= submit,read,cancel
+TTL ?= 1h
+token: setup
+	@$(PY) -m launcher.auth token --scopes "$(SCOPES)" --ttl "$(TTL)"
 
 # A guided tour of a running stack (`make up` in another terminal); DEMO_ARGS="--pause 3" to slow it down.
 demo: setup

@@ -26,6 +26,21 @@ ROUTES = {
     "satlas.v1.OrchestratorService": "orchestrator",
     "satlas.v1.AnalysisService": "analysis",
 }
+# The scope a token needs for each public method (``launcher.auth``). Only these are routed: any
+# other gRPC call (JobControlService, a method not listed) is answered UNIMPLEMENTED by Envoy.
+SCOPES = {
+    "satlas.v1.IngestService/SubmitSeries": "submit",
+    "satlas.v1.IngestService/StreamSeries": "submit",
+    "satlas.v1.AnalysisService/Analyze": "submit",
+    "satlas.v1.AnalysisService/ListModels": "read",
+    "satlas.v1.OrchestratorService/GetJob": "read",
+    "satlas.v1.OrchestratorService/ListJobs": "read",
+    "satlas.v1.OrchestratorService/WatchJob": "read",
+    "satlas.v1.OrchestratorService/WatchJobs": "read",
+    "satlas.v1.OrchestratorService/GetStats": "read",
+    "satlas.v1.OrchestratorService/CancelJob": "cancel",
+}
+HEALTH = "/grpc.health.v1.Health/Check"  # open, answered by the ingest: what load balancers probe
 # Server streams: no route timeout and no idle timeout, or Envoy would end a quiet WatchJobs.
 STREAMS = ("satlas.v1.OrchestratorService/WatchJob", "satlas.v1.OrchestratorService/WatchJobs",
            "satlas.v1.IngestService/StreamSeries")
@@ -34,7 +49,7 @@ GRPC_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin"
 
 @dataclass(frozen=True)
 class EnvoySettings:
-    listen: tuple[str, int] = ("0.0.0.0", 8080)
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
     admin: tuple[str, int] = ("127.0.0.1", 9901)
     # host:port of each cluster, or several (replicas: round robin, a dead one ejected).
     upstreams: dict[str, tuple] = field(default_factory=lambda: {
@@ -43,6 +58,14 @@ class EnvoySettings:
     # Origins allowed to call grpc-web from another origin (the dashboard itself is same-origin).
     cors_origins: tuple[str, ...] = ("http://localhost:8080", "http://127.0.0.1:8080",
                                      "http://localhost:5173", "http://127.0.0.1:5173")
+    # The JWKS tokens are verified against ("": no authentication; relative: to Envoy's directory).
+    jwks: str = ".run/auth/jwks.json"
+    # Certificate chain and key: TLS only on the listener ("": plaintext).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Requests per second each client address may make (a bucket of `rate_burst`); 0: no limit.
+    rate_per_s: int = 1000
+    rate_burst: int = 2000
 
 
 def _address(host: str, port: int) -> dict:
@@ -90,24 +113,79 @@ RETRY = {"retry_on": "connect-failure,refused-stream,reset-before-request", "num
 
 def _routes(s: "EnvoySettings") -> list[dict]:
     replicated = {name for name, upstream in s.upstreams.items() if len(endpoints(upstream)) > 1}
-    routes = []
-    for path in STREAMS:
-        service = path.split("/")[0]
-        route = {"cluster": ROUTES[service], "timeout": "0s", "idle_timeout": "0s",
-                 "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
+    routes = [{"match": {"path": HEALTH}, "route": {"cluster": "ingest", "timeout": "10s"}}]
+    for path, scope in SCOPES.items():
+        cluster = ROUTES[path.split("/")[0]]
+        if path in STREAMS:
+            route = {"cluster": cluster, "timeout": "0s", "idle_timeout": "0s",
+                     "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
+        else:  # the caller's grpc-timeout is the deadline; without one, a minute
+            route = {"cluster": cluster, "timeout": "60s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
         # Never StreamSeries: a retry would hold a producer's stream in Envoy's buffer.
-        if ROUTES[service] in replicated and not path.endswith("/StreamSeries"):
+        if cluster in replicated and not path.endswith("/StreamSeries"):
             route["retry_policy"] = RETRY
-        routes.append({"match": {"path": f"/{path}"}, "route": route})
-    for service, cluster in ROUTES.items():
-        # The caller's grpc-timeout is the deadline; without one, a minute.
-        route = {"cluster": cluster, "timeout": "60s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
-        if cluster in replicated:
-            route["retry_policy"] = RETRY
-        routes.append({"match": {"prefix": f"/{service}/"}, "route": route})
+        entry = {"match": {"path": f"/{path}"}, "route": route}
+        if s.jwks:
+            entry["typed_per_filter_config"] = {"envoy.filters.http.rbac": _needs(scope)}
+        routes.append(entry)
+    # Any other gRPC call (JobControlService, a method not listed) ends here: UNIMPLEMENTED. By path
+    # too: a grpc-web call is matched before its content type is translated.
+    for match in ({"prefix": "/satlas."}, {"prefix": "/", "grpc": {}}):
+        routes.append({"match": match, "direct_response": {"status": 404,
+                                                           "body": {"inline_string": "no such public method"}}})
     # Everything else is the dashboard's static files.
     routes.append({"match": {"prefix": "/"}, "route": {"cluster": "web", "timeout": "15s"}})
     return routes
+
+
+def _needs(scope: str) -> dict:
+    """RBAC for one route: the verified token's `scope` (split into a list by jwt_authn) holds ``scope``."""
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+        "rbac": {"rules": {"action": "ALLOW", "policies": {f"scope-{scope}": {
+            "permissions": [{"any": True}],
+            "principals": [{"sourced_metadata": {"metadata_source": "DYNAMIC", "metadata_matcher": {
+                "filter": "envoy.filters.http.jwt_authn", "path": [{"key": "jwt_payload"}, {"key": "scope"}],
+                "value": {"list_match": {"one_of": {"string_match": {"exact": scope}}}}}}}],
+        }}}},
+    }
+
+
+def _jwt_authn(s: EnvoySettings) -> dict:
+    from launcher.auth import AUDIENCE, ISSUER
+
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"satlas": {
+            "issuer": ISSUER, "audiences": [AUDIENCE],
+            "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+            "forward": True,  # the ingest counts its quota per token
+            "local_jwks": {"filename": s.jwks},
+            "require_expiration": True,  # the default takes a token without `exp`
+            "clock_skew_seconds": 10,  # the default, 60, lets a token live a minute past its `exp`
+            "payload_in_metadata": "jwt_payload",
+            "normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]},
+        }},
+        # A token for every public method; the health check and the dashboard's files are open.
+        "rules": [{"match": {"path": f"/{path}"}, "requires": {"provider_name": "satlas"}} for path in SCOPES],
+    }
+
+
+def _rate_limit(s: EnvoySettings) -> dict:
+    """One token bucket per client address (an empty descriptor value: a bucket per distinct one)."""
+    bucket = {"max_tokens": s.rate_burst, "tokens_per_fill": s.rate_per_s, "fill_interval": "1s"}
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "per_client",
+        "rate_limited_as_resource_exhausted": True,  # gRPC's RESOURCE_EXHAUSTED, not UNAVAILABLE
+        "always_consume_default_token_bucket": False,
+        "max_dynamic_descriptors": 10000,
+        "token_bucket": {"max_tokens": 1 << 30, "tokens_per_fill": 1 << 30, "fill_interval": "1s"},
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "rate_limits": [{"actions": [{"remote_address": {}}]}],
+        "descriptors": [{"entries": [{"key": "remote_address", "value": ""}], "token_bucket": bucket}],
+    }
 
 
 def _cors(s: EnvoySettings) -> dict:
@@ -115,11 +193,12 @@ def _cors(s: EnvoySettings) -> dict:
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": [{"exact": o} for o in s.cors_origins],
         "allow_methods": "GET, POST, OPTIONS",
-        "allow_headers": ("content-type,x-grpc-web,x-user-agent,grpc-timeout,"
+        "allow_headers": ("authorization,content-type,x-grpc-web,x-user-agent,grpc-timeout,"
                           "connect-protocol-version,connect-timeout-ms"),
         # Without these a browser sees "missing trailer" instead of the real status.
         "expose_headers": GRPC_HEADERS,
         "max_age": "86400",
+        "forward_not_matching_preflights": False,  # another origin's preflight ends here, refused
     }
 
 
@@ -145,16 +224,49 @@ def _manager(s: EnvoySettings) -> dict:
             "name": "satlas", "domains": ["*"], "routes": _routes(s),
             "typed_per_filter_config": {"envoy.filters.http.cors": _cors(s)},
         }]},
-        # Order matters: grpc_web translates, cors answers preflights, router forwards.
-        "http_filters": [
-            {"name": "envoy.filters.http.grpc_web", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}},
-            {"name": "envoy.filters.http.cors", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-        ],
+        "http_filters": _filters(s),
+        # grpc-web sees a rate-limited call as HTTP 429, which its filter turns into UNAVAILABLE
+        # (rate_limited_as_resource_exhausted only reaches gRPC): say RESOURCE_EXHAUSTED here.
+        "local_reply_config": {"mappers": [{
+            "filter": {"status_code_filter": {"comparison": {
+                "op": "EQ", "value": {"default_value": 429, "runtime_key": "satlas.local_reply_429"}}}},
+            "headers_to_add": [
+                {"header": {"key": "grpc-status", "value": "8"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                {"header": {"key": "grpc-message", "value": "rate limited: too many requests from this client"},
+                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+            "body": {"inline_string": ""}}]},
     }
+
+
+def _filters(s: EnvoySettings) -> list[dict]:
+    """Order matters: grpc_web translates, cors answers preflights, the rate limit counts every
+    call (signed in or not), jwt_authn checks the token (UNAUTHENTICATED), rbac its scope
+    (PERMISSION_DENIED), the router forwards."""
+    filters = [
+        ("envoy.filters.http.grpc_web",
+         {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}),
+        ("envoy.filters.http.cors", {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}),
+    ]
+    if s.rate_per_s:
+        filters.append(("envoy.filters.http.local_ratelimit", _rate_limit(s)))
+    if s.jwks:
+        filters.append(("envoy.filters.http.jwt_authn", _jwt_authn(s)))
+        # No rules of its own: each public route carries its scope (``_needs``).
+        filters.append(("envoy.filters.http.rbac",
+                        {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}))
+    filters.append(("envoy.filters.http.router",
+                    {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}))
+    return [{"name": name, "typed_config": typed} for name, typed in filters]
+
+
+def _tls(s: EnvoySettings) -> dict:
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2", "http/1.1"],  # gRPC and grpc-web on one port
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            "tls_certificates": [{"certificate_chain": {"filename": s.tls_cert},
+                                  "private_key": {"filename": s.tls_key}}]}}}
 
 
 def config(s: EnvoySettings) -> dict:
@@ -172,8 +284,10 @@ def config(s: EnvoySettings) -> dict:
                 "name": "satlas",
                 "address": _address(*s.listen),
                 "per_connection_buffer_limit_bytes": 32768,
-                "filter_chains": [{"filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": _manager(s)}]}],
+                "filter_chains": [{
+                    **({"transport_socket": _tls(s)} if s.tls_cert else {}),
+                    "filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                 "typed_config": _manager(s)}]}],
             }],
             "clusters": [_cluster(name, upstream, http2=name != "web") for name, upstream in s.upstreams.items()],
         },
@@ -185,7 +299,8 @@ def render(s: EnvoySettings) -> str:
 
 
 COMPOSE = EnvoySettings(
-    admin=("127.0.0.1", 9901),
+    listen=("0.0.0.0", 8080), admin=("127.0.0.1", 9901), jwks="/etc/satlas/auth/jwks.json",
+    tls_cert="/etc/satlas/tls/server.pem", tls_key="/etc/satlas/tls/server-key.pem",
     upstreams={"ingest": ("ingest", 50051), "orchestrator": ("orchestrator", 50052),
                "analysis": ("analysis", 50053), "web": ("web", 8081)},
 )

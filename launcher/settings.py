@@ -14,16 +14,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from launcher.envoy import EnvoySettings
-from launcher.triton_local import ROOT, WORK_DIR, TritonSettings, free_port
+from launcher.triton_local import WORK_DIR, TritonSettings, free_port
 from satkit.settings import (
     ANALYSIS_ADDR,
     BROKER_URL,
+    CA_FILE,
     DATABASE_URL,
     INGEST_ADDR,
     LOG_FORMAT,
     ORCHESTRATOR_ADDR,
     REDIS_URL,
+    RUN_DIR,
     SHARED,
+    TOKEN,
     TRITON_URL,
     Var,
     load,
@@ -32,10 +35,19 @@ from satkit.settings import (
     variables,
 )
 
-RUN_DIR = Var("SATLAS_RUN_DIR", ROOT / ".run", "logs, the embedded servers' files, the default database",
-              shown=".run")
 FLOWER_PORT = Var("FLOWER_PORT", 5555, "Flower, Celery's monitor, on 127.0.0.1")
 ENVOY_PORT = Var("ENVOY_PORT", 8080, "the front door: dashboard, grpc-web and gRPC")
+ENVOY_HOST = Var("ENVOY_HOST", "127.0.0.1", "where the front door listens; any address but loopback needs "
+                 "SATLAS_AUTH on (or off said explicitly)")
+AUTH = Var("SATLAS_AUTH", True, "`on`: every public call needs a signed token (keys and a local token with "
+           "every scope under $SATLAS_RUN_DIR/auth/); `off`: the front door is open", shown="on")
+TLS = Var("SATLAS_TLS", False, "`make up TLS=1`: a local CA and a certificate for localhost under "
+          "$SATLAS_RUN_DIR/tls/ (CA: tls/ca.pem), and TLS only on the front door", shown="off")
+TLS_CERT = Var("ENVOY_TLS_CERT", "", "certificate chain (PEM) for the front door: TLS only (with ENVOY_TLS_KEY)")
+TLS_KEY = Var("ENVOY_TLS_KEY", "", "its private key (PEM)")
+RATE_LIMIT = Var("ENVOY_RATE_LIMIT", 1000, "calls per second each client address may make at the front door, "
+                 "beyond it RESOURCE_EXHAUSTED; 0: no limit")
+RATE_BURST = Var("ENVOY_RATE_BURST", 2000, "calls a client may make at once before ENVOY_RATE_LIMIT applies")
 ENVOY_ADMIN_PORT = Var("ENVOY_ADMIN_PORT", 9901, "Envoy's admin, on 127.0.0.1 only")
 WEB_PORT = Var("WEB_PORT", 8081, "the dashboard's static files, behind Envoy, on 127.0.0.1")
 CORS_ORIGINS = Var("ENVOY_CORS_ORIGINS", EnvoySettings().cors_origins,
@@ -55,8 +67,12 @@ SIMULATOR_ARGS = Var("SIMULATOR_ARGS", "--interval 1 --random-interval --follow"
 SERVICES = ("orchestrator", "analysis", "ingest", "web", "envoy", "worker", "flower")
 NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 
-STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_ADMIN_PORT, WEB_PORT, CORS_ORIGINS, WORKER_CONCURRENCY,
+STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_HOST, ENVOY_ADMIN_PORT, AUTH, TLS, TLS_CERT, TLS_KEY,
+              RATE_LIMIT, RATE_BURST, WEB_PORT, CORS_ORIGINS, WORKER_CONCURRENCY,
               STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT, RESTART_WINDOW, REPLICAS, SIMULATOR_ARGS]
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def kind(name: str) -> str:
@@ -90,7 +106,14 @@ class StackSettings:
     orchestrator_addr: str = setting(ORCHESTRATOR_ADDR)
     analysis_addr: str = setting(ANALYSIS_ADDR)
     flower_port: int = setting(FLOWER_PORT)
-    envoy_addr: str = f"0.0.0.0:{ENVOY_PORT.default}"
+    envoy_addr: str = f"{ENVOY_HOST.default}:{ENVOY_PORT.default}"
+    auth: bool = setting(AUTH)
+    auth_off_said: bool = False  # SATLAS_AUTH=off, in words: only then may the front door be open beyond loopback
+    tls: bool = setting(TLS)
+    tls_cert: str = setting(TLS_CERT)
+    tls_key: str = setting(TLS_KEY)
+    rate_limit: int = setting(RATE_LIMIT)
+    rate_burst: int = setting(RATE_BURST)
     envoy_admin_port: int = setting(ENVOY_ADMIN_PORT)
     web_port: int = setting(WEB_PORT)
     cors_origins: tuple[str, ...] = setting(CORS_ORIGINS)
@@ -114,7 +137,8 @@ class StackSettings:
         return load(cls, environ, run_dir=run_dir, triton=triton,
                     database_url=DATABASE_URL.raw(environ) or "", redis_url=REDIS_URL.raw(environ) or "",
                     broker_url=BROKER_URL.raw(environ) or "", triton_url=TRITON_URL.raw(environ) or "",
-                    envoy_addr=f"0.0.0.0:{ENVOY_PORT.read(environ)}")
+                    envoy_addr=f"{ENVOY_HOST.read(environ)}:{ENVOY_PORT.read(environ)}",
+                    auth_off_said=(AUTH.raw(environ) or "").strip().lower() == "off")
 
     @classmethod
     def isolated(cls, run_dir: Path, **overrides) -> "StackSettings":
@@ -188,6 +212,12 @@ class StackSettings:
             raise ValueError("ORCHESTRATOR_REPLICAS must be 1 or more")
         if self.orchestrator_replicas > 1 and self.job_database_url.startswith("sqlite"):
             raise ValueError("ORCHESTRATOR_REPLICAS > 1 needs DATABASE_URL on PostgreSQL")
+        host = split_addr(self.envoy_addr)[0]
+        if not self.auth and not self.auth_off_said and host not in LOOPBACK:
+            raise ValueError(f"refusing to open the front door on {host} without authentication: "
+                             "set SATLAS_AUTH=on, or SATLAS_AUTH=off to mean it")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("ENVOY_TLS_CERT and ENVOY_TLS_KEY go together")
         if not self.triton_url:
             t = replace(t, http_port=port(t.http_port), grpc_port=port(t.grpc_port), metrics_port=port(t.metrics_port))
         return replace(
@@ -212,6 +242,7 @@ def sections() -> list[tuple[str, list[Var]]]:
     return [("every process", SHARED), ("ingest_svc", own(variables(Ingest))),
             ("orchestrator_svc", own(variables(Orchestrator))),
             ("analysis_svc (server and worker)", own(variables(Analysis))), ("make up", STACK_VARS),
+            ("the project's clients (CLI, simulator, demo, load test, benchmarks)", [TOKEN, CA_FILE]),
             ("the local Triton", variables(TritonSettings))]
 
 

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from launcher import supervise
+from launcher import auth, supervise, tls
 from launcher.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from launcher.envoy import EnvoySettings, render
 from launcher.probes import WORKER_HOSTNAME, GrpcHealth, WorkerPing, http_answers, worker_nodename
-from launcher.settings import SERVICES, StackSettings, connect_addr, kind, split_addr
+from launcher.settings import LOOPBACK, SERVICES, StackSettings, connect_addr, kind, split_addr
 from launcher.triton_local import ROOT, LocalTriton, TritonError
 from satkit.queue import QUEUE
 
@@ -95,13 +95,26 @@ def envoy_config_path(s: StackSettings) -> Path:
 
 
 def envoy_settings(s: StackSettings) -> EnvoySettings:
-    """The committed local config's shape, with this stack's addresses."""
+    """The committed local config's shape, with this stack's addresses, keys and certificate."""
+    cert, key = tls_files(s)
     return EnvoySettings(
         listen=split_addr(s.envoy_addr), admin=("127.0.0.1", s.envoy_admin_port), cors_origins=s.cors_origins,
+        jwks=str(auth.auth_dir(Path(s.run_dir)).resolve() / "jwks.json") if s.auth else "",
+        tls_cert=cert, tls_key=key, rate_per_s=s.rate_limit, rate_burst=s.rate_burst,
         upstreams={n: split_addr(connect_addr(getattr(s, f"{n}_addr"))) for n in GRPC_SERVICES}
         | {"web": (WEB_HOST, s.web_port)}
         | ({"orchestrator": tuple(split_addr(connect_addr(a)) for a in s.orchestrator_addrs)}
            if len(s.orchestrator_addrs) > 1 else {}))
+
+
+def tls_files(s: StackSettings) -> tuple[str, str]:
+    """(certificate, key) Envoy serves, or ("", "") for plaintext."""
+    if s.tls_cert:
+        return s.tls_cert, s.tls_key
+    if s.tls:
+        local = Path(s.run_dir).resolve() / "tls"
+        return str(local / "server.pem"), str(local / "server-key.pem")
+    return "", ""
 
 
 def stack_env(s: StackSettings, redis_url: str, triton_url: str) -> dict[str, str]:
@@ -177,8 +190,31 @@ class Stack:
         return connect_addr(self.settings.envoy_addr)
 
     @property
+    def scheme(self) -> str:
+        return "https" if tls_files(self.settings)[0] else "http"
+
+    @property
     def dashboard_url(self) -> str:
-        return f"http://{self.envoy}/"
+        host, port = split_addr(self.envoy)
+        # The local certificate names localhost (and 127.0.0.1); a browser shows that name.
+        return f"{self.scheme}://{'localhost' if self.settings.tls and host == '127.0.0.1' else host}:{port}/"
+
+    @property
+    def token(self) -> str:
+        """The token with every scope that ``start`` wrote ("" with SATLAS_AUTH=off)."""
+        path = auth.auth_dir(Path(self.settings.run_dir)) / "token"
+        return path.read_text().strip() if self.settings.auth and path.exists() else ""
+
+    @property
+    def ca_file(self) -> str:
+        """The CA clients verify the front door with ("" without TLS, or with a certificate of one's own)."""
+        return str(Path(self.settings.run_dir) / "tls" / "ca.pem") if self.settings.tls and not self.settings.tls_cert \
+            else ""
+
+    def signed_in_url(self, page: str = "", token: str | None = None) -> str:
+        """The dashboard (``page``: "" or "dashboard.html") with a link that signs in by itself."""
+        token = self.token if token is None else token
+        return f"{self.dashboard_url}{page}" + (f"#token={token}" if token else "")
 
     @property
     def flower_url(self) -> str:
@@ -216,6 +252,13 @@ class Stack:
         if taken:
             raise StackError(f"already in use: {', '.join(taken)} (set another port, or 0 for a free one)")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        host = split_addr(self.settings.envoy_addr)[0]
+        if "envoy" in self.names and not self.settings.auth and host not in LOOPBACK:
+            self.echo(f"WARNING: the front door on {host} is open to anyone who reaches it (SATLAS_AUTH=off)")
+        if self.settings.auth:  # keys once (tokens stay good across restarts), a fresh local token each time
+            auth.write_local_token(auth.auth_dir(Path(self.settings.run_dir)))
+        if self.settings.tls and not self.settings.tls_cert:
+            tls.ensure(Path(self.settings.run_dir) / "tls")
         try:
             if self.redis:
                 self.echo(f"starting redis (embedded valkey; log: {self.log_file('redis')})")
@@ -367,6 +410,7 @@ class Stack:
                 "envoy": self.envoy, "triton_url": self.triton_url, "redis_url": self.redis_url,
                 "broker_url": self.broker_url, "database_url": self.database_url,
                 "flower_url": self.flower_url, "dashboard_url": self.dashboard_url, "logs": str(self.logs_dir),
+                "token_file": str(auth.auth_dir(Path(self.settings.run_dir)) / "token") if self.token else "",
                 "pids": {n: p.pid for n, p in self.processes.items()}}
 
     def summary(self) -> str:
@@ -382,8 +426,15 @@ class Stack:
             "broker": self.broker_url != self.redis_url and self.broker_url,
             "database": "orchestrator" in self.names and s.database_url,
             "flower": self.flower_url,
-            "envoy": f"{self.envoy} (gRPC and grpc-web; admin 127.0.0.1:{s.envoy_admin_port})",
+            "envoy": f"{self.envoy} (gRPC and grpc-web{', TLS only' if self.scheme == 'https' else ''}; "
+                     f"admin 127.0.0.1:{s.envoy_admin_port})",
             "dashboard": "envoy" in self.names and f"{self.dashboard_url} (live view: {self.dashboard_url}dashboard.html)",
+            "sign in": "envoy" in self.names and self.token and self.signed_in_url(),
+            "token": "envoy" in self.names and (
+                f"{auth.auth_dir(Path(s.run_dir)) / 'token'} (every scope; the project's clients read it; "
+                "`make token SCOPES=read` for a narrower one)" if s.auth
+                else "none: SATLAS_AUTH=off, the front door is open"),
+            "tls": self.ca_file and f"CA {self.ca_file} (clients: --ca or SATLAS_CA)",
         }
         lines = [f"  {n:<13}{v}" for n, v in rows.items() if v and (n not in SERVICES or n in self.names)]
         return "\n".join(["Satlas is up:", *lines, f"  {'logs':<13}{self.logs_dir}/", "Ctrl-C stops everything."])

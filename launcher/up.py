@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     supervise.block_signals()  # before any thread: only `wait` takes SIGINT/SIGTERM/SIGCHLD
     try:
         stack = Stack(replace(StackSettings.from_env(), only=args.only), echo=lambda line: print(line, flush=True))
-    except ValueError as exc:  # a bad address or --only name
-        parser.error(str(exc))
+    except ValueError as exc:  # a bad address or --only name, an open public front door
+        print(f"make up: {exc}", file=sys.stderr)
+        return 2
     simulator = None
     try:
         stack.start()

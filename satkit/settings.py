@@ -116,6 +116,12 @@ BROKER_URL = Var("BROKER_URL", "redis://127.0.0.1:6379/0", "the Celery broker; `
 DATABASE_URL = Var("DATABASE_URL", f"sqlite:///{ROOT / '.run' / 'satlas.db'}",
                    "the job store; `postgresql://…` uses psycopg2",
                    shown="sqlite:///.run/satlas.db (make up: under $SATLAS_RUN_DIR)")
+RUN_DIR = Var("SATLAS_RUN_DIR", ROOT / ".run", "logs, the embedded servers' files, the default database, "
+              "the local token (auth/)", shown=".run")
+TOKEN = Var("SATLAS_TOKEN", "", "the token the project's clients send (`authorization: Bearer`); unset: "
+            "the one `make up` wrote to $SATLAS_RUN_DIR/auth/token, if any")
+CA_FILE = Var("SATLAS_CA", "", "a CA file the project's clients verify the front door's TLS certificate with "
+              "(`--ca`); unset: plaintext")
 LOG_FORMAT = Var("LOG_FORMAT", "text", "`text`, or `json`: one JSON object a line")
 LOG_LEVEL = Var("LOG_LEVEL", "INFO", "the root logger's level")
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each job")
     args = parser.parse_args(argv)
-    channels = [grpc.insecure_channel(a) for a in (args.ingest, args.orchestrator, args.analysis)]
+    channels = [cli.connect(args, a) for a in (args.ingest, args.orchestrator, args.analysis)]
     try:
         ingest, orchestrator = ipb_grpc.IngestServiceStub(channels[0]), opb_grpc.OrchestratorServiceStub(channels[1])
         try:

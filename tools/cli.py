@@ -25,6 +25,7 @@ from satlas.v1 import (
     orchestrator_service_pb2_grpc,
 )
 
+from satkit import client
 from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
 from satkit.settings import ANALYSIS_ADDR, INGEST_ADDR, ORCHESTRATOR_ADDR
 from tools import display, inputs, patterns
@@ -93,7 +94,7 @@ def cmd_submit(args) -> int:
     request = ingest_service_pb2.SubmitSeriesRequest(
         series=inputs.build_series(args), models=models, idempotency_key=args.idempotency_key or ""
     )
-    with grpc.insecure_channel(args.ingest) as channel:
+    with connect(args, args.ingest) as channel:
         response = ingest_service_pb2_grpc.IngestServiceStub(channel).SubmitSeries(request, timeout=args.timeout)
     if args.json:
         print(display.to_json(response))
@@ -102,12 +103,12 @@ def cmd_submit(args) -> int:
             print(f"{model}  {job_id}")
     if not args.watch:
         return 0
-    with grpc.insecure_channel(args.orchestrator) as channel:
+    with connect(args, args.orchestrator) as channel:
         return follow_all(orchestrator(channel), list(response.job_ids), printer(args))
 
 
 def cmd_get(args) -> int:
-    with grpc.insecure_channel(args.orchestrator) as channel:
+    with connect(args, args.orchestrator) as channel:
         response = orchestrator(channel).GetJob(
             orchestrator_service_pb2.GetJobRequest(job_id=args.job_id), timeout=args.timeout
         )
@@ -116,14 +117,14 @@ def cmd_get(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    with grpc.insecure_channel(args.orchestrator) as channel:
+    with connect(args, args.orchestrator) as channel:
         return follow(orchestrator(channel), args.job_id, printer(args))
 
 
 def cmd_watch_all(args) -> int:
     request = orchestrator_service_pb2.WatchJobsRequest(model_names=args.model or [], states=args.state or [])
     show = printer(args)
-    with grpc.insecure_channel(args.orchestrator) as channel:
+    with connect(args, args.orchestrator) as channel:
         call = orchestrator(channel).WatchJobs(request)
         try:
             for response in call:
@@ -141,7 +142,7 @@ def cmd_list(args) -> int:
         page_token=args.page_token or "",
     )
     jobs = []
-    with grpc.insecure_channel(args.orchestrator) as channel:
+    with connect(args, args.orchestrator) as channel:
         stub = orchestrator(channel)
         while True:
             response = stub.ListJobs(request, timeout=args.timeout)
@@ -160,7 +161,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    with grpc.insecure_channel(args.orchestrator) as channel:
+    with connect(args, args.orchestrator) as channel:
         response = orchestrator(channel).CancelJob(
             orchestrator_service_pb2.CancelJobRequest(job_id=args.job_id), timeout=args.timeout
         )
@@ -178,14 +179,14 @@ def cmd_stats(args) -> int:
     request = orchestrator_service_pb2.GetStatsRequest()
     if args.window is not None:
         request.window.FromNanoseconds(round(args.window * 1e9))
-    with grpc.insecure_channel(args.orchestrator) as channel:
+    with connect(args, args.orchestrator) as channel:
         response = orchestrator(channel).GetStats(request, timeout=args.timeout)
     print(display.to_json(response) if args.json else display.stats_text(response))
     return 0
 
 
 def cmd_models(args) -> int:
-    with grpc.insecure_channel(args.analysis) as channel:
+    with connect(args, args.analysis) as channel:
         response = analysis_service_pb2_grpc.AnalysisServiceStub(channel).ListModels(
             analysis_service_pb2.ListModelsRequest(), timeout=args.timeout
         )
@@ -198,7 +199,7 @@ def cmd_models(args) -> int:
 
 def cmd_analyze(args) -> int:
     request = analysis_service_pb2.AnalyzeRequest(series=inputs.build_series(args), model_name=args.model)
-    with grpc.insecure_channel(args.analysis) as channel:
+    with connect(args, args.analysis) as channel:
         response = analysis_service_pb2_grpc.AnalysisServiceStub(channel).Analyze(request, timeout=args.timeout)
     if args.json:
         print(display.to_json(response))
@@ -223,11 +224,18 @@ def add_series_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_address_options(parser: argparse.ArgumentParser) -> None:
-    """--ingest/--orchestrator/--analysis, defaulting to the stack's env vars: every client tool's."""
+    """--ingest/--orchestrator/--analysis, defaulting to the stack's env vars, and --ca/--token:
+    every client tool's."""
+    client.add_arguments(parser)
     parser.add_argument("--ingest", default=INGEST_ADDR.read(), help="IngestService address [INGEST_ADDR]")
     parser.add_argument("--orchestrator", default=ORCHESTRATOR_ADDR.read(),
                         help="OrchestratorService address [ORCHESTRATOR_ADDR]")
     parser.add_argument("--analysis", default=ANALYSIS_ADDR.read(), help="AnalysisService address [ANALYSIS_ADDR]")
+
+
+def connect(args: argparse.Namespace, target: str, options=()) -> grpc.Channel:
+    """A channel with the options' token and CA (see ``satkit.client``)."""
+    return client.channel(target, options, ca=args.ca, token=args.token)
 
 
 def build_parser() -> argparse.ArgumentParser:

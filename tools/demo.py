@@ -186,8 +186,8 @@ class Demo:
         self.out(f"Satlas demo: ingest {a.ingest}, orchestrator {a.orchestrator}, analysis {a.analysis}")
         if not self.health():
             return 2
-        with grpc.insecure_channel(a.ingest) as ic, grpc.insecure_channel(a.orchestrator) as oc, \
-                grpc.insecure_channel(a.analysis) as ac:
+        with cli.connect(a, a.ingest) as ic, cli.connect(a, a.orchestrator) as oc, \
+                cli.connect(a, a.analysis) as ac:
             ingest, orchestrator = ipb_grpc.IngestServiceStub(ic), opb_grpc.OrchestratorServiceStub(oc)
             if not self.models(apb_grpc.AnalysisServiceStub(ac)):
                 return 1

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
@@ -119,8 +118,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         out(f"   {line}")
     if down:
         return 2
-    with grpc.insecure_channel(args.ingest) as ic, grpc.insecure_channel(args.orchestrator) as oc, \
-            grpc.insecure_channel(args.analysis) as ac:
+    with cli.connect(args, args.ingest) as ic, cli.connect(args, args.orchestrator) as oc, \
+            cli.connect(args, args.analysis) as ac:
         ingest, orchestrator = ipb_grpc.IngestServiceStub(ic), opb_grpc.OrchestratorServiceStub(oc)
         models = [m.name for m in apb_grpc.AnalysisServiceStub(ac).ListModels(apb.ListModelsRequest(),
                                                                                timeout=10).models if m.ready]

@@ -31,6 +31,7 @@ from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
+from satkit import client
 from satkit.jobs import DEFAULT_MODELS
 from satkit.settings import INGEST_ADDR, ORCHESTRATOR_ADDR
 from tools import display, inputs, patterns
@@ -58,6 +59,8 @@ class Options:
     quiet: bool = False
     drain: float = 10.0
     connect_timeout: float = 10.0
+    ca: str | None = None  # None: SATLAS_CA (see satkit.client)
+    token: str | None = None  # None: SATLAS_TOKEN, else the local token file
 
 
 @dataclass
@@ -162,8 +165,8 @@ class Simulator:
     def run(self) -> Summary:
         o, start = self.o, time.monotonic()
         self.say(self.banner())
-        with grpc.insecure_channel(o.url, CHANNEL_OPTIONS) as ingest, \
-                grpc.insecure_channel(o.orchestrator, CHANNEL_OPTIONS) as orchestrator:
+        with client.channel(o.url, CHANNEL_OPTIONS, ca=o.ca, token=o.token) as ingest, \
+                client.channel(o.orchestrator, CHANNEL_OPTIONS, ca=o.ca, token=o.token) as orchestrator:
             try:
                 grpc.channel_ready_future(ingest).result(timeout=o.connect_timeout)
             except grpc.FutureTimeoutError:
@@ -281,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="only the banner, problems and the summary")
     p.add_argument("--drain", type=float, default=d.drain, help="seconds to wait for outstanding work on stop")
     p.add_argument("--connect-timeout", type=float, default=d.connect_timeout, help="seconds to reach the ingest")
+    client.add_arguments(p)
     return p
 
 

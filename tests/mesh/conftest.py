@@ -50,7 +50,7 @@ class IdlePage:
         self.started = time.monotonic()
         # A session of its own, so that close() takes playwright's driver and Chromium along.
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("idle_page.py")),
-                                         stack.dashboard_url, str(IDLE_S)], cwd=ROOT, text=True,
+                                         stack.signed_in_url("dashboard.html"), str(IDLE_S)], cwd=ROOT, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         self.lines: queue.Queue = queue.Queue()
         self.other: list[str] = []  # anything else it printed, for the failure message

@@ -34,7 +34,7 @@ def main(url: str, idle_s: float) -> None:
         page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
         page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
         page.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status}: {r.url}"))
-        page.goto(url + "dashboard.html")
+        page.goto(url)  # dashboard.html, signed in by its #token= link
         expect(page.locator(".feed .badge")).to_have_text("live", timeout=15_000)
         page.evaluate(OBSERVE_BADGE)
         say(live=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import signal
+import struct
 import threading
 import time
 from collections import Counter
@@ -173,3 +175,52 @@ def processes_marked(marker: str) -> list[int]:
             except OSError:  # gone, or not ours
                 pass
     return found
+
+
+ALLOWED = "http://localhost:5173"  # an origin Envoy's CORS lets call grpc-web
+
+
+def frame(message) -> bytes:
+    body = message.SerializeToString()
+    return struct.pack(">BI", 0, len(body)) + body
+
+
+class GrpcWeb:
+    """One grpc-web call over HTTP/1.1: what connect-web's grpc-web transport sends."""
+
+    def __init__(self, address: str, method: str, request, origin: str = ALLOWED, token: str = "",
+                 context=None, deadline: str = ""):
+        host, port = address.rsplit(":", 1)
+        self.conn = (http.client.HTTPSConnection(host, int(port), timeout=30, context=context) if context
+                     else http.client.HTTPConnection(host, int(port), timeout=30))
+        headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1",
+                   "accept": "application/grpc-web+proto", "origin": origin}
+        if deadline:
+            headers["grpc-timeout"] = deadline
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.conn.request("POST", f"/{method}", body=frame(request), headers=headers)
+        self.response = self.conn.getresponse()
+        self.trailers: dict[str, str] = {}
+
+    def messages(self):
+        """Each data frame's bytes as it arrives; the trailer frame fills ``trailers``."""
+        while True:
+            head = self.response.read(5)
+            if len(head) < 5:
+                return
+            flags, length = struct.unpack(">BI", head)
+            body = self.response.read(length)
+            if flags & 0x80:
+                for line in body.decode().strip().split("\r\n"):
+                    key, _, value = line.partition(":")
+                    self.trailers[key.strip().lower()] = value.strip()
+                return
+            yield body
+
+    @property
+    def status(self) -> int:
+        return int(self.trailers.get("grpc-status", self.response.getheader("grpc-status", "-1")))
+
+    def close(self) -> None:
+        self.conn.close()

@@ -4,14 +4,18 @@ and an Envoy restart, shows field violations, and stays smooth under load."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
-from mesh_helpers import MODELS, clients_of, series
+from mesh_helpers import MODELS, clients_of, paused, series
 from playwright.sync_api import expect, sync_playwright
 from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import job_state_pb2 as js
+from satlas.v1 import orchestrator_service_pb2 as opb
 
+from launcher import auth
 from tools.bench import dashboard as bench_dashboard
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +37,12 @@ def browser():
 
 
 @pytest.fixture()
-def page(browser):
-    """A fresh page that records console errors and uncaught exceptions; none may happen."""
+def page(browser, mesh):
+    """A fresh page, signed in (the token kept for the session, as the sign-in view keeps it),
+    that records console errors and uncaught exceptions; none may happen."""
     p = browser.new_page(viewport=bench_dashboard.VIEWPORT)
     p.add_init_script(bench_dashboard.PROBE)
+    p.add_init_script(f"window.sessionStorage.setItem('satlas.token', {json.dumps(mesh.token)})")
     p.problems = []
     p.on("console", lambda m: m.type == "error" and p.problems.append(f"console: {m.text}"))
     p.on("pageerror", lambda e: p.problems.append(f"pageerror: {e}"))
@@ -158,7 +164,7 @@ def test_the_page_reconnects_by_itself_after_envoy_restarts(mesh, page, ingest):
 
 
 def test_the_monitoring_view_stays_responsive_at_500_jobs_per_s(mesh, browser):
-    page = bench_dashboard.open_dashboard(browser, mesh.dashboard_url)
+    page = bench_dashboard.open_dashboard(browser, mesh.dashboard_url, mesh.token)
     result = bench_dashboard.measure(page, mesh.ingest, jobs_per_s=500, seconds=10)
     print("\n" + bench_dashboard.summary(result))
     # It was measured at all: frames ran, the feed filled and moved, marker jobs showed.
@@ -168,4 +174,60 @@ def test_the_monitoring_view_stays_responsive_at_500_jobs_per_s(mesh, browser):
     # Loose bounds: the stack saturates both cores beside Chromium here; rendering every event
     # instead of every 250 ms would blow through them.
     assert result["frame_ms"]["p95"] <= 200 and result["click_to_paint_ms"]["max"] <= 500
+    page.close()
+
+
+def fresh_page(browser, token: str | None = None):
+    """A page with nothing kept (no token unless ``token``), recording what went wrong."""
+    p = browser.new_page(viewport=bench_dashboard.VIEWPORT)
+    if token is not None:
+        p.add_init_script(f"window.sessionStorage.setItem('satlas.token', {json.dumps(token)})")
+    p.problems = []
+    p.on("pageerror", lambda e: p.problems.append(f"pageerror: {e}"))
+    return p
+
+
+def test_without_a_token_the_page_asks_for_one_and_signs_in_with_it(mesh, browser):
+    page = fresh_page(browser)
+    page.goto(mesh.dashboard_url)
+    box = page.get_by_label("Token")
+    expect(box).to_be_visible(timeout=15_000)
+    box.fill(mesh.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".overview .tile").first).to_be_visible(timeout=15_000)
+    expect(page.locator(".account")).to_contain_text("signed in as local: submit, read, cancel")
+    page.goto(mesh.dashboard_url + "dashboard.html")  # kept for the session: no second sign-in
+    expect(page.locator(".feed .badge")).to_have_text("live", timeout=15_000)
+    page.get_by_role("button", name="sign out").click()
+    expect(page.get_by_label("Token")).to_be_visible(timeout=5_000)
+    assert page.problems == []
+    page.close()
+
+
+def test_the_link_make_run_prints_signs_in_and_leaves_no_token_in_the_address(mesh, browser):
+    page = fresh_page(browser)
+    page.goto(mesh.signed_in_url("dashboard.html"))
+    expect(page.locator(".feed .badge")).to_have_text("live", timeout=15_000)
+    assert "token" not in page.url
+    assert page.problems == []
+    page.close()
+
+
+def test_a_read_only_token_watches_but_cannot_submit_or_cancel(mesh, browser, ingest):
+    reader = auth.ensure_keys(auth.auth_dir(mesh.settings.run_dir)).token(["read"], subject="viewer")
+    page = fresh_page(browser, reader)
+    page.goto(mesh.dashboard_url + "#/submit")
+    expect(page.locator(".account")).to_contain_text("signed in as viewer: read", timeout=15_000)
+    page.get_by_label("values").fill(", ".join(str(v) for v in series(64)))
+    page.get_by_role("button", name="submit").click()
+    expect(page.get_by_role("alert")).to_contain_text("PERMISSION_DENIED", timeout=15_000)
+    expect(page.locator('[data-testid="job-detail"]')).to_have_count(0)
+    with paused(mesh, "worker"):  # a job that stays cancellable while the page tries
+        job_id = submit(ingest, series(64), models=MODELS[:1])[0]
+        page.goto(mesh.dashboard_url + f"#/jobs/{job_id}")
+        page.get_by_role("button", name="cancel").click()
+        expect(page.get_by_role("alert")).to_contain_text("PERMISSION_DENIED", timeout=15_000)
+    with clients_of(mesh) as (_, orchestrator):
+        assert orchestrator.GetJob(opb.GetJobRequest(job_id=job_id), timeout=10).job.state != js.JOB_STATE_CANCELLED
+    assert page.problems == []
     page.close()

@@ -5,7 +5,6 @@ route, and the committed configs matching launcher/envoy.py."""
 from __future__ import annotations
 
 import http.client
-import struct
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import grpc
 import pytest
 import yaml
 from google.rpc import error_details_pb2, status_pb2
-from mesh_helpers import MODELS, series
+from mesh_helpers import ALLOWED, MODELS, GrpcWeb, series
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2 as ipb
@@ -22,10 +21,10 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
-from launcher import envoy
+from launcher import auth, envoy, tls
+from satkit import client
 
 ROOT = Path(__file__).resolve().parents[2]
-ALLOWED = "http://localhost:5173"
 
 
 @pytest.fixture(scope="module")
@@ -33,50 +32,21 @@ def mesh(shared_stack):
     return shared_stack
 
 
-def frame(message) -> bytes:
-    body = message.SerializeToString()
-    return struct.pack(">BI", 0, len(body)) + body
-
-
-class GrpcWeb:
-    """One grpc-web call over HTTP/1.1: what connect-web's grpc-web transport sends."""
-
-    def __init__(self, address: str, method: str, request, origin: str = ALLOWED):
-        host, port = address.rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        self.conn.request("POST", f"/{method}", body=frame(request), headers={
-            "content-type": "application/grpc-web+proto", "x-grpc-web": "1", "accept": "application/grpc-web+proto",
-            "origin": origin})
-        self.response = self.conn.getresponse()
-        self.trailers: dict[str, str] = {}
-
-    def messages(self):
-        """Each data frame's bytes as it arrives; the trailer frame fills ``trailers``."""
-        while True:
-            head = self.response.read(5)
-            if len(head) < 5:
-                return
-            flags, length = struct.unpack(">BI", head)
-            body = self.response.read(length)
-            if flags & 0x80:
-                for line in body.decode().strip().split("\r\n"):
-                    key, _, value = line.partition(":")
-                    self.trailers[key.strip().lower()] = value.strip()
-                return
-            yield body
-
-    @property
-    def status(self) -> int:
-        return int(self.trailers.get("grpc-status", self.response.getheader("grpc-status", "-1")))
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def test_committed_configs_are_the_rendered_ones_and_envoy_accepts_them():
+def test_committed_configs_are_the_rendered_ones_and_envoy_accepts_them(tmp_path):
+    # The files they name (keys, certificate) exist where they run, not here: stand-ins, made here.
+    local = tls.ensure(tmp_path / "tls")
+    auth.ensure_keys(tmp_path / "auth")
+    jwks = tmp_path / "auth" / "jwks.json"
+    stand_ins = {".run/auth/jwks.json": jwks, "/etc/satlas/auth/jwks.json": jwks,
+                 "/etc/satlas/tls/server.pem": local.cert, "/etc/satlas/tls/server-key.pem": local.key}
     for path, settings in envoy.COMMITTED.items():
         assert path.read_text() == envoy.render(settings), f"{path} is stale: python -m launcher.envoy --write"
-        checked = subprocess.run([str(ROOT / ".venv" / "bin" / "envoy"), "--mode", "validate", "-c", str(path)],
+        text = path.read_text()
+        for named, made in stand_ins.items():
+            text = text.replace(f" {named}\n", f" {made}\n")
+        copy = tmp_path / path.name
+        copy.write_text(text)
+        checked = subprocess.run([str(ROOT / ".venv" / "bin" / "envoy"), "--mode", "validate", "-c", str(copy)],
                                  capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         config = yaml.safe_load(path.read_text())
@@ -84,7 +54,7 @@ def test_committed_configs_are_the_rendered_ones_and_envoy_accepts_them():
 
 
 def test_native_grpc_reaches_each_service_through_one_port(mesh):
-    with grpc.insecure_channel(mesh.envoy) as channel:
+    with client.channel(mesh.envoy, token=mesh.token) as channel:
         ingest = ipb_grpc.IngestServiceStub(channel)
         orchestrator = opb_grpc.OrchestratorServiceStub(channel)
         analysis = apb_grpc.AnalysisServiceStub(channel)
@@ -98,13 +68,14 @@ def test_native_grpc_reaches_each_service_through_one_port(mesh):
 
 def test_grpc_web_unary_and_server_streaming(mesh):
     call = GrpcWeb(mesh.envoy, "satlas.v1.IngestService/SubmitSeries",
-                   ipb.SubmitSeriesRequest(series={"values": series(64)}, models=MODELS))
+                   ipb.SubmitSeriesRequest(series={"values": series(64)}, models=MODELS), token=mesh.token)
     (body,) = list(call.messages())
     assert call.status == 0 and call.response.getheader("access-control-allow-origin") == ALLOWED
     job_ids = ipb.SubmitSeriesResponse.FromString(body).job_ids
     assert len(job_ids) == 2
     call.close()
-    watch = GrpcWeb(mesh.envoy, "satlas.v1.OrchestratorService/WatchJob", opb.WatchJobRequest(job_id=job_ids[1]))
+    watch = GrpcWeb(mesh.envoy, "satlas.v1.OrchestratorService/WatchJob", opb.WatchJobRequest(job_id=job_ids[1]),
+                    token=mesh.token)
     states = [opb.WatchJobResponse.FromString(m).job.state for m in watch.messages()]
     watch.close()
     assert watch.status == 0 and states[-1] == js.JOB_STATE_SUCCEEDED and len(states) >= 2
@@ -112,7 +83,8 @@ def test_grpc_web_unary_and_server_streaming(mesh):
 
 def test_grpc_web_errors_carry_status_and_field_violations(mesh):
     call = GrpcWeb(mesh.envoy, "satlas.v1.IngestService/SubmitSeries",
-                   ipb.SubmitSeriesRequest(series={"values": [1.0, float("nan")] + [1.0] * 10}, models=MODELS))
+                   ipb.SubmitSeriesRequest(series={"values": [1.0, float("nan")] + [1.0] * 10}, models=MODELS),
+                   token=mesh.token)
     assert list(call.messages()) == []
     assert call.status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     # A trailers-only answer comes as headers; the browser can read them only if CORS exposes them.
@@ -134,10 +106,12 @@ def test_cors_preflight_allows_listed_origins_only(mesh):
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         conn.request("OPTIONS", "/satlas.v1.OrchestratorService/GetStats", headers={
             "origin": origin, "access-control-request-method": "POST",
-            "access-control-request-headers": "content-type,x-grpc-web,x-user-agent"})
+            "access-control-request-headers": "authorization,content-type,x-grpc-web,x-user-agent"})
         response = conn.getresponse()
         response.read()
+        # Without allow-origin the browser stops there; a listed one may send the token.
         assert (response.getheader("access-control-allow-origin") == origin) is allowed
+        assert not allowed or "authorization" in response.getheader("access-control-allow-headers", "")
         conn.close()
 
 

@@ -24,6 +24,7 @@ from satlas.v1 import timeseries_pb2 as tpb
 
 from launcher.probes import GrpcHealth
 from orchestrator_svc.db import make_engine
+from satkit import client
 
 SEED = 20261203
 CASES = 60  # per method and route
@@ -145,7 +146,8 @@ def test_random_and_mutated_requests_get_a_proper_status(route, shared_stack, sh
         for method in METHODS:
             service = method.containing_service.name.removesuffix("Service").lower()
             target = shared_stack.envoy if route == "envoy" else address[service]
-            channel = channels.setdefault(target, grpc.insecure_channel(target))
+            # through Envoy with every scope: the bytes, not the token, are under test
+            channel = channels.setdefault(target, client.channel(target, token=shared_stack.token, ca=""))
             seed = valid(method, a_job)
             for _ in range(CASES // 3 if method.name in LIVE_FEEDS else CASES):
                 body = mutate(rng, seed)
@@ -177,11 +179,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def grpc_web(url: str, body: bytes, framed: bool = True, timeout: str = "5S") -> tuple[int, int | None]:
+def grpc_web(url: str, body: bytes, framed: bool = True, timeout: str = "5S",
+             token: str = "") -> tuple[int, int | None]:
     """(HTTP status, grpc-status) of one grpc-web call; the status is in a header or the trailer frame."""
     payload = (struct.pack(">BI", 0, len(body)) + body) if framed else body
     request = urllib.request.Request(url, data=payload, method="POST", headers={
-        "content-type": "application/grpc-web+proto", "x-grpc-web": "1", "grpc-timeout": timeout})
+        "content-type": "application/grpc-web+proto", "x-grpc-web": "1", "grpc-timeout": timeout,
+        **({"authorization": f"Bearer {token}"} if token else {})})
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
             status = response.headers.get("grpc-status")
@@ -218,7 +222,7 @@ def test_grpc_web_through_envoy_answers_garbage_with_a_status(shared_stack, a_jo
             framed = k % 5 != 0  # every fifth: not even a frame
             deadline_s = 0.5 if method.name in LIVE_FEEDS else 10.0
             began = time.monotonic()
-            http, status = grpc_web(url, body, framed, timeout=f"{int(deadline_s * 1000)}m")
+            http, status = grpc_web(url, body, framed, timeout=f"{int(deadline_s * 1000)}m", token=shared_stack.token)
             took = time.monotonic() - began
             ok = status in allowed or (method.name in LIVE_FEEDS and status in (4, -1))
             # A body that holds no whole frame is a call without a request message, which gRPC

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def dashboard_shows_jobs_moving(url: str) -> bool:
-    """The printed URL, in Chromium: the feed is live and fills with the simulator's jobs."""
+    """The printed sign-in URL, in Chromium: signed in, the feed is live and fills with the simulator's jobs."""
     from playwright.sync_api import expect, sync_playwright
 
     from tools.bench.dashboard import launch
@@ -27,7 +27,9 @@ def dashboard_shows_jobs_moving(url: str) -> bool:
     with sync_playwright() as pw:
         browser = launch(pw)
         page = browser.new_page()
-        page.goto(url + "#/jobs")
+        page.goto(url)
+        expect(page.locator(".account")).to_contain_text("signed in", timeout=15_000)
+        page.goto(url.partition("#")[0] + "#/jobs")  # the token stays for the session
         expect(page.locator(".feed .badge")).to_have_text("live", timeout=15_000)
         rows = page.locator('tr[data-testid="feed-row"]')
         expect(rows.nth(1)).to_be_visible(timeout=15_000)  # new jobs arrive: PENDING → … rows
@@ -57,7 +59,7 @@ def test_make_run_shows_jobs_flowing_and_ctrl_c_stops_everything(tmp_path):
             assert time.monotonic() < deadline, "".join(lines[-40:])
             time.sleep(0.2)
         assert processes_marked(str(tmp_path)), "the marker does not find the stack's processes"
-        url = re.search(r"dashboard\s+(http://\S+)", "".join(lines)).group(1)
+        url = re.search(r"sign in\s+(http://\S+#token=\S+)", "".join(lines)).group(1)
         assert dashboard_shows_jobs_moving(url)
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground group
         assert launcher.wait(60) == 0

@@ -54,7 +54,7 @@ def offer(mesh, record: Record, jobs: int, rate: float = 100.0, during=None) -> 
 def test_either_replica_serves_every_rpc_and_sees_every_job_end(mesh):
     record = Record()
     feeds = [Feed(f"replica {i + 1}", addr, record, print).start() for i, addr in enumerate(replicas(mesh))]
-    feeds.append(Feed("envoy", mesh.envoy, record, print).start())
+    feeds.append(Feed("envoy", mesh.envoy, record, print, token=mesh.token).start())
     time.sleep(1.0)
     try:
         offer(mesh, record, 300)
@@ -77,7 +77,7 @@ def test_either_replica_serves_every_rpc_and_sees_every_job_end(mesh):
 
 def test_one_replica_killed_under_load_loses_nothing(mesh):
     record = Record()
-    feeds = [Feed("envoy", mesh.envoy, record, print).start(),
+    feeds = [Feed("envoy", mesh.envoy, record, print, token=mesh.token).start(),
              Feed("replica 2", replicas(mesh)[1], record, print).start()]
     time.sleep(1.0)
     try:

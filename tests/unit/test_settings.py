@@ -76,7 +76,7 @@ def test_no_process_reads_the_environment_by_hand():
 
 def test_the_stack_derives_what_is_unset():
     s = StackSettings.from_env({"SATLAS_RUN_DIR": "/tmp/run-x", "ENVOY_PORT": "9"})
-    assert (s.run_dir, s.envoy_addr, s.triton.work_dir) == (Path("/tmp/run-x"), "0.0.0.0:9", Path("/tmp/run-x/triton"))
+    assert (s.run_dir, s.envoy_addr, s.triton.work_dir) == (Path("/tmp/run-x"), "127.0.0.1:9", Path("/tmp/run-x/triton"))
     assert s.database_url == s.redis_url == s.broker_url == s.triton_url == ""  # started or derived by the stack
 
 
@@ -91,3 +91,15 @@ def test_the_triton_benchmark_starts_its_own_server_from_the_triton_variables(mo
     monkeypatch.setenv("TRITON_INSTANCE_COUNT", "3")
     s = local_settings()
     assert s.instance_count == 3 and s.grpc_port not in (0, 8001) and s.work_dir.name.startswith("bench-triton-")
+
+
+def test_the_front_door_is_on_loopback_and_opens_beyond_it_only_signed_or_said_open(tmp_path):
+    assert StackSettings.from_env({}).envoy_addr == "127.0.0.1:8080"
+    public = {"ENVOY_HOST": "0.0.0.0", "SATLAS_RUN_DIR": str(tmp_path)}
+    assert StackSettings.from_env(public).resolved().auth  # signed tokens: fine anywhere
+    for vague in ("0", "false", "no"):
+        with pytest.raises(ValueError, match="refusing to open the front door on 0.0.0.0"):
+            StackSettings.from_env({**public, "SATLAS_AUTH": vague}).resolved()
+    opened = StackSettings.from_env({**public, "SATLAS_AUTH": "off"}).resolved()
+    assert not opened.auth and opened.envoy_addr.startswith("0.0.0.0:")
+    assert not StackSettings.from_env({"SATLAS_AUTH": "0"}).resolved().auth  # loopback: any spelling

@@ -32,6 +32,7 @@ import numpy as np
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
+from satkit import client
 from tools.bench.measure import MODELS, make_series, paced_requests
 
 CHROMIUM = "/usr/bin/chromium"
@@ -149,10 +150,11 @@ def measure(page, ingest: str, jobs_per_s: float = 500, seconds: float = 30, war
     }
 
 
-def open_dashboard(browser, url: str):
+def open_dashboard(browser, url: str, token: str = ""):
+    """dashboard.html, signed in with ``token`` (a `#token=` link, as `make run` prints)."""
     page = browser.new_page(viewport=VIEWPORT)
     page.add_init_script(PROBE)
-    page.goto(url.rstrip("/") + "/dashboard.html")
+    page.goto(url.rstrip("/") + "/dashboard.html" + (f"#token={token}" if token else ""))
     page.locator(".feed .badge.live").wait_for(timeout=30_000)
     return page
 
@@ -174,15 +176,15 @@ def summary(r: dict) -> str:
 
 @contextmanager
 def target(args):
-    """(dashboard URL, ingest address): the given ones, or an isolated stack's."""
+    """(dashboard URL, ingest address, token): the given ones, or an isolated stack's."""
     if args.url:
-        yield args.url, args.ingest
+        yield args.url, args.ingest, client.find_token() if args.token is None else args.token
         return
     from launcher.stack import Stack, StackSettings
 
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         with Stack(StackSettings.isolated(Path(tmp))) as stack:
-            yield stack.dashboard_url, stack.ingest
+            yield stack.dashboard_url, stack.ingest, stack.token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,13 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30, help="measured seconds [30]")
     ap.add_argument("--screenshot", type=Path, help="a full-page PNG of the view halfway through the load")
     ap.add_argument("--json", type=Path, default=Path("bench-results/dashboard.json"))
+    ap.add_argument("--token", help="to sign in with --url (default: SATLAS_TOKEN, else $SATLAS_RUN_DIR/auth/token)")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    with target(args) as (url, ingest), sync_playwright() as pw:
+    with target(args) as (url, ingest, token), sync_playwright() as pw:
         browser = launch(pw)
         try:
-            page = open_dashboard(browser, url)
+            page = open_dashboard(browser, url, token)
             result = measure(page, ingest, args.rate, args.seconds, screenshot=args.screenshot)
         finally:
             browser.close()

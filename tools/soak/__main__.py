@@ -203,7 +203,8 @@ def soak(args, stop: threading.Event, exits: ExitStack) -> int:
     quiet = lambda line: print(line, flush=True)  # noqa: E731 (streams stamp their own lines)
     feeds = [Feed("orchestrator" + (f" {i + 1}" if len(orchestrators) > 1 else ""), addr, record, quiet).start()
              for i, addr in enumerate(orchestrators)]
-    feeds.append(Feed("envoy", state["envoy"], record, quiet).start())
+    token = Path(state["token_file"]).read_text().strip() if state.get("token_file") else ""
+    feeds.append(Feed("envoy", state["envoy"], record, quiet, token=token).start())
     for feed in feeds:
         exits.callback(feed.close)
     injector = Injector(state_file, say, postgres=pg, stall_s=args.stall)

@@ -26,6 +26,7 @@ from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 from satlas.v1 import timeseries_pb2 as tpb
 
+from satkit import client
 from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
 from tools import patterns
 from tools.streams import Reopening, Stream
@@ -98,11 +99,11 @@ class Record:
 class Feed(Reopening):
     """WatchJobs for terminal states, through ``address``; reopened when broken."""
 
-    def __init__(self, name: str, address: str, record: Record, say):
+    def __init__(self, name: str, address: str, record: Record, say, token: str = ""):
         self.what = f"WatchJobs via {name}"
         super().__init__(say)
         self.name, self.record = name, record
-        self.channel = grpc.insecure_channel(address)
+        self.channel = client.channel(address, token=token, ca="")
         self.stub = opb_grpc.OrchestratorServiceStub(self.channel)
 
     def _open(self):

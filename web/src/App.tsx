@@ -7,6 +7,7 @@ import { JobDetail } from "./components/JobDetail";
 import { Models } from "./components/Models";
 import { Submit } from "./components/Submit";
 import { appHref } from "./components/Bits";
+import { Account } from "./components/SignIn";
 
 const NAV = [
   ["/", "Overview"],
@@ -46,6 +47,7 @@ export function App() {
           ))}
           <a href={appHref("", "./dashboard.html")}>Monitoring</a>
         </nav>
+        <Account />
       </header>
       <main>{view}</main>
     </div>

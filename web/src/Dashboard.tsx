@@ -4,6 +4,7 @@ import { Overview } from "./components/Overview";
 import { JobFeed } from "./components/JobFeed";
 import { RecentResults } from "./components/RecentResults";
 import { appHref } from "./components/Bits";
+import { Account } from "./components/SignIn";
 
 export function Dashboard() {
   const { models } = useModels();
@@ -14,6 +15,7 @@ export function Dashboard() {
         <nav>
           <a href={appHref("")}>App</a>
         </nav>
+        <Account />
       </header>
       <main className="grid">
         <Overview />

@@ -6,6 +6,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { IngestService } from "@gen/satlas/v1/ingest_service_pb.js";
 import { OrchestratorService } from "@gen/satlas/v1/orchestrator_service_pb.js";
 import { AnalysisService } from "@gen/satlas/v1/analysis_service_pb.js";
+import { authInterceptor } from "./auth";
 
 export type Clients = {
   ingest: Client<typeof IngestService>;
@@ -28,7 +29,7 @@ export function createClients(transport: Transport): Clients {
 }
 
 export function defaultClients(): Clients {
-  return createClients(createGrpcWebTransport({ baseUrl: apiBase() }));
+  return createClients(createGrpcWebTransport({ baseUrl: apiBase(), interceptors: [authInterceptor] }));
 }
 
 export const ClientsContext = createContext<Clients | null>(null);
