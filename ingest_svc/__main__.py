@@ -14,6 +14,7 @@ from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
 
 from ingest_svc.batcher import Batcher
 from ingest_svc.models import ModelDirectory
+from ingest_svc.quota import Quota
 from ingest_svc.service import Ingest
 from ingest_svc.settings import Settings
 from satkit import logs, server
@@ -39,7 +40,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[Ingest]:
     await batcher.start()
     models = ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s)
     try:
-        yield Ingest(batcher, models)
+        yield Ingest(batcher, models, Quota(settings.quota_jobs_per_s, settings.quota_burst))
     finally:
         await models.close()
         await batcher.stop()

@@ -13,6 +13,7 @@ from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
 
 from ingest_svc.batcher import Batcher, Overloaded
 from ingest_svc.models import ModelDirectory
+from ingest_svc.quota import Quota, token_key
 from satkit.validation import Malformed, Violation, abort_invalid, describe, violations
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,15 @@ class Rejected(Exception):
 
 
 class Ingest(pb_grpc.IngestServiceServicer):
-    def __init__(self, batcher: Batcher, models: ModelDirectory):
+    def __init__(self, batcher: Batcher, models: ModelDirectory, quota: Quota | None = None):
         self.batcher = batcher
         self.models = models
+        self.quota = quota or Quota(0, 0)
 
-    async def _admit(self, request: pb.SubmitSeriesRequest, time_remaining: float | None) -> asyncio.Future:
-        """Check a valid request against the served models and queue it; raises Rejected."""
+    async def _admit(self, request: pb.SubmitSeriesRequest, time_remaining: float | None,
+                     token: str | None = None) -> asyncio.Future:
+        """Check a valid request against the served models and the token's quota, and queue it;
+        raises Rejected."""
         try:
             served = await self.models.get(request.models)
         except grpc.aio.AioRpcError as exc:
@@ -51,6 +55,10 @@ class Ingest(pb_grpc.IngestServiceServicer):
                 found.extend(out_of_range(request.series.values, largest, model))
         if found:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
+        wait = self.quota.take(token, len(request.models))
+        if wait:
+            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"this token's quota of {self.quota.rate:g} jobs/s is spent; retry in {wait:.2f} s")
         submission = jc.Submission(series=request.series, models=request.models,
                                    idempotency_key=request.idempotency_key)
         try:
@@ -60,7 +68,8 @@ class Ingest(pb_grpc.IngestServiceServicer):
 
     async def SubmitSeries(self, request, context):
         try:
-            future = await self._admit(request, context.time_remaining())
+            future = await self._admit(request, context.time_remaining(),
+                                       token_key(context.invocation_metadata()))
             job_ids = await future
         except Rejected as r:
             if r.violations:
@@ -76,6 +85,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
         # the first answer comes back, and answers still come in request order.
         answers: asyncio.Queue = asyncio.Queue(STREAM_WINDOW)
         done = object()
+        token = token_key(context.invocation_metadata())
 
         async def read():
             try:
@@ -91,7 +101,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
                     try:
                         if found:
                             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
-                        admitted = await self._admit(request.submission, context.time_remaining())
+                        admitted = await self._admit(request.submission, context.time_remaining(), token)
                         await answers.put((request.sequence, admitted))
                     except Rejected as r:
                         await answers.put((request.sequence, r))

@@ -10,6 +10,9 @@ MAX_BATCH = Var("INGEST_MAX_BATCH", 256, "submissions per CreateJobs call")
 MAX_WAIT_S = Var("INGEST_MAX_WAIT_S", 0.002, "how long a submission waits for company before its batch goes")
 MAX_IN_FLIGHT = Var("INGEST_MAX_IN_FLIGHT", 1, "CreateJobs calls at once (the next batch fills meanwhile)")
 MAX_PENDING = Var("INGEST_MAX_PENDING", 20_000, "backlog of submissions past which requests get RESOURCE_EXHAUSTED")
+QUOTA = Var("INGEST_QUOTA_JOBS_PER_S", 5000.0, "jobs per second each token may submit (one series for two "
+            "models is two jobs), past it RESOURCE_EXHAUSTED; 0: no quota; calls without a token are not counted")
+QUOTA_BURST = Var("INGEST_QUOTA_BURST", 10000.0, "jobs a token may submit at once before the quota applies")
 MAX_MESSAGE_BYTES = Var("INGEST_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, "the largest request message")
 
 
@@ -23,5 +26,7 @@ class Settings:
     max_in_flight: int = setting(MAX_IN_FLIGHT)
     max_pending: int = setting(MAX_PENDING)
     max_message_bytes: int = setting(MAX_MESSAGE_BYTES)
+    quota_jobs_per_s: float = setting(QUOTA)
+    quota_burst: float = setting(QUOTA_BURST)
     models_ttl_s: float = 10.0
     grace_s: float = 5.0

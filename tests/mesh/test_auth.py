@@ -1,6 +1,7 @@
 """The front door with real Envoy and real clients (Python gRPC, and grpc-web spoken byte for byte
 as connect-web sends it): tokens and scopes on every public method, the open health check, the
-internal service out of reach, the per-client rate limit hit and recovered, and TLS."""
+internal service out of reach, the per-client rate limit and the ingest's per-token quota hit and
+recovered, and TLS."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh_helpers import GrpcWeb
 from satlas.internal.v1 import job_control_service_pb2 as job_control_pb2
 from satlas.v1 import analysis_service_pb2 as apb
+from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
 from launcher import auth, envoy
 from launcher.settings import StackSettings
@@ -178,3 +181,23 @@ def test_tls_with_the_local_ca_and_no_plaintext(mesh, tmp_path):
             conn = http.client.HTTPSConnection("localhost", int(port), timeout=5,
                                                context=ssl.create_default_context())
             conn.request("GET", "/")
+
+
+def test_the_ingest_counts_each_tokens_jobs_through_envoy(mesh, keys):
+    """Envoy passes the verified token on; the ingest's quota holds per token, in jobs."""
+    mesh.restart("ingest", env={"INGEST_QUOTA_JOBS_PER_S": "2", "INGEST_QUOTA_BURST": "2"})
+    try:
+        one, other = (keys.token(["submit"], subject=s) for s in ("quota-1", "quota-2"))
+        request = ipb.SubmitSeriesRequest(series={"values": [float(i % 5) for i in range(32)]},
+                                          models=["vae_timeseries", "transformer_timeseries"])
+        with client.channel(mesh.envoy, token=one) as first, client.channel(mesh.envoy, token=other) as second:
+            submit = ipb_grpc.IngestServiceStub(first).SubmitSeries
+            assert len(submit(request, timeout=10).job_ids) == 2
+            with pytest.raises(grpc.RpcError) as exc:
+                submit(request, timeout=10)
+            assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.value.details()
+            assert len(ipb_grpc.IngestServiceStub(second).SubmitSeries(request, timeout=10).job_ids) == 2
+            time.sleep(1.1)  # two jobs a second
+            assert len(submit(request, timeout=10).job_ids) == 2
+    finally:
+        mesh.restart("ingest")

@@ -5,7 +5,9 @@ field violations, RESOURCE_EXHAUSTED under a backlog, and a stream that goes on 
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
+import base64
+import json
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from functools import partial
 
@@ -45,8 +47,8 @@ async def start(exits: AsyncExitStack, module, settings) -> str:
     return f"127.0.0.1:{r.port}"
 
 
-@pytest.fixture()
-async def mesh(tmp_path, triton):
+@asynccontextmanager
+async def running(tmp_path, triton, **ingest_settings):
     """(ingest stub, orchestrator stub, analysis stub)."""
     purge()
     async with AsyncExitStack() as exits:
@@ -56,12 +58,19 @@ async def mesh(tmp_path, triton):
         analysis = await start(exits, analysis_main, replace(
             AnalysisSettings(), address="127.0.0.1:0", triton_url=triton.settings.grpc_url))
         ingest = await start(exits, ingest_main, replace(
-            IngestSettings(), address="127.0.0.1:0", orchestrator_addr=orchestrator, analysis_addr=analysis))
+            IngestSettings(), address="127.0.0.1:0", orchestrator_addr=orchestrator, analysis_addr=analysis,
+            **ingest_settings))
         channels = [await exits.enter_async_context(grpc.aio.insecure_channel(a))
                     for a in (ingest, orchestrator, analysis)]
         yield (ipb_grpc.IngestServiceStub(channels[0]), opb_grpc.OrchestratorServiceStub(channels[1]),
                apb_grpc.AnalysisServiceStub(channels[2]))
     purge()
+
+
+@pytest.fixture()
+async def mesh(tmp_path, triton):
+    async with running(tmp_path, triton) as stubs:
+        yield stubs
 
 
 def request(values, models=("vae_timeseries", "transformer_timeseries"), key="") -> ipb.SubmitSeriesRequest:
@@ -130,3 +139,30 @@ async def test_a_backlog_past_its_limit_is_refused_with_resource_exhausted(tmp_p
     codes = [o.code() for o in outcomes]
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 4, codes
     assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
+
+
+def bearer(subject: str) -> tuple[tuple[str, str]]:
+    """What Envoy passes on after verifying a token (the ingest reads only its claims)."""
+    claims = base64.urlsafe_b64encode(json.dumps({"jti": subject}).encode()).rstrip(b"=").decode()
+    return (("authorization", f"Bearer eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln"),)
+
+
+async def test_a_tokens_quota_counts_jobs_across_calls_and_streams_and_comes_back(tmp_path, triton):
+    async with running(tmp_path, triton, quota_jobs_per_s=4, quota_burst=6) as (ingest, orchestrator, _):
+        calls = [ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer("a")) for _ in range(3)]
+        outcomes = [await c for c in calls]  # 2 jobs each: 6, the burst
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer("a"))
+        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota" in exc.value.details()
+        written = len((await orchestrator.ListJobs(opb.ListJobsRequest(page_size=100))).jobs)
+        assert written == 6 == sum(len(o.job_ids) for o in outcomes)  # the refused one wrote nothing
+        # A stream is one call at the edge, but its jobs count one by one; the stream goes on.
+        requests = [ipb.StreamSeriesRequest(sequence=i, submission=request(SERIES)) for i in range(5)]
+        answers = [a async for a in ingest.StreamSeries(iter(requests), timeout=20, metadata=bearer("b"))]
+        assert [a.sequence for a in answers] == list(range(5))
+        assert [bool(a.job_ids) for a in answers] == [True, True, True, False, False]
+        assert {a.error.code for a in answers[3:]} == {code_pb2.RESOURCE_EXHAUSTED}
+        # Without a token (an internal caller) nothing is counted.
+        assert len((await ingest.SubmitSeries(request(SERIES), timeout=10)).job_ids) == 2
+        await asyncio.sleep(0.6)  # 4 jobs a second: two come back
+        assert len((await ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer("a"))).job_ids) == 2

@@ -1,0 +1,51 @@
+"""The ingest's per-token quota (ingest_svc.quota): buckets in jobs, refilled over time, one per token."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from ingest_svc.quota import KEEP, Quota, token_key
+
+
+def bearer(claims: dict) -> list[tuple[str, str]]:
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return [("authorization", f"Bearer eyJhbGciOiJFUzI1NiJ9.{payload}.c2ln")]
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_a_token_gets_its_burst_then_its_rate():
+    clock = Clock()
+    quota = Quota(jobs_per_s=2, burst=4, clock=clock)
+    assert [quota.take("a", 2) for _ in range(3)] == [0, 0, 1.0]  # 4 jobs, then 2 more must wait 1 s
+    clock.t += 0.5
+    assert quota.take("a", 2) == 0.5  # one job came back; a refusal takes nothing
+    clock.t += 0.5
+    assert quota.take("a", 2) == 0
+    assert quota.take("b", 4) == 0  # every token has its own bucket
+    assert quota.take(None, 1000) == 0  # no token: not counted
+
+
+def test_no_rate_means_no_quota():
+    assert Quota(0, 0).take("a", 10**6) == 0
+
+
+def test_buckets_are_bounded():
+    quota = Quota(1, 1)
+    for i in range(KEEP + 5):
+        quota.take(str(i), 1)
+    assert len(quota.buckets) == KEEP and "0" not in quota.buckets
+
+
+def test_the_key_is_the_tokens_id_else_its_subject():
+    assert token_key(bearer({"jti": "j1", "sub": "ana"})) == "j1"
+    assert token_key(bearer({"sub": "ana"})) == "ana"
+    assert token_key([("authorization", "Bearer opaque")]) == "opaque"
+    assert token_key([("x-other", "1")]) is None and token_key(None) is None
