@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
 SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps web web-test run up token demo triton test proto models train convert evaluate bench bench-triton bench-store overload soak lock clean
+.PHONY: setup system-deps web web-test run up token secrets demo triton test proto models train convert evaluate bench bench-triton bench-store overload soak lock clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,13 @@ up: setup web
 # `make up`, fed by the data simulator (its flags: SIMULATOR_ARGS="--interval 0.2 --max-batch 10").
 run: setup web
 	SATLAS_TLS=$(TLS) $(PY) -m launcher --simulator
+
+# What compose's Envoy mounts: the signing keys (.run/auth/) and a CA and certificate (.run/tls/)
+# for localhost and NAMES="satlas.example.com 10.0.0.5" (the names clients reach it by).
+NAMES ?=
+secrets: setup
+	$(PY) -m launcher.auth keys
+	$(PY) -m launcher.tls $(foreach n,$(NAMES),--name $(n))
 
 # A new token for the front door: SCOPES=read (or submit, cancel, any comma-separated mix), TTL=1h.
 SCOPES ?= submit,read,cancel

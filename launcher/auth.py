@@ -2,6 +2,7 @@
 that carry scopes.
 
     python -m launcher.auth token --scopes read,submit --ttl 1h    # `make token SCOPES=... TTL=...`
+    python -m launcher.auth keys                                   # keys and a local token (`make secrets`)
 
 The private key stays in ``<run dir>/auth/signing.pem`` (mode 0600) and signs; Envoy holds only
 the public half (``jwks.json``). ``make up`` writes a token with every scope to ``auth/token``,
@@ -121,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--ttl", default="1h", help="lifetime: seconds, or 15m, 1h, 2d (default 1h)")
     tok.add_argument("--subject", default="local", help="who the token is for (its `sub`)")
     tok.add_argument("--run-dir", type=Path, default=None, help="the stack's run directory [SATLAS_RUN_DIR]")
+    keys = sub.add_parser("keys", help="make the key pair (once) and a local token with every scope")
+    keys.add_argument("--run-dir", type=Path, default=None, help="the stack's run directory [SATLAS_RUN_DIR]")
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        path = write_local_token(auth_dir(args.run_dir))
+        print(f"keys and JWKS in {path.parent}; a token with every scope in {path}")
+        return 0
     try:
         scopes, ttl = parse_scopes(args.scopes), parse_ttl(args.ttl)
     except ValueError as exc:

@@ -1,4 +1,5 @@
-"""A local certificate authority and a certificate for this machine, for ``make up TLS=1``.
+"""A local certificate authority and a certificate for this machine, for ``make up TLS=1``
+(and ``make secrets`` for compose: ``python -m launcher.tls --name satlas.example.com``).
 
     <run dir>/tls/ca.pem            the CA clients verify with (``--ca``, SATLAS_CA)
     <run dir>/tls/server.pem        Envoy's certificate: localhost, 127.0.0.1, ::1
@@ -10,9 +11,11 @@ a week of its end is made again (with a new CA).
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from satkit.settings import RUN_DIR
 
 NAMES = ("localhost",)
 ADDRESSES = ("127.0.0.1", "::1")
@@ -33,13 +38,18 @@ class LocalTls:
     key: Path
 
 
-def ensure(directory: Path, now: dt.datetime | None = None) -> LocalTls:
+def ensure(directory: Path, now: dt.datetime | None = None, names: tuple[str, ...] = ()) -> LocalTls:
+    """``names``: host names or IP addresses the certificate covers besides this machine's."""
     directory.mkdir(parents=True, exist_ok=True)
     files = LocalTls(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     now = now or dt.datetime.now(dt.timezone.utc)
     if all(p.exists() for p in (files.ca, files.cert, files.key)):
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
-        if cert.not_valid_after_utc - now > dt.timedelta(days=7):
+        covered = set(map(str, cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                          .get_values_for_type(x509.DNSName)))
+        covered |= {str(a) for a in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                    .get_values_for_type(x509.IPAddress)}
+        if cert.not_valid_after_utc - now > dt.timedelta(days=7) and set(names) <= covered:
             return files
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Satlas local CA")])
@@ -50,7 +60,7 @@ def ensure(directory: Path, now: dt.datetime | None = None) -> LocalTls:
                                        key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName(n) for n in NAMES] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ADDRESSES]
+    names = [_name(n) for n in (*NAMES, *ADDRESSES, *names)]
     cert = (_builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAMES[0])]), ca_name, key.public_key(), now)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -66,7 +76,29 @@ def ensure(directory: Path, now: dt.datetime | None = None) -> LocalTls:
     return files
 
 
+def _name(text: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(text))
+    except ValueError:
+        return x509.DNSName(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, default=Path(RUN_DIR.read()) / "tls", help="where (default .run/tls)")
+    parser.add_argument("--name", action="append", default=[], help="a host name or IP the certificate covers "
+                        "besides localhost (repeatable)")
+    args = parser.parse_args(argv)
+    files = ensure(args.dir, names=tuple(args.name))
+    print(f"CA {files.ca}; certificate {files.cert} (key {files.key})")
+    return 0
+
+
 def _builder(subject: x509.Name, issuer: x509.Name, public_key, now: dt.datetime) -> x509.CertificateBuilder:
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=DAYS)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -96,7 +96,8 @@ def test_environment_names_are_read_by_the_code(name):
 
 @pytest.mark.parametrize("name", PYTHON_SERVICES)
 def test_addresses_point_at_listening_services_it_depends_on(name):
-    listening = dict(IMAGE_PORTS, triton=set(published("triton").values()))
+    t = TritonSettings()
+    listening = dict(IMAGE_PORTS, triton={t.http_port, t.grpc_port, t.metrics_port})
     listening |= {n: {bind_port(n)} for n in GRPC_SERVICES}
     depends = set(SERVICES[name].get("depends_on", {}))
     for key, value in env(name).items():
@@ -113,24 +114,43 @@ def test_addresses_point_at_listening_services_it_depends_on(name):
         assert urlsplit("//" + env(name)["TRITON_URL"]).port == TritonSettings().grpc_port
 
 
-def test_published_ports_are_the_defaults():
-    d, t = StackSettings(), TritonSettings()
-    expected = {
-        "envoy": {8080},  # DESIGN: Envoy 8080
-        "ingest": {split_addr(d.ingest_addr)[1]},
-        "orchestrator": {split_addr(d.orchestrator_addr)[1]},
-        "analysis": {split_addr(d.analysis_addr)[1]},
-        "flower": {d.flower_port},
-        "triton": {t.http_port, t.grpc_port, t.metrics_port},
-    }
+def test_only_envoy_is_published_and_flower_on_the_hosts_loopback():
+    d = StackSettings()
+    expected = {"envoy": {8080}, "flower": {d.flower_port}}  # DESIGN: Envoy 8080
     for name in SERVICES:
         assert set(published(name)) == expected.get(name, set()), name
-    for name in GRPC_SERVICES:
-        assert published(name) == {bind_port(name): bind_port(name)}
     assert set(published("flower").values()) == {int(flag(SERVICES["flower"]["command"], "--port"))}
     raw = yaml.safe_load(RAW)["services"]
+    assert [str(p).split(":${")[0] for p in raw["flower"]["ports"]] == ["127.0.0.1"]
+    assert all(str(p).startswith("${") for p in raw["envoy"]["ports"])  # every interface: the door
     for name in expected:  # configurable from the environment
-        assert all(str(p).startswith("${") for p in raw[name]["ports"]), raw[name]["ports"]
+        assert all("${" in str(p) for p in raw[name]["ports"]), raw[name]["ports"]
+
+
+def test_the_services_talk_on_an_internal_network_and_only_envoy_and_flower_reach_out():
+    assert COMPOSE["networks"]["backend"] == {"internal": True}
+    for name, s in SERVICES.items():
+        assert "backend" in s["networks"], name
+        assert ("edge" in s["networks"]) is (name in ("envoy", "flower")), name
+
+
+def test_envoy_serves_tls_with_tokens_from_what_make_secrets_makes(tmp_path):
+    config = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["envoy"]["volumes"]}
+    chain = config["static_resources"]["listeners"][0]["filter_chains"][0]
+    tls = chain["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"][0]
+    jwt = [f for f in chain["filters"][0]["typed_config"]["http_filters"] if f["name"].endswith("jwt_authn")][0]
+    needed = [tls["certificate_chain"]["filename"], tls["private_key"]["filename"],
+              jwt["typed_config"]["providers"]["satlas"]["local_jwks"]["filename"]]
+    assert all(path in mounted for path in needed), (needed, mounted)
+    # `make secrets` (launcher.auth keys, launcher.tls) makes each mounted file, in a run directory.
+    subprocess.run([sys.executable, "-m", "launcher.auth", "keys", "--run-dir", str(tmp_path / ".run")],
+                   check=True, cwd=ROOT, capture_output=True)
+    subprocess.run([sys.executable, "-m", "launcher.tls", "--dir", str(tmp_path / ".run" / "tls")],
+                   check=True, cwd=ROOT, capture_output=True)
+    for path in needed:
+        assert (tmp_path / mounted[path]).is_file(), mounted[path]
+    assert not any("signing" in source for source in mounted.values())  # the private key stays out
 
 
 def test_dependencies_exist_and_healthy_ones_have_healthchecks():
@@ -208,6 +228,8 @@ def test_bind_mounts_and_named_volumes_exist():
     for name, s in SERVICES.items():
         for v in s.get("volumes", []):
             src = v.split(":")[0]
+            if src.startswith("./.run/"):
+                continue  # made by `make secrets` (tested above)
             if src.startswith("."):
                 rel = (ROOT / src).resolve().relative_to(ROOT).as_posix()
                 assert rel in NOT_YET or (ROOT / rel).exists(), f"{name} mounts missing {src}"
