@@ -164,6 +164,7 @@ def _jwt_authn(s: EnvoySettings) -> dict:
             "require_expiration": True,  # the default takes a token without `exp`
             "clock_skew_seconds": 10,  # the default, 60, lets a token live a minute past its `exp`
             "payload_in_metadata": "jwt_payload",
+            "jwt_cache_config": {"jwt_cache_size": 1000},  # a token seen again is not verified again
             "normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]},
         }},
         # A token for every public method; the health check and the dashboard's files are open.

@@ -23,6 +23,7 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
+from satkit import client
 from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
 from tools import patterns
 
@@ -58,8 +59,9 @@ class Run:
 class Completions:
     """Terminal events from WatchJobs: job_id -> (arrival time, state)."""
 
-    def __init__(self, address: str):
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, door: dict | None = None):
+        """``door``: client.channel's ``token`` and ``ca`` (through Envoy), else the defaults."""
+        self.channel = client.channel(address, **(door or {}))
         stub = opb_grpc.OrchestratorServiceStub(self.channel)
         self.call = stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL_STATES)))
         self.done: dict[str, tuple[float, int]] = {}
@@ -187,7 +189,7 @@ def wait_for(thread: threading.Thread) -> None:
 
 def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, seconds: float,
                 series: list[list[float]], drain_s: float = 30.0, progress: Progress | None = None,
-                cpu: CpuMeter | None = None) -> Run:
+                cpu: CpuMeter | None = None, door: dict | None = None) -> Run:
     per_series = len(MODELS)
     rate = jobs_per_s / per_series  # series per second
     total = max(1, int(rate * seconds))
@@ -216,7 +218,7 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
                                 sum(state != js.JOB_STATE_SUCCEEDED for state in done))
 
     def stream() -> None:
-        with grpc.insecure_channel(ingest_addr) as channel:
+        with client.channel(ingest_addr, **(door or {})) as channel:
             stub = ipb_grpc.IngestServiceStub(channel)
             for r in stub.StreamSeries(paced_requests(series, rate, total, sent_at, STOP), timeout=seconds + 120):
                 if r.HasField("error"):
