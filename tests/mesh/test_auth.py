@@ -6,7 +6,11 @@ recovered, and TLS."""
 from __future__ import annotations
 
 import http.client
+import os
+import signal
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -201,3 +205,32 @@ def test_the_ingest_counts_each_tokens_jobs_through_envoy(mesh, keys):
             assert len(submit(request, timeout=10).job_ids) == 2
     finally:
         mesh.restart("ingest")
+
+
+def launcher(tmp_path: Path, **env) -> subprocess.Popen:
+    """`make up` with just the dashboard's files and Envoy, on free ports."""
+    environ = {**os.environ, "SATLAS_RUN_DIR": str(tmp_path), "ENVOY_PORT": "0", "ENVOY_ADMIN_PORT": "0",
+               "WEB_PORT": "0", **env}
+    return subprocess.Popen([sys.executable, "-m", "launcher", "--only", "web,envoy"], cwd=ROOT, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_the_door_opens_beyond_loopback_only_signed_or_when_told_in_words(tmp_path):
+    refused = launcher(tmp_path / "vague", ENVOY_HOST="0.0.0.0", SATLAS_AUTH="0")
+    out, _ = refused.communicate(timeout=60)
+    assert refused.returncode == 2
+    assert out.strip().splitlines() == ["make up: refusing to open the front door on 0.0.0.0 without authentication: "
+                                        "set SATLAS_AUTH=on, or SATLAS_AUTH=off to mean it"]
+    told = launcher(tmp_path / "told", ENVOY_HOST="0.0.0.0", SATLAS_AUTH="off")
+    lines = []
+    try:
+        for line in told.stdout:
+            lines.append(line)
+            if line.startswith("Satlas is up"):
+                break
+        warnings = [x for x in lines if x.startswith("WARNING")]
+        assert warnings == ["WARNING: the front door on 0.0.0.0 is open to anyone who reaches it (SATLAS_AUTH=off)\n"]
+        assert not (tmp_path / "told" / "auth").exists()  # no keys, no token: nothing is checked
+    finally:
+        told.send_signal(signal.SIGINT)
+        told.wait(30)

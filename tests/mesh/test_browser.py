@@ -231,3 +231,13 @@ def test_a_read_only_token_watches_but_cannot_submit_or_cancel(mesh, browser, in
         assert orchestrator.GetJob(opb.GetJobRequest(job_id=job_id), timeout=10).job.state != js.JOB_STATE_CANCELLED
     assert page.problems == []
     page.close()
+
+
+def test_an_expired_token_brings_back_the_sign_in_view(mesh, browser):
+    expired = auth.ensure_keys(auth.auth_dir(mesh.settings.run_dir)).token(auth.SCOPES, ttl_s=-30)
+    page = fresh_page(browser, expired)
+    page.goto(mesh.dashboard_url)
+    expect(page.get_by_text("The token was refused")).to_be_visible(timeout=15_000)
+    expect(page.get_by_label("Token")).to_be_visible()
+    assert page.problems == []
+    page.close()
