@@ -31,7 +31,7 @@ def register(srv, servicer: Analysis) -> list[str]:
 
 async def main(settings: Settings) -> None:
     await server.serve("analysis", settings.address, partial(lifespan, settings), register,
-                       grace_s=settings.grace_s)
+                       grace_s=settings.grace_s, metrics_addr=settings.metrics_addr)
 
 
 if __name__ == "__main__":

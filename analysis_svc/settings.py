@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from satkit.settings import ANALYSIS_ADDR, BROKER_URL, ORCHESTRATOR_ADDR, TRITON_URL, Var, setting
+from satkit.settings import (
+    ANALYSIS_ADDR,
+    ANALYSIS_METRICS_ADDR,
+    BROKER_URL,
+    ORCHESTRATOR_ADDR,
+    TRITON_URL,
+    Var,
+    setting,
+)
 
 TRITON_TIMEOUT_S = Var("TRITON_TIMEOUT_S", 10.0, "the deadline of one inference request")
 TRITON_RETRIES = Var("TRITON_RETRIES", 4, "tries for transient Triton errors, with backoff")
@@ -15,6 +23,7 @@ MAX_REQUEUES = Var("ANALYSIS_MAX_REQUEUES", 6,
 @dataclass(frozen=True)
 class Settings:
     address: str = setting(ANALYSIS_ADDR)
+    metrics_addr: str = setting(ANALYSIS_METRICS_ADDR)  # the server's, not the worker's
     triton_url: str = setting(TRITON_URL)
     orchestrator_addr: str = setting(ORCHESTRATOR_ADDR)
     broker_url: str = setting(BROKER_URL)

@@ -55,7 +55,8 @@ def register(srv, servicer: Ingest) -> list[str]:
 
 async def main(settings: Settings) -> None:
     await server.serve("ingest", settings.address, partial(lifespan, settings), register,
-                       grace_s=settings.grace_s, max_message_bytes=settings.max_message_bytes)
+                       grace_s=settings.grace_s, max_message_bytes=settings.max_message_bytes,
+                       metrics_addr=settings.metrics_addr)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from satkit.settings import ANALYSIS_ADDR, INGEST_ADDR, ORCHESTRATOR_ADDR, Var, setting
+from satkit.settings import ANALYSIS_ADDR, INGEST_ADDR, INGEST_METRICS_ADDR, ORCHESTRATOR_ADDR, Var, setting
 
 MAX_BATCH = Var("INGEST_MAX_BATCH", 256, "submissions per CreateJobs call")
 MAX_WAIT_S = Var("INGEST_MAX_WAIT_S", 0.002, "how long a submission waits for company before its batch goes")
@@ -19,6 +19,7 @@ MAX_MESSAGE_BYTES = Var("INGEST_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, "the larges
 @dataclass(frozen=True)
 class Settings:
     address: str = setting(INGEST_ADDR)
+    metrics_addr: str = setting(INGEST_METRICS_ADDR)
     orchestrator_addr: str = setting(ORCHESTRATOR_ADDR)
     analysis_addr: str = setting(ANALYSIS_ADDR)  # where the model list comes from
     max_batch: int = setting(MAX_BATCH)

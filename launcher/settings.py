@@ -17,12 +17,15 @@ from launcher.envoy import EnvoySettings
 from launcher.triton_local import WORK_DIR, TritonSettings, free_port
 from satkit.settings import (
     ANALYSIS_ADDR,
+    ANALYSIS_METRICS_ADDR,
     BROKER_URL,
     CA_FILE,
     DATABASE_URL,
     INGEST_ADDR,
+    INGEST_METRICS_ADDR,
     LOG_FORMAT,
     ORCHESTRATOR_ADDR,
+    ORCHESTRATOR_METRICS_ADDR,
     REDIS_URL,
     RUN_DIR,
     SHARED,
@@ -75,6 +78,14 @@ STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_HOST, ENVOY_ADMIN_PORT, AU
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
+def _above(addr: str, by: int) -> str:
+    """``addr`` ``by`` ports up (a free port stays a free port; none stays none)."""
+    if not addr:
+        return addr
+    host, port = split_addr(addr)
+    return f"{host}:{port + by if port else 0}"
+
+
 def kind(name: str) -> str:
     """What a process is: ``orchestrator-2``, a replica, is an ``orchestrator``."""
     return name.partition("-")[0]
@@ -125,6 +136,10 @@ class StackSettings:
     restart_window_s: float = setting(RESTART_WINDOW)
     orchestrator_replicas: int = setting(REPLICAS)
     replica_addrs: tuple[str, ...] = ()  # the 2nd, 3rd, ... orchestrator (filled in by ``resolved``)
+    ingest_metrics_addr: str = setting(INGEST_METRICS_ADDR)
+    orchestrator_metrics_addr: str = setting(ORCHESTRATOR_METRICS_ADDR)
+    analysis_metrics_addr: str = setting(ANALYSIS_METRICS_ADDR)
+    replica_metrics_addrs: tuple[str, ...] = ()  # like replica_addrs
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child; wins over the stack's
     only: tuple[str, ...] = ()  # start just these (debugging); () = all
 
@@ -147,7 +162,8 @@ class StackSettings:
         triton = replace(TritonSettings(), work_dir=run_dir / "triton", http_port=0, grpc_port=0, metrics_port=0)
         base = dict(run_dir=run_dir, triton=triton, ingest_addr="127.0.0.1:0", orchestrator_addr="127.0.0.1:0",
                     analysis_addr="127.0.0.1:0", flower_port=0, envoy_addr="127.0.0.1:0", envoy_admin_port=0,
-                    web_port=0)
+                    web_port=0, ingest_metrics_addr="127.0.0.1:0", orchestrator_metrics_addr="127.0.0.1:0",
+                    analysis_metrics_addr="127.0.0.1:0")
         return cls(**{**base, **overrides})
 
     @property
@@ -180,6 +196,14 @@ class StackSettings:
             return self.orchestrator_addrs[int(name.partition("-")[2] or 1) - 1]
         return getattr(self, f"{name}_addr")
 
+    def metrics_addr_of(self, name: str) -> str:
+        """Where a gRPC service's process serves /metrics ("" for nowhere)."""
+        if kind(name) == "orchestrator":
+            addr = (self.orchestrator_metrics_addr, *self.replica_metrics_addrs)[int(name.partition("-")[2] or 1) - 1]
+        else:
+            addr = getattr(self, f"{name}_metrics_addr")
+        return "" if addr.lower() == "off" else addr
+
     def resolved(self, pick: Callable[[], int] = free_port) -> "StackSettings":
         """Port 0 replaced by distinct free ports, and the default database filled in."""
         t = self.triton
@@ -192,6 +216,11 @@ class StackSettings:
         replicas = tuple(self.replica_addrs) or tuple(
             f"{first_host}:{first_port + 10 * k if first_port else 0}" for k in range(1, self.orchestrator_replicas))
         given += [split_addr(a)[1] for a in replicas]  # fixed ones are not handed out as free ports
+        metrics = [a if a.lower() != "off" else "" for a in
+                   (self.ingest_metrics_addr, self.orchestrator_metrics_addr, self.analysis_metrics_addr)]
+        replica_metrics = tuple(self.replica_metrics_addrs) or tuple(_above(metrics[1], 10 * k)
+                                                                     for k in range(1, self.orchestrator_replicas))
+        given += [split_addr(a)[1] for a in (*metrics, *replica_metrics) if a]
         fixed = [p for p in given if p]
         if len(fixed) != len(set(fixed)):
             raise ValueError(f"two listeners on one port: {sorted(p for p in set(fixed) if fixed.count(p) > 1)}")
@@ -205,6 +234,8 @@ class StackSettings:
             return p
 
         def addr(a: str) -> str:
+            if not a:  # not served
+                return a
             host, p = split_addr(a)
             return f"{host}:{port(p)}"
 
@@ -224,6 +255,9 @@ class StackSettings:
             self, triton=t, ingest_addr=addr(self.ingest_addr), orchestrator_addr=addr(self.orchestrator_addr),
             analysis_addr=addr(self.analysis_addr), flower_port=port(self.flower_port),
             replica_addrs=tuple(addr(a) for a in replicas),
+            ingest_metrics_addr=addr(metrics[0]), orchestrator_metrics_addr=addr(metrics[1]),
+            analysis_metrics_addr=addr(metrics[2]),
+            replica_metrics_addrs=tuple(addr(a) for a in replica_metrics),
             envoy_addr=addr(self.envoy_addr), envoy_admin_port=port(self.envoy_admin_port),
             web_port=port(self.web_port),
             embedded_redis_port=self.embedded_redis_port if self.redis_url else port(self.embedded_redis_port),

@@ -46,6 +46,8 @@ def ports_to_bind(s: StackSettings) -> dict[str, tuple[str, int]]:
     ports = {f"{n.upper()}_ADDR": split_addr(getattr(s, f"{n}_addr")) for n in GRPC_SERVICES if n in names}
     ports |= {f"ORCHESTRATOR_ADDR (replica {n})": split_addr(s.addr_of(n)) for n in names
               if kind(n) == "orchestrator" and n != "orchestrator"}
+    ports |= {f"{kind(n).upper()}_METRICS_ADDR ({n})": split_addr(s.metrics_addr_of(n)) for n in names
+              if kind(n) in GRPC_SERVICES and s.metrics_addr_of(n)}
     if "flower" in names:
         ports["FLOWER_PORT"] = (FLOWER_HOST, s.flower_port)
     if "envoy" in names:
@@ -216,6 +218,10 @@ class Stack:
         token = self.token if token is None else token
         return f"{self.dashboard_url}{page}" + (f"#token={token}" if token else "")
 
+    def metrics_url(self, name: str) -> str:
+        """A gRPC service's Prometheus endpoint."""
+        return f"http://{connect_addr(self.settings.metrics_addr_of(name))}/metrics"
+
     @property
     def flower_url(self) -> str:
         return f"http://{FLOWER_HOST}:{self.settings.flower_port}"
@@ -298,6 +304,9 @@ class Stack:
                 log.write(f"--- {name} restarted by the stack at {time.strftime('%H:%M:%S')} ---\n".encode())
         if kind(name) == "orchestrator":  # each replica listens on its own address; clients get the list
             extra_env = {"ORCHESTRATOR_ADDR": self.settings.addr_of(name), **(extra_env or {})}
+        if kind(name) in GRPC_SERVICES:  # each its own; "off" for none (an empty value means the default)
+            extra_env = {f"{kind(name).upper()}_METRICS_ADDR": self.settings.metrics_addr_of(name) or "off",
+                         **(extra_env or {})}
         self._services[name] = supervise.spawn(service_command(name, self.settings), self.log_file(name),
                                                mode="wb" if fresh_log else "ab", cwd=ROOT,
                                                env=self.child_env(extra_env))
@@ -411,6 +420,8 @@ class Stack:
                 "broker_url": self.broker_url, "database_url": self.database_url,
                 "flower_url": self.flower_url, "dashboard_url": self.dashboard_url, "logs": str(self.logs_dir),
                 "token_file": str(auth.auth_dir(Path(self.settings.run_dir)) / "token") if self.token else "",
+                "metrics": {n: self.metrics_url(n) for n in self.names if kind(n) in GRPC_SERVICES
+                            and self.settings.metrics_addr_of(n)},
                 "pids": {n: p.pid for n, p in self.processes.items()}}
 
     def summary(self) -> str:
@@ -426,6 +437,8 @@ class Stack:
             "broker": self.broker_url != self.redis_url and self.broker_url,
             "database": "orchestrator" in self.names and s.database_url,
             "flower": self.flower_url,
+            "metrics": ", ".join(f"{n} {self.metrics_url(n)}" for n in self.names
+                                 if kind(n) in GRPC_SERVICES and self.settings.metrics_addr_of(n)),
             "envoy": f"{self.envoy} (gRPC and grpc-web{', TLS only' if self.scheme == 'https' else ''}; "
                      f"admin 127.0.0.1:{s.envoy_admin_port})",
             "dashboard": "envoy" in self.names and f"{self.dashboard_url} (live view: {self.dashboard_url}dashboard.html)",

@@ -84,7 +84,7 @@ def register(srv, core: Core) -> list[str]:
 async def main(settings: Settings) -> None:
     await server.serve("orchestrator", settings.address, partial(lifespan, settings), register,
                        grace_s=settings.grace_s, max_message_bytes=server.INTERNAL_MAX_MESSAGE_BYTES,
-                       ending=lambda core: core.hub.end_watches())
+                       ending=lambda core: core.hub.end_watches(), metrics_addr=settings.metrics_addr)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from satkit.settings import BROKER_URL, DATABASE_URL, ORCHESTRATOR_ADDR, REDIS_URL, Var, setting
+from satkit.settings import (
+    BROKER_URL,
+    DATABASE_URL,
+    ORCHESTRATOR_ADDR,
+    ORCHESTRATOR_METRICS_ADDR,
+    REDIS_URL,
+    Var,
+    setting,
+)
 
 JOBS_PER_MESSAGE = Var("ORCHESTRATOR_JOBS_PER_MESSAGE", 64, "jobs carried by one Celery message")
 DISPATCH_AHEAD = Var("ORCHESTRATOR_DISPATCH_AHEAD", 2,
@@ -23,6 +31,7 @@ MIGRATE = Var("ORCHESTRATOR_MIGRATE", True, "run the Alembic migrations at start
 @dataclass(frozen=True)
 class Settings:
     address: str = setting(ORCHESTRATOR_ADDR)
+    metrics_addr: str = setting(ORCHESTRATOR_METRICS_ADDR)
     database_url: str = setting(DATABASE_URL)
     redis_url: str = setting(REDIS_URL)  # events (pub/sub)
     broker_url: str = setting(BROKER_URL)

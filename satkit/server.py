@@ -1,5 +1,5 @@
-"""Server bootstrap shared by the three services: a grpc.aio server with the validation
-interceptor, health checking, reflection, explicit limits, and graceful shutdown."""
+"""Server bootstrap shared by the three services: a grpc.aio server with the metrics and
+validation interceptors, health checking, reflection, explicit limits, and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from satkit import metrics
 from satkit.validation import ValidationInterceptor
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def create_server(
 ) -> tuple[grpc.aio.Server, int]:
     """A server bound to ``address``; port 0 picks a free one (tests). Returns (server, port)."""
     server = grpc.aio.server(
-        interceptors=[ValidationInterceptor(), *interceptors],
+        interceptors=[metrics.MetricsInterceptor(), ValidationInterceptor(), *interceptors],
         options=SERVER_OPTIONS
         + [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -139,12 +140,15 @@ async def serve(
     grace_s: float = 5.0,
     max_message_bytes: int = 4 * 1024 * 1024,
     ending: Callable[[T], None] | None = None,
+    metrics_addr: str = "",
 ) -> None:
-    """Run one service until SIGINT/SIGTERM, then drain and stop (see ``running``).
+    """Run one service until SIGINT/SIGTERM, then drain and stop (see ``running``), with its
+    Prometheus ``/metrics`` on ``metrics_addr`` ("" for none).
 
     ``ending(resources)`` runs as the stop begins: it ends the streams that would otherwise hold
     the grace period (``grace_s``) to the last second.
     """
+    metrics.serve(metrics_addr)  # first: a taken port fails before anything else is opened
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -108,6 +108,11 @@ ORCHESTRATOR_ADDR = Var("ORCHESTRATOR_ADDR", "127.0.0.1:50052",
                         "OrchestratorService and the internal JobControlService; clients also take the "
                         "replicas' list, IP:port comma-separated, and spread calls round robin")
 ANALYSIS_ADDR = Var("ANALYSIS_ADDR", "127.0.0.1:50053", "AnalysisService (Analyze, ListModels)")
+INGEST_METRICS_ADDR = Var("INGEST_METRICS_ADDR", "127.0.0.1:9101", "the ingest's Prometheus /metrics (`off`: none)")
+ORCHESTRATOR_METRICS_ADDR = Var("ORCHESTRATOR_METRICS_ADDR", "127.0.0.1:9102",
+                                "the orchestrator's Prometheus /metrics (replicas: 10, 20, ... ports above)")
+ANALYSIS_METRICS_ADDR = Var("ANALYSIS_METRICS_ADDR", "127.0.0.1:9103",
+                            "the analysis server's Prometheus /metrics (`off`: none)")
 TRITON_URL = Var("TRITON_URL", "127.0.0.1:8001", "Triton's gRPC endpoint (`make up`: unset starts the local Triton)")
 REDIS_URL = Var("REDIS_URL", "redis://127.0.0.1:6379/0",
                 "Redis for job events (pub/sub) and the default broker (`make up`: unset starts an embedded Valkey)")

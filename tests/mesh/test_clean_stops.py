@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SIGNALS = pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 FREE_PORTS = {"INGEST_ADDR": "127.0.0.1:0", "ORCHESTRATOR_ADDR": "127.0.0.1:0", "ANALYSIS_ADDR": "127.0.0.1:0",
               "FLOWER_PORT": "0", "TRITON_HTTP_PORT": "0", "TRITON_GRPC_PORT": "0", "TRITON_METRICS_PORT": "0",
-              "ENVOY_PORT": "0", "ENVOY_ADMIN_PORT": "0", "WEB_PORT": "0"}
+              "ENVOY_PORT": "0", "ENVOY_ADMIN_PORT": "0", "WEB_PORT": "0", "INGEST_METRICS_ADDR": "127.0.0.1:0",
+              "ORCHESTRATOR_METRICS_ADDR": "127.0.0.1:0", "ANALYSIS_METRICS_ADDR": "127.0.0.1:0"}
 
 
 class Tool:

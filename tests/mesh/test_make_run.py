@@ -43,7 +43,8 @@ def test_make_run_shows_jobs_flowing_and_ctrl_c_stops_everything(tmp_path):
     env = {**os.environ, "SATLAS_RUN_DIR": str(tmp_path), "INGEST_ADDR": "127.0.0.1:0",
            "ORCHESTRATOR_ADDR": "127.0.0.1:0", "ANALYSIS_ADDR": "127.0.0.1:0", "FLOWER_PORT": "0",
            "TRITON_HTTP_PORT": "0", "TRITON_GRPC_PORT": "0", "TRITON_METRICS_PORT": "0",
-           "ENVOY_PORT": "0", "ENVOY_ADMIN_PORT": "0", "WEB_PORT": "0",
+           "ENVOY_PORT": "0", "ENVOY_ADMIN_PORT": "0", "WEB_PORT": "0", "INGEST_METRICS_ADDR": "127.0.0.1:0",
+           "ORCHESTRATOR_METRICS_ADDR": "127.0.0.1:0", "ANALYSIS_METRICS_ADDR": "127.0.0.1:0",
            "SIMULATOR_ARGS": "--interval 0.2 --max-batch 2 --follow --seed 3"}
     for name in ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "TRITON_URL"):
         env.pop(name, None)  # the embedded defaults

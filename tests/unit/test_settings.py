@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.settings import StackSettings, markdown, sections
+from launcher.settings import StackSettings, markdown, sections, split_addr
 from satkit.settings import REGISTRY, Var, load, parse, setting, sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +103,15 @@ def test_the_front_door_is_on_loopback_and_opens_beyond_it_only_signed_or_said_o
     opened = StackSettings.from_env({**public, "SATLAS_AUTH": "off"}).resolved()
     assert not opened.auth and opened.envoy_addr.startswith("0.0.0.0:")
     assert not StackSettings.from_env({"SATLAS_AUTH": "0"}).resolved().auth  # loopback: any spelling
+
+
+def test_every_grpc_process_gets_a_metrics_port_of_its_own(tmp_path):
+    s = StackSettings.from_env({"SATLAS_RUN_DIR": str(tmp_path), "ORCHESTRATOR_REPLICAS": "3",
+                                "DATABASE_URL": "postgresql://x@127.0.0.1/db"}).resolved()
+    assert [s.metrics_addr_of(n) for n in ("ingest", "orchestrator", "orchestrator-2", "orchestrator-3", "analysis")] \
+        == ["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9112", "127.0.0.1:9122", "127.0.0.1:9103"]
+    free = StackSettings.isolated(tmp_path, orchestrator_replicas=2, database_url="postgresql://x@127.0.0.1/db").resolved()
+    ports = [split_addr(free.metrics_addr_of(n))[1] for n in ("ingest", "orchestrator", "orchestrator-2", "analysis")]
+    assert all(ports) and len(set(ports)) == 4
+    off = StackSettings.from_env({"INGEST_METRICS_ADDR": "off"}).resolved()
+    assert off.metrics_addr_of("ingest") == ""

@@ -100,7 +100,8 @@ def spawn_launcher(run_dir: Path, database_url: str, replicas: int) -> subproces
            "ORCHESTRATOR_REPLICAS": str(replicas)}
     for name in ("REDIS_URL", "BROKER_URL", "TRITON_URL", "DATABASE_URL"):
         env.pop(name, None)
-    for name in ("INGEST_ADDR", "ORCHESTRATOR_ADDR", "ANALYSIS_ADDR"):
+    for name in ("INGEST_ADDR", "ORCHESTRATOR_ADDR", "ANALYSIS_ADDR", "INGEST_METRICS_ADDR",
+                 "ORCHESTRATOR_METRICS_ADDR", "ANALYSIS_METRICS_ADDR"):
         env[name] = "127.0.0.1:0"
     for name in ("FLOWER_PORT", "ENVOY_PORT", "ENVOY_ADMIN_PORT", "WEB_PORT", "TRITON_HTTP_PORT", "TRITON_GRPC_PORT",
                  "TRITON_METRICS_PORT"):

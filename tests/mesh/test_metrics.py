@@ -1,0 +1,70 @@
+"""Every gRPC service's Prometheus endpoint on the running stack: each call counted by method and
+status code (go-grpc-prometheus's names), exactly, validation refusals included."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from satlas.v1 import analysis_service_pb2 as apb
+from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
+from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
+from satlas.v1 import orchestrator_service_pb2 as opb
+from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def count(samples: dict, name: str, **labels) -> float:
+    want = {k: str(v) for k, v in labels.items()}
+    return sum(v for (n, ls), v in samples.items() if n == name and want.items() <= dict(ls).items())
+
+
+@pytest.fixture(scope="module")
+def mesh(shared_stack):
+    return shared_stack
+
+
+def test_each_service_counts_its_calls_by_method_and_code(mesh):
+    urls = {n: mesh.metrics_url(n) for n in ("ingest", "orchestrator", "analysis")}
+    before = {n: scrape(u) for n, u in urls.items()}
+    with grpc.insecure_channel(mesh.orchestrator) as o, grpc.insecure_channel(mesh.ingest) as i, \
+            grpc.insecure_channel(mesh.analysis) as a:
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError):
+                opb_grpc.OrchestratorServiceStub(o).GetJob(opb.GetJobRequest(job_id="no-such-job"), timeout=10)
+        with pytest.raises(grpc.RpcError):  # refused by validation: counted too
+            ipb_grpc.IngestServiceStub(i).SubmitSeries(ipb.SubmitSeriesRequest(), timeout=10)
+        job = ipb_grpc.IngestServiceStub(i).SubmitSeries(
+            ipb.SubmitSeriesRequest(series={"values": [float(k % 7) for k in range(32)]}, models=["vae_timeseries"]),
+            timeout=10).job_ids[0]
+        list(opb_grpc.OrchestratorServiceStub(o).WatchJob(opb.WatchJobRequest(job_id=job), timeout=60))
+        for _ in range(3):
+            apb_grpc.AnalysisServiceStub(a).Analyze(apb.AnalyzeRequest(
+                model_name="transformer_timeseries", series={"values": [float(k % 5) for k in range(32)]}), timeout=10)
+    after = {n: scrape(u) for n, u in urls.items()}
+
+    def delta(service: str, name: str, **labels) -> float:
+        return count(after[service], name, **labels) - count(before[service], name, **labels)
+
+    orch = "satlas.v1.OrchestratorService"
+    assert delta("orchestrator", "grpc_server_started_total", grpc_service=orch, grpc_method="GetJob") == 2
+    assert delta("orchestrator", "grpc_server_handled_total", grpc_service=orch, grpc_method="GetJob",
+                 grpc_code="NOT_FOUND", grpc_type="unary") == 2
+    assert delta("orchestrator", "grpc_server_handled_total", grpc_method="WatchJob", grpc_code="OK",
+                 grpc_type="server_stream") == 1
+    assert delta("ingest", "grpc_server_handled_total", grpc_method="SubmitSeries", grpc_code="INVALID_ARGUMENT") == 1
+    assert delta("ingest", "grpc_server_handled_total", grpc_method="SubmitSeries", grpc_code="OK") == 1
+    assert delta("analysis", "grpc_server_handled_total", grpc_method="Analyze", grpc_code="OK") == 3
+    assert delta("analysis", "grpc_server_handling_seconds_count", grpc_method="Analyze") == 3
+    assert delta("analysis", "grpc_server_handling_seconds_sum", grpc_method="Analyze") > 0
+    # The internal service is counted too (the worker's reports), under its own name.
+    assert count(after["orchestrator"], "grpc_server_handled_total",
+                 grpc_service="satlas.internal.v1.JobControlService", grpc_method="ReportResults") >= 1
