@@ -19,7 +19,7 @@ from satlas.v1 import job_state_pb2 as js
 from satlas.v1 import orchestrator_service_pb2 as pb
 from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
 
-from orchestrator_svc import db
+from orchestrator_svc import db, metrics
 from orchestrator_svc.admission import Admission
 from orchestrator_svc.convert import STATUS_OF_STATE, TERMINAL_STATES
 from orchestrator_svc.events import EventHub
@@ -54,6 +54,7 @@ class Core:
 
     async def publish(self, snaps: list[job_pb2.Job]) -> None:
         await self.hub.publish(snaps)
+        metrics.observe(snaps)
         for job in snaps:  # successes are in the events and the table; failures say why here
             if job.state == js.JOB_STATE_FAILED:
                 log.warning("job failed: %s", job.error, extra={"job_id": job.job_id, "model": job.model_name})

@@ -1,8 +1,10 @@
 """Every gRPC service's Prometheus endpoint on the running stack: each call counted by method and
-status code (go-grpc-prometheus's names), exactly, validation refusals included."""
+status code (go-grpc-prometheus's names), exactly, validation refusals included; the
+orchestrator's jobs by model and state, with their stage timings."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import grpc
@@ -68,3 +70,42 @@ def test_each_service_counts_its_calls_by_method_and_code(mesh):
     # The internal service is counted too (the worker's reports), under its own name.
     assert count(after["orchestrator"], "grpc_server_handled_total",
                  grpc_service="satlas.internal.v1.JobControlService", grpc_method="ReportResults") >= 1
+
+
+def settled(address: str, timeout_s: float = 60) -> None:
+    """Until no job of the shared stack is unfinished (an earlier test's would count meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stats = opb_grpc.OrchestratorServiceStub(channel).GetStats
+        while True:
+            t = stats(opb.GetStatsRequest(), timeout=10).totals
+            if t.pending + t.queued + t.running == 0:
+                return
+            assert time.monotonic() < deadline, t
+            time.sleep(0.5)
+
+
+def test_the_orchestrator_counts_jobs_by_model_and_state_with_their_stage_timings(mesh):
+    url = mesh.metrics_url("orchestrator")
+    settled(mesh.orchestrator)
+    before = scrape(url)
+    with grpc.insecure_channel(mesh.orchestrator) as o, grpc.insecure_channel(mesh.ingest) as i:
+        ids = ipb_grpc.IngestServiceStub(i).SubmitSeries(ipb.SubmitSeriesRequest(
+            series={"values": [float(k % 7) for k in range(48)]}, models=["vae_timeseries", "transformer_timeseries"]),
+            timeout=10).job_ids
+        jobs = [list(opb_grpc.OrchestratorServiceStub(o).WatchJob(opb.WatchJobRequest(job_id=j), timeout=60))[-1].job
+                for j in ids]
+    after = scrape(url)
+
+    def delta(name: str, **labels) -> float:
+        return count(after, name, **labels) - count(before, name, **labels)
+
+    for job in jobs:
+        model = job.model_name
+        assert delta("satlas_jobs_submitted_total", model=model) == 1
+        assert delta("satlas_jobs_finished_total", model=model, state="succeeded") == 1
+        for stage in ("queue", "inference", "total"):
+            assert delta("satlas_job_duration_seconds_count", model=model, stage=stage) == 1
+        # The histogram holds the very figures the job reports (and the dashboard shows).
+        assert delta("satlas_job_duration_seconds_sum", model=model, stage="total") == pytest.approx(
+            job.timings.total_seconds, abs=1e-6)
