@@ -85,6 +85,12 @@ def count(engine, where: str) -> int:
         return conn.execute(sa.text(f"SELECT count(*) FROM inference_results {where}")).scalar()
 
 
+def count_by_status(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT status, count(*) FROM inference_results "
+                                         "WHERE status IN ('pending','queued','running') GROUP BY status")).all())
+
+
 def run_producers(ingest: str, jobs_per_s: float, seconds: float, producers: int, work: Path) -> list[dict]:
     procs = []
     for k in range(producers):
@@ -151,8 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         sampling.set()
         sampler.join()
         accepted = [j for r in results for j in r["job_ids"]]
-        began = time.monotonic()
-        while count(engine, "WHERE status IN ('pending','queued','running')") and time.monotonic() - began < args.drain:
+        began, said = time.monotonic(), 0.0
+        while (left := count(engine, "WHERE status IN ('pending','queued','running')")) and \
+                time.monotonic() - began < args.drain:
+            if time.monotonic() - said >= 10:  # a drain that stalls shows where
+                said = time.monotonic()
+                by = count_by_status(engine)
+                print(f"  draining: {left} unfinished ({by}) after {said - began:.0f} s", flush=True)
             time.sleep(1)
         drained_s = time.monotonic() - began
         statuses = Counter()
