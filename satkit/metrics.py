@@ -79,40 +79,30 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
                                                        handler.response_serializer)
         if handler.unary_stream:
-            inner_us = handler.unary_stream
-
-            async def unary_stream(request, context):
-                began = _start(labels)
-                exc = None
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                except BaseException as e:
-                    exc = e
-                    raise
-                finally:
-                    _end(labels, context, exc, began)
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
-                                                        handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(_counted_stream(handler.unary_stream, labels),
+                                                        handler.request_deserializer, handler.response_serializer)
         if handler.stream_stream:
-            inner_ss = handler.stream_stream
-
-            async def stream_stream(requests, context):
-                began = _start(labels)
-                exc = None
-                try:
-                    async for item in inner_ss(requests, context):
-                        yield item
-                except BaseException as e:
-                    exc = e
-                    raise
-                finally:
-                    _end(labels, context, exc, began)
-
-            return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
-                                                         handler.response_serializer)
+            return grpc.stream_stream_rpc_method_handler(_counted_stream(handler.stream_stream, labels),
+                                                         handler.request_deserializer, handler.response_serializer)
         return handler  # client streaming: none in these services
+
+
+def _counted_stream(inner, labels):
+    """A server-streaming handler (its request one message or an iterator) that counts its call."""
+
+    async def stream(request, context):
+        began = _start(labels)
+        exc = None
+        try:
+            async for item in inner(request, context):
+                yield item
+        except BaseException as e:
+            exc = e
+            raise
+        finally:
+            _end(labels, context, exc, began)
+
+    return stream
 
 
 def _start(labels) -> float:

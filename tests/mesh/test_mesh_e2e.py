@@ -272,7 +272,8 @@ def test_load_test_reports_and_judges_against_the_targets(mesh):
     # An impossible target is a miss, and says which.
     lines.clear()
     assert loadtest.main([*addresses, "--requests", "4", "--max-p95-ms", "0.001"], out=lines.append) == 1
-    assert lines[-1].startswith("MISS: p95")
+    # (4 requests may miss the throughput target too, on a busy machine: the p95 must be named)
+    assert lines[-1].startswith("MISS:") and "p95" in lines[-1] and "not below 0.001" in lines[-1]
     assert loadtest.main([*addresses[:4], "--analysis", "127.0.0.1:1"], out=lines.append) == 2
 
 
