@@ -12,6 +12,7 @@ import base64
 import json
 import time
 from collections import OrderedDict
+from functools import lru_cache
 
 KEEP = 10_000  # buckets kept; the least recently used one goes first
 
@@ -21,6 +22,11 @@ def token_key(metadata) -> str | None:
     value = next((v for k, v in metadata or () if k == "authorization"), None)
     if not value or not value.startswith("Bearer "):
         return None
+    return _claimed_id(value)
+
+
+@lru_cache(maxsize=1024)  # a producer sends one token on every call: its claims are read once
+def _claimed_id(value: str) -> str:
     try:
         payload = value[7:].split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

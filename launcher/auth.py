@@ -83,11 +83,8 @@ def ensure_keys(directory: Path) -> Keys:
         private = serialization.load_pem_private_key(pem.read_bytes(), password=None)
     else:
         private = ec.generate_private_key(ec.SECP256R1())
-        raw = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
+        write_private(pem, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()))
     der = private.public_key().public_bytes(serialization.Encoding.DER,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     keys = Keys(private, kid=_b64(hashlib.sha256(der).digest()[:12]))
@@ -99,11 +96,16 @@ def write_local_token(directory: Path, ttl_s: float = LOCAL_TTL_S) -> Path:
     """A token with every scope in ``directory/token`` (0600), for this machine's clients."""
     keys = ensure_keys(directory)
     path = directory / "token"
+    write_private(path, (keys.token(SCOPES, ttl_s) + "\n").encode())
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """``data`` in a file only its owner reads (0600 from the start, never readable in between)."""
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(keys.token(SCOPES, ttl_s) + "\n")
-    return path
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def parse_ttl(text: str) -> float:

@@ -197,12 +197,10 @@ class StackSettings:
         return getattr(self, f"{name}_addr")
 
     def metrics_addr_of(self, name: str) -> str:
-        """Where a gRPC service's process serves /metrics ("" for nowhere)."""
+        """Where a gRPC service's process serves /metrics ("" for nowhere; ``resolved`` turns "off" into it)."""
         if kind(name) == "orchestrator":
-            addr = (self.orchestrator_metrics_addr, *self.replica_metrics_addrs)[int(name.partition("-")[2] or 1) - 1]
-        else:
-            addr = getattr(self, f"{name}_metrics_addr")
-        return "" if addr.lower() == "off" else addr
+            return (self.orchestrator_metrics_addr, *self.replica_metrics_addrs)[int(name.partition("-")[2] or 1) - 1]
+        return getattr(self, f"{name}_metrics_addr")
 
     def resolved(self, pick: Callable[[], int] = free_port) -> "StackSettings":
         """Port 0 replaced by distinct free ports, and the default database filled in."""

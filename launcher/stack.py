@@ -156,6 +156,7 @@ class Stack:
                                    log_file=self.logs_dir / "redis.log") if "redis" in self.names else None
         self.triton = LocalTriton(s.triton) if "triton" in self.names else None
         self._services: dict[str, subprocess.Popen] = {}
+        self._token = ""
 
     # Addresses, for clients.
     @property
@@ -204,8 +205,7 @@ class Stack:
     @property
     def token(self) -> str:
         """The token with every scope that ``start`` wrote ("" with SATLAS_AUTH=off)."""
-        path = auth.auth_dir(Path(self.settings.run_dir)) / "token"
-        return path.read_text().strip() if self.settings.auth and path.exists() else ""
+        return self._token
 
     @property
     def ca_file(self) -> str:
@@ -262,7 +262,7 @@ class Stack:
         if "envoy" in self.names and not self.settings.auth and host not in LOOPBACK:
             self.echo(f"WARNING: the front door on {host} is open to anyone who reaches it (SATLAS_AUTH=off)")
         if self.settings.auth:  # keys once (tokens stay good across restarts), a fresh local token each time
-            auth.write_local_token(auth.auth_dir(Path(self.settings.run_dir)))
+            self._token = auth.write_local_token(auth.auth_dir(Path(self.settings.run_dir))).read_text().strip()
         if self.settings.tls and not self.settings.tls_cert:
             tls.ensure(Path(self.settings.run_dir) / "tls")
         try:

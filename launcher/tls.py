@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from launcher.auth import write_private
 from satkit.settings import RUN_DIR
 
 NAMES = ("localhost",)
@@ -45,10 +45,8 @@ def ensure(directory: Path, now: dt.datetime | None = None, names: tuple[str, ..
     now = now or dt.datetime.now(dt.timezone.utc)
     if all(p.exists() for p in (files.ca, files.cert, files.key)):
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
-        covered = set(map(str, cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                          .get_values_for_type(x509.DNSName)))
-        covered |= {str(a) for a in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                    .get_values_for_type(x509.IPAddress)}
+        names_in = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        covered = {str(n) for kind in (x509.DNSName, x509.IPAddress) for n in names_in.get_values_for_type(kind)}
         if cert.not_valid_after_utc - now > dt.timedelta(days=7) and set(names) <= covered:
             return files
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -68,11 +66,8 @@ def ensure(directory: Path, now: dt.datetime | None = None, names: tuple[str, ..
             .sign(ca_key, hashes.SHA256()))
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.unlink(missing_ok=True)
-    fd = os.open(files.key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+    write_private(files.key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
     return files
 
 

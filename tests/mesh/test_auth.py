@@ -16,11 +16,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh_helpers import GrpcWeb
 from satlas.internal.v1 import job_control_service_pb2 as job_control_pb2
-from satlas.v1 import analysis_service_pb2 as apb
+from satlas.v1 import analysis_service_pb2, orchestrator_service_pb2  # noqa: F401 (in the descriptor pool)
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
@@ -30,13 +30,8 @@ from launcher.stack import Stack
 from satkit import client
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = {}  # "pkg.Service/Method" → its descriptor
-for _path in envoy.SCOPES:
-    _service, _name = _path.split("/")
-    _file = {"IngestService": "ingest_service", "OrchestratorService": "orchestrator_service",
-             "AnalysisService": "analysis_service"}[_service.split(".")[-1]]
-    _module = __import__(f"satlas.v1.{_file}_pb2", fromlist=["DESCRIPTOR"])
-    METHODS[_path] = _module.DESCRIPTOR.services_by_name[_service.split(".")[-1]].methods_by_name[_name]
+# "pkg.Service/Method" → its descriptor
+METHODS = {p: descriptor_pool.Default().FindMethodByName(p.replace("/", ".")) for p in envoy.SCOPES}
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +142,7 @@ def front_door(mesh, tmp_path: Path, **settings) -> Stack:
 
 
 def list_models(channel: grpc.Channel) -> grpc.StatusCode:
-    try:
-        apb_grpc_list = channel.unary_unary("/satlas.v1.AnalysisService/ListModels",
-                                            request_serializer=apb.ListModelsRequest.SerializeToString,
-                                            response_deserializer=apb.ListModelsResponse.FromString)
-        apb_grpc_list(apb.ListModelsRequest(), timeout=5)
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
+    return code_of(channel, "satlas.v1.AnalysisService/ListModels")
 
 
 def test_the_rate_limit_refuses_a_client_past_its_burst_then_lets_it_in_again(mesh, tmp_path):

@@ -5,8 +5,6 @@ field violations, RESOURCE_EXHAUSTED under a backlog, and a stream that goes on 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from functools import partial
@@ -22,6 +20,7 @@ from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 from satlas.v1 import timeseries_pb2
+from support import bearer
 
 import analysis_svc.__main__ as analysis_main
 import ingest_svc.__main__ as ingest_main
@@ -141,28 +140,22 @@ async def test_a_backlog_past_its_limit_is_refused_with_resource_exhausted(tmp_p
     assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
 
 
-def bearer(subject: str) -> tuple[tuple[str, str]]:
-    """What Envoy passes on after verifying a token (the ingest reads only its claims)."""
-    claims = base64.urlsafe_b64encode(json.dumps({"jti": subject}).encode()).rstrip(b"=").decode()
-    return (("authorization", f"Bearer eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln"),)
-
-
 async def test_a_tokens_quota_counts_jobs_across_calls_and_streams_and_comes_back(tmp_path, triton):
     async with running(tmp_path, triton, quota_jobs_per_s=4, quota_burst=6) as (ingest, orchestrator, _):
-        calls = [ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer("a")) for _ in range(3)]
+        calls = [ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer({"jti": "a"})) for _ in range(3)]
         outcomes = [await c for c in calls]  # 2 jobs each: 6, the burst
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer("a"))
+            await ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer({"jti": "a"}))
         assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota" in exc.value.details()
         written = len((await orchestrator.ListJobs(opb.ListJobsRequest(page_size=100))).jobs)
         assert written == 6 == sum(len(o.job_ids) for o in outcomes)  # the refused one wrote nothing
         # A stream is one call at the edge, but its jobs count one by one; the stream goes on.
         requests = [ipb.StreamSeriesRequest(sequence=i, submission=request(SERIES)) for i in range(5)]
-        answers = [a async for a in ingest.StreamSeries(iter(requests), timeout=20, metadata=bearer("b"))]
+        answers = [a async for a in ingest.StreamSeries(iter(requests), timeout=20, metadata=bearer({"jti": "b"}))]
         assert [a.sequence for a in answers] == list(range(5))
         assert [bool(a.job_ids) for a in answers] == [True, True, True, False, False]
         assert {a.error.code for a in answers[3:]} == {code_pb2.RESOURCE_EXHAUSTED}
         # Without a token (an internal caller) nothing is counted.
         assert len((await ingest.SubmitSeries(request(SERIES), timeout=10)).job_ids) == 2
         await asyncio.sleep(0.6)  # 4 jobs a second: two come back
-        assert len((await ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer("a"))).job_ids) == 2
+        assert len((await ingest.SubmitSeries(request(SERIES), timeout=10, metadata=bearer({"jti": "a"}))).job_ids) == 2

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import json
+from support import bearer
 
 from ingest_svc.quota import KEEP, Quota, token_key
-
-
-def bearer(claims: dict) -> list[tuple[str, str]]:
-    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return [("authorization", f"Bearer eyJhbGciOiJFUzI1NiJ9.{payload}.c2ln")]
 
 
 class Clock:

@@ -33,6 +33,7 @@ from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
 from satkit import client
 from tools.bench.measure import MODELS, STOP, Completions, make_series, offered_run
+from tools.bench.mesh import spread
 
 DOORS = ("direct", "open", "tokens", "tokens+TLS")
 
@@ -84,10 +85,6 @@ def unary(address: str, door: dict, in_flight: int, seconds: float, series: list
         with ThreadPoolExecutor(in_flight) as pool:
             list(pool.map(loop, range(in_flight)))
         return sum(done) / (time.perf_counter() - start)
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def main(argv: list[str] | None = None) -> int:
