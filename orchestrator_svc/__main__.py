@@ -39,7 +39,8 @@ async def count_unfinished_forever(core: Core) -> None:
     """Keeps the admission bound's count of unfinished jobs fresh (orchestrator_svc.admission)."""
     while True:
         try:
-            core.admission.recount(await core.db(core.store.unfinished))
+            began = core.admission.since
+            core.admission.recount(await core.db(core.store.unfinished), began)
         except Exception as exc:  # the database away: the count in hand goes on growing with admissions
             log.warning("unfinished jobs not counted: %s", exc)
         await asyncio.sleep(RECOUNT_S)

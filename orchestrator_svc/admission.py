@@ -22,8 +22,11 @@ class Admission:
     def unfinished(self) -> int:
         return self.counted + self.since
 
-    def recount(self, unfinished: int) -> None:
-        self.counted, self.since = unfinished, 0
+    def recount(self, unfinished: int, admitted_before: int | None = None) -> None:
+        """``admitted_before``: ``since`` when the count began. What was admitted while it ran may be
+        missing from it, so it stays added (dropping it let a burst run 10 % past the limit)."""
+        self.counted = unfinished
+        self.since -= self.since if admitted_before is None else admitted_before
 
     def admit(self, jobs: int) -> bool:
         if self.limit and self.unfinished + jobs > self.limit:

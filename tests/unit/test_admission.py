@@ -24,3 +24,12 @@ def test_zero_means_no_bound():
     a = Admission(limit=0)
     a.recount(10**9)
     assert a.admit(10**6)
+
+
+def test_what_is_admitted_while_the_count_runs_stays_counted():
+    a = Admission(100)
+    assert a.admit(30)
+    began = a.since  # the count starts; it may not see the 30 yet, nor what comes next
+    assert a.admit(40)
+    a.recount(30, began)  # it saw the first 30 only
+    assert a.unfinished == 70 and not a.admit(31)
