@@ -17,7 +17,7 @@ from ingest_svc.models import ModelDirectory
 from ingest_svc.quota import Quota
 from ingest_svc.service import Ingest
 from ingest_svc.settings import Settings
-from satkit import logs, server
+from satkit import logs, server, tracing
 from satkit.settings import load
 
 CREATE_TIMEOUT_S = 30.0  # the longest a CreateJobs call may take when the caller set no deadline
@@ -61,4 +61,8 @@ async def main(settings: Settings) -> None:
 
 if __name__ == "__main__":
     logs.setup("ingest")
-    asyncio.run(main(load(Settings)))
+    tracing.setup("ingest")
+    try:
+        asyncio.run(main(load(Settings)))
+    finally:
+        tracing.shutdown()

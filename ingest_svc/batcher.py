@@ -36,6 +36,7 @@ class Batcher:
         self.slots = asyncio.Semaphore(max_in_flight)
         self._task: asyncio.Task | None = None
         self._calls: set[asyncio.Task] = set()
+        self.backlog = 0  # submissions queued or in a call, not yet answered
 
     def submit(self, submission: jc.Submission, time_remaining: float | None = None) -> asyncio.Future:
         """A future of the submission's job ids; ``time_remaining`` is the caller's deadline."""
@@ -43,9 +44,14 @@ class Batcher:
             raise Overloaded(f"{self.queue.qsize()} submissions waiting")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        self.backlog += 1
+        future.add_done_callback(self._answered)
         budget = self.max_timeout_s if time_remaining is None else min(time_remaining, self.max_timeout_s)
         self.queue.put_nowait((submission, future, loop.time() + budget))
         return future
+
+    def _answered(self, _future) -> None:
+        self.backlog -= 1
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="batcher")

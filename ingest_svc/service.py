@@ -11,9 +11,11 @@ from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import ingest_service_pb2 as pb
 from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
 
+from ingest_svc import metrics
 from ingest_svc.batcher import Batcher, Overloaded
 from ingest_svc.models import ModelDirectory
 from ingest_svc.quota import Quota, token_key
+from satkit import tracing
 from satkit.validation import Malformed, Violation, abort_invalid, describe, violations
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,10 @@ class Ingest(pb_grpc.IngestServiceServicer):
         self.batcher = batcher
         self.models = models
         self.quota = quota or Quota(0, 0)
+        metrics.watch(batcher)
 
     async def _admit(self, request: pb.SubmitSeriesRequest, time_remaining: float | None,
-                     token: str | None = None) -> asyncio.Future:
+                     token: str | None = None, traceparent: str = "") -> asyncio.Future:
         """Check a valid request against the served models and the token's quota, and queue it;
         raises Rejected."""
         try:
@@ -60,24 +63,28 @@ class Ingest(pb_grpc.IngestServiceServicer):
             raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"this token's quota of {self.quota.rate:g} jobs/s is spent; retry in {wait:.2f} s")
         submission = jc.Submission(series=request.series, models=request.models,
-                                   idempotency_key=request.idempotency_key)
+                                   idempotency_key=request.idempotency_key, traceparent=traceparent)
         try:
             return self.batcher.submit(submission, time_remaining)
         except Overloaded as exc:
             raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f"ingest is overloaded ({exc}); retry later") from exc
 
     async def SubmitSeries(self, request, context):
+        metadata = context.invocation_metadata()
+        span, traceparent = _traced(tracing.incoming(metadata), request)
         try:
-            future = await self._admit(request, context.time_remaining(),
-                                       token_key(context.invocation_metadata()))
+            future = await self._admit(request, context.time_remaining(), token_key(metadata), traceparent)
             job_ids = await future
         except Rejected as r:
+            _answered(r.code.name, span)
             if r.violations:
                 await abort_invalid(context, r.violations)
             await context.abort(r.code, r.message)
         except grpc.aio.AioRpcError as exc:
+            _answered(passed_on(exc).name, span)
             await context.abort(passed_on(exc), f"orchestrator: {exc.code().name}: {exc.details()}")
-        log.debug("accepted", extra={"job_ids": job_ids})
+        _answered("OK", span, request.models, job_ids)
+        log.debug("accepted", extra={"job_ids": job_ids, **({"trace_id": traceparent[3:35]} if traceparent else {})})
         return pb.SubmitSeriesResponse(job_ids=job_ids)
 
     async def StreamSeries(self, request_iterator, context):
@@ -85,15 +92,17 @@ class Ingest(pb_grpc.IngestServiceServicer):
         # the first answer comes back, and answers still come in request order.
         answers: asyncio.Queue = asyncio.Queue(STREAM_WINDOW)
         done = object()
-        token = token_key(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        token, caller = token_key(metadata), tracing.incoming(metadata)
 
         async def read():
             try:
                 async for request in request_iterator:
                     if isinstance(request, Malformed):  # unreadable: no sequence to echo; the stream goes on
                         await answers.put((0, Rejected(grpc.StatusCode.INVALID_ARGUMENT, request.message,
-                                                       request.violations)))
+                                                       request.violations), (), None))
                         continue
+                    span, traceparent = _traced(caller, request.submission)  # a span per message
                     if request.HasField("submission"):
                         found = violations(request.submission)  # paths as SubmitSeries reports them
                     else:
@@ -101,31 +110,51 @@ class Ingest(pb_grpc.IngestServiceServicer):
                     try:
                         if found:
                             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
-                        admitted = await self._admit(request.submission, context.time_remaining(), token)
-                        await answers.put((request.sequence, admitted))
+                        admitted = await self._admit(request.submission, context.time_remaining(), token,
+                                                     traceparent)
+                        await answers.put((request.sequence, admitted, request.submission.models, span))
                     except Rejected as r:
-                        await answers.put((request.sequence, r))
+                        await answers.put((request.sequence, r, (), span))
             finally:
                 await answers.put(done)
 
         reader = asyncio.create_task(read())
         try:
             while (item := await answers.get()) is not done:
-                sequence, outcome = item
+                sequence, outcome, models, span = item
                 response = pb.StreamSeriesResponse(sequence=sequence)
                 if isinstance(outcome, Rejected):
                     response.error.CopyFrom(_error(outcome))
+                    _answered(outcome.code.name, span)
                 else:
                     try:
                         response.job_ids.extend(await outcome)
+                        _answered("OK", span, models, response.job_ids)
                     except grpc.aio.AioRpcError as exc:
                         response.error.CopyFrom(pb.SubmitError(code=passed_on(exc).value[0],
                                                                message=f"orchestrator: {exc.code().name}: "
                                                                        f"{exc.details()}"))
+                        _answered(passed_on(exc).name, span)
                 yield response
         finally:
             reader.cancel()
         await reader
+
+
+def _traced(caller: str, request: pb.SubmitSeriesRequest) -> tuple[object | None, str]:
+    """(the submission's span, or None with tracing off; the traceparent its jobs carry: the span's,
+    or the caller's own with tracing off, so that a job still names the caller's trace)."""
+    if not tracing.enabled():
+        return None, caller
+    span = tracing.start("ingest.submit", caller, "server", {
+        "satlas.models": list(request.models), "satlas.series_length": len(request.series.values)})
+    return span, tracing.traceparent_of(span)
+
+
+def _answered(code: str, span, models=(), job_ids=()) -> None:
+    metrics.answered(code, models)
+    if span is not None:
+        tracing.finish(span, code, {"satlas.job_ids": list(job_ids)} if job_ids else None)
 
 
 # The largest magnitude each floating input type holds: a finite double past it becomes infinite

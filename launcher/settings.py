@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from analysis_svc.settings import WORKER_METRICS_ADDR
 from launcher.envoy import EnvoySettings
 from launcher.triton_local import WORK_DIR, TritonSettings, free_port
 from satkit.settings import (
@@ -64,15 +65,22 @@ RESTART_LIMIT = Var("STACK_RESTART_LIMIT", 5,
 RESTART_WINDOW = Var("STACK_RESTART_WINDOW_S", 60.0, "seconds over which a process's crashes count")
 REPLICAS = Var("ORCHESTRATOR_REPLICAS", 1, "orchestrator processes, all serving every RPC (more than one needs "
                                           "PostgreSQL); the others listen 10, 20, ... ports above ORCHESTRATOR_ADDR")
+PROMETHEUS_ADDR = Var("PROMETHEUS_ADDR", "127.0.0.1:9090", "Prometheus (Debian's `prometheus`), scraping every "
+                      "part of the stack with the rules of prometheus/rules.yml (`off`: not started)")
+TRITON_METRICS_ADDR = Var("TRITON_METRICS_ADDR", "", "Triton's metrics (host:port) for Prometheus, where TRITON_URL "
+                          "is a Triton of your own; unset: the local Triton's")
+SCRAPE_INTERVAL = Var("PROMETHEUS_SCRAPE_INTERVAL", "5s", "how often Prometheus scrapes each target")
 SIMULATOR_ARGS = Var("SIMULATOR_ARGS", "--interval 1 --random-interval --follow",
                      "the simulator's flags under `make run`")
 
-SERVICES = ("orchestrator", "analysis", "ingest", "web", "envoy", "worker", "flower")
+SERVICES = ("orchestrator", "analysis", "ingest", "web", "envoy", "worker", "flower", "prometheus")
+METERED = ("orchestrator", "analysis", "ingest", "worker")  # processes with a /metrics of their own
 NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 
 STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_HOST, ENVOY_ADMIN_PORT, AUTH, TLS, TLS_CERT, TLS_KEY,
               RATE_LIMIT, RATE_BURST, WEB_PORT, CORS_ORIGINS, WORKER_CONCURRENCY,
-              STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT, RESTART_WINDOW, REPLICAS, SIMULATOR_ARGS]
+              PROMETHEUS_ADDR, SCRAPE_INTERVAL, TRITON_METRICS_ADDR, STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT,
+              RESTART_WINDOW, REPLICAS, SIMULATOR_ARGS]
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -139,7 +147,11 @@ class StackSettings:
     ingest_metrics_addr: str = setting(INGEST_METRICS_ADDR)
     orchestrator_metrics_addr: str = setting(ORCHESTRATOR_METRICS_ADDR)
     analysis_metrics_addr: str = setting(ANALYSIS_METRICS_ADDR)
+    worker_metrics_addr: str = setting(WORKER_METRICS_ADDR)
     replica_metrics_addrs: tuple[str, ...] = ()  # like replica_addrs
+    prometheus_addr: str = setting(PROMETHEUS_ADDR)
+    scrape_interval: str = setting(SCRAPE_INTERVAL)
+    triton_metrics_addr: str = setting(TRITON_METRICS_ADDR)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child; wins over the stack's
     only: tuple[str, ...] = ()  # start just these (debugging); () = all
 
@@ -163,7 +175,8 @@ class StackSettings:
         base = dict(run_dir=run_dir, triton=triton, ingest_addr="127.0.0.1:0", orchestrator_addr="127.0.0.1:0",
                     analysis_addr="127.0.0.1:0", flower_port=0, envoy_addr="127.0.0.1:0", envoy_admin_port=0,
                     web_port=0, ingest_metrics_addr="127.0.0.1:0", orchestrator_metrics_addr="127.0.0.1:0",
-                    analysis_metrics_addr="127.0.0.1:0")
+                    analysis_metrics_addr="127.0.0.1:0", worker_metrics_addr="127.0.0.1:0",
+                    prometheus_addr="off")  # a test that wants Prometheus says so (prometheus_addr="127.0.0.1:0")
         return cls(**{**base, **overrides})
 
     @property
@@ -180,7 +193,8 @@ class StackSettings:
         wanted = [n for n in NAMES if not self.only or n in self.only]
         names = []
         for n in wanted:
-            if not (n == "redis" and self.redis_url or n == "triton" and self.triton_url):
+            if not (n == "redis" and self.redis_url or n == "triton" and self.triton_url
+                    or n == "prometheus" and self.prometheus_addr.lower() in ("", "off")):
                 names.append(n)
             if n == "orchestrator":
                 names += [f"orchestrator-{k}" for k in range(2, self.orchestrator_replicas + 1)]
@@ -197,7 +211,7 @@ class StackSettings:
         return getattr(self, f"{name}_addr")
 
     def metrics_addr_of(self, name: str) -> str:
-        """Where a gRPC service's process serves /metrics ("" for nowhere; ``resolved`` turns "off" into it)."""
+        """Where a process of METERED serves /metrics ("" for nowhere; ``resolved`` turns "off" into it)."""
         if kind(name) == "orchestrator":
             return (self.orchestrator_metrics_addr, *self.replica_metrics_addrs)[int(name.partition("-")[2] or 1) - 1]
         return getattr(self, f"{name}_metrics_addr")
@@ -214,11 +228,13 @@ class StackSettings:
         replicas = tuple(self.replica_addrs) or tuple(
             f"{first_host}:{first_port + 10 * k if first_port else 0}" for k in range(1, self.orchestrator_replicas))
         given += [split_addr(a)[1] for a in replicas]  # fixed ones are not handed out as free ports
-        metrics = [a if a.lower() != "off" else "" for a in
-                   (self.ingest_metrics_addr, self.orchestrator_metrics_addr, self.analysis_metrics_addr)]
+        metrics = [a if a.lower() != "off" else "" for a in (self.ingest_metrics_addr, self.orchestrator_metrics_addr,
+                                                             self.analysis_metrics_addr, self.worker_metrics_addr)]
         replica_metrics = tuple(self.replica_metrics_addrs) or tuple(_above(metrics[1], 10 * k)
                                                                      for k in range(1, self.orchestrator_replicas))
         given += [split_addr(a)[1] for a in (*metrics, *replica_metrics) if a]
+        prometheus = self.prometheus_addr if self.prometheus_addr.lower() != "off" else ""
+        given += [split_addr(prometheus)[1]] if prometheus else []
         fixed = [p for p in given if p]
         if len(fixed) != len(set(fixed)):
             raise ValueError(f"two listeners on one port: {sorted(p for p in set(fixed) if fixed.count(p) > 1)}")
@@ -254,7 +270,8 @@ class StackSettings:
             analysis_addr=addr(self.analysis_addr), flower_port=port(self.flower_port),
             replica_addrs=tuple(addr(a) for a in replicas),
             ingest_metrics_addr=addr(metrics[0]), orchestrator_metrics_addr=addr(metrics[1]),
-            analysis_metrics_addr=addr(metrics[2]),
+            analysis_metrics_addr=addr(metrics[2]), worker_metrics_addr=addr(metrics[3]),
+            prometheus_addr=addr(prometheus),
             replica_metrics_addrs=tuple(addr(a) for a in replica_metrics),
             envoy_addr=addr(self.envoy_addr), envoy_admin_port=port(self.envoy_admin_port),
             web_port=port(self.web_port),

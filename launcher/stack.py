@@ -10,6 +10,7 @@ settings are in ``launcher.settings``. Logs go to ``$SATLAS_RUN_DIR/logs/<name>.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,11 +19,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from launcher import auth, supervise, tls
+from launcher import auth, prometheus, supervise, tls
 from launcher.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from launcher.envoy import EnvoySettings, render
 from launcher.probes import WORKER_HOSTNAME, GrpcHealth, WorkerPing, http_answers, worker_nodename
-from launcher.settings import LOOPBACK, SERVICES, StackSettings, connect_addr, kind, split_addr
+from launcher.settings import LOOPBACK, METERED, SERVICES, StackSettings, connect_addr, kind, split_addr
 from launcher.triton_local import ROOT, LocalTriton, TritonError
 from satkit.queue import QUEUE
 
@@ -47,7 +48,9 @@ def ports_to_bind(s: StackSettings) -> dict[str, tuple[str, int]]:
     ports |= {f"ORCHESTRATOR_ADDR (replica {n})": split_addr(s.addr_of(n)) for n in names
               if kind(n) == "orchestrator" and n != "orchestrator"}
     ports |= {f"{kind(n).upper()}_METRICS_ADDR ({n})": split_addr(s.metrics_addr_of(n)) for n in names
-              if kind(n) in GRPC_SERVICES and s.metrics_addr_of(n)}
+              if kind(n) in METERED and s.metrics_addr_of(n)}
+    if "prometheus" in names:
+        ports["PROMETHEUS_ADDR"] = split_addr(s.prometheus_addr)
     if "flower" in names:
         ports["FLOWER_PORT"] = (FLOWER_HOST, s.flower_port)
     if "envoy" in names:
@@ -77,6 +80,8 @@ def port_taken(host: str, port: int) -> bool:
 
 def service_command(name: str, s: StackSettings, python: str = sys.executable) -> list[str]:
     """The command of process ``name`` (a replica's is its kind's)."""
+    if name == "prometheus":
+        return prometheus.command(prometheus_dir(s) / "prometheus.yml", prometheus_dir(s) / "data", s.prometheus_addr)
     celery = [python, "-m", "celery", "-A", "analysis_svc.worker.app:app"]
     return {
         "orchestrator": [python, "-m", "orchestrator_svc"],
@@ -90,6 +95,32 @@ def service_command(name: str, s: StackSettings, python: str = sys.executable) -
         "envoy": [str(Path(python).parent / "envoy"), "-c", str(envoy_config_path(s)), "--log-level", "warn",
                   "--base-id", str(split_addr(s.envoy_addr)[1])],
     }[kind(name)]
+
+
+def prometheus_dir(s: StackSettings) -> Path:
+    return Path(s.run_dir) / "prometheus"
+
+
+def worker_metrics_dir(s: StackSettings) -> Path:
+    """The worker's pool processes count into files here (prometheus_client's multiprocess mode)."""
+    return Path(s.run_dir) / "metrics" / "worker"
+
+
+def prometheus_settings(s: StackSettings) -> prometheus.PrometheusSettings:
+    """Every part of this stack that serves metrics, where it serves them."""
+    names = s.names
+
+    def at(n: str) -> list[str]:
+        return [connect_addr(s.metrics_addr_of(r)) for r in names if kind(r) == n and s.metrics_addr_of(r)]
+
+    t = s.triton
+    triton = s.triton_metrics_addr or (f"{t.host}:{t.metrics_port}" if "triton" in names else "")
+    return prometheus.PrometheusSettings(
+        listen=s.prometheus_addr, scrape_interval=s.scrape_interval,
+        targets={n: ("/metrics", at(n)) for n in METERED}
+        | {"triton": ("/metrics", [connect_addr(triton)] if triton else []),
+           "flower": ("/metrics", [f"{FLOWER_HOST}:{s.flower_port}"] if "flower" in names else []),
+           "envoy": ("/stats/prometheus", [f"127.0.0.1:{s.envoy_admin_port}"] if "envoy" in names else [])})
 
 
 def envoy_config_path(s: StackSettings) -> Path:
@@ -223,6 +254,10 @@ class Stack:
         return f"http://{connect_addr(self.settings.metrics_addr_of(name))}/metrics"
 
     @property
+    def prometheus_url(self) -> str:
+        return f"http://{connect_addr(self.settings.prometheus_addr)}" if "prometheus" in self.names else ""
+
+    @property
     def flower_url(self) -> str:
         return f"http://{FLOWER_HOST}:{self.settings.flower_port}"
 
@@ -299,12 +334,21 @@ class Stack:
     def _spawn(self, name: str, extra_env: Mapping[str, str] | None = None, fresh_log: bool = False) -> None:
         if name == "envoy":
             envoy_config_path(self.settings).write_text(render(envoy_settings(self.settings)))
+        if name == "prometheus":
+            prometheus_dir(self.settings).mkdir(parents=True, exist_ok=True)
+            (prometheus_dir(self.settings) / "prometheus.yml").write_text(
+                prometheus.render(prometheus_settings(self.settings)))
+        if name == "worker":  # a new worker counts from zero: a last one's files would add to its sums
+            shutil.rmtree(worker_metrics_dir(self.settings), ignore_errors=True)
+            worker_metrics_dir(self.settings).mkdir(parents=True)
+            extra_env = {"PROMETHEUS_MULTIPROC_DIR": str(worker_metrics_dir(self.settings).resolve()),
+                         **(extra_env or {})}
         if not fresh_log:
             with open(self.log_file(name), "ab") as log:
                 log.write(f"--- {name} restarted by the stack at {time.strftime('%H:%M:%S')} ---\n".encode())
         if kind(name) == "orchestrator":  # each replica listens on its own address; clients get the list
             extra_env = {"ORCHESTRATOR_ADDR": self.settings.addr_of(name), **(extra_env or {})}
-        if kind(name) in GRPC_SERVICES:  # each its own; "off" for none (an empty value means the default)
+        if kind(name) in METERED:  # each its own; "off" for none (an empty value means the default)
             extra_env = {f"{kind(name).upper()}_METRICS_ADDR": self.settings.metrics_addr_of(name) or "off",
                          **(extra_env or {})}
         self._services[name] = supervise.spawn(service_command(name, self.settings), self.log_file(name),
@@ -349,6 +393,8 @@ class Stack:
             return lambda: http_answers(f"http://127.0.0.1:{self.settings.envoy_admin_port}/ready", ok_below=300)
         if name == "web":
             return lambda: http_answers(f"http://{WEB_HOST}:{self.settings.web_port}/")
+        if name == "prometheus":
+            return lambda: http_answers(f"{self.prometheus_url}/-/ready", ok_below=300)
         return WorkerPing(self.broker_url, WORKER_HOSTNAME)
 
     def wait(self, extra: Mapping[str, subprocess.Popen] | None = None) -> str | None:
@@ -420,8 +466,9 @@ class Stack:
                 "broker_url": self.broker_url, "database_url": self.database_url,
                 "flower_url": self.flower_url, "dashboard_url": self.dashboard_url, "logs": str(self.logs_dir),
                 "token_file": str(auth.auth_dir(Path(self.settings.run_dir)) / "token") if self.token else "",
-                "metrics": {n: self.metrics_url(n) for n in self.names if kind(n) in GRPC_SERVICES
+                "metrics": {n: self.metrics_url(n) for n in self.names if kind(n) in METERED
                             and self.settings.metrics_addr_of(n)},
+                "prometheus_url": self.prometheus_url,
                 "pids": {n: p.pid for n, p in self.processes.items()}}
 
     def summary(self) -> str:
@@ -438,7 +485,8 @@ class Stack:
             "database": "orchestrator" in self.names and s.database_url,
             "flower": self.flower_url,
             "metrics": ", ".join(f"{n} {self.metrics_url(n)}" for n in self.names
-                                 if kind(n) in GRPC_SERVICES and self.settings.metrics_addr_of(n)),
+                                 if kind(n) in METERED and self.settings.metrics_addr_of(n)),
+            "prometheus": self.prometheus_url and f"{self.prometheus_url} (targets: {self.prometheus_url}/targets)",
             "envoy": f"{self.envoy} (gRPC and grpc-web{', TLS only' if self.scheme == 'https' else ''}; "
                      f"admin 127.0.0.1:{s.envoy_admin_port})",
             "dashboard": "envoy" in self.names and f"{self.dashboard_url} (live view: {self.dashboard_url}dashboard.html)",

@@ -11,14 +11,14 @@ from functools import partial
 from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
 
-from orchestrator_svc import db, migrate
+from orchestrator_svc import db, metrics, migrate
 from orchestrator_svc.admission import RECOUNT_S
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.events import EventHub
 from orchestrator_svc.service import Core, JobControl, Orchestrator
 from orchestrator_svc.settings import Settings
 from orchestrator_svc.store import JobStore
-from satkit import logs, server
+from satkit import logs, server, tracing
 from satkit.queue import make_celery
 from satkit.settings import load
 
@@ -63,7 +63,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[Core]:
     reconciler = asyncio.create_task(reconcile_forever(core, settings))
     counter = asyncio.create_task(count_unfinished_forever(core)) if settings.max_unfinished else None
     try:
-        yield core
+        with metrics.jobs_in_state(core.store.unfinished_counts):
+            yield core
     finally:
         reconciler.cancel()
         if counter:
@@ -90,4 +91,8 @@ async def main(settings: Settings) -> None:
 
 if __name__ == "__main__":
     logs.setup("orchestrator")
-    asyncio.run(main(load(Settings)))
+    tracing.setup("orchestrator")
+    try:
+        asyncio.run(main(load(Settings)))
+    finally:
+        tracing.shutdown()

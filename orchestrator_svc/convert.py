@@ -9,6 +9,7 @@ from satlas.v1 import job_pb2, job_state_pb2, timeseries_pb2
 
 from orchestrator_svc import db
 from satkit.jobs import TERMINAL_STATES
+from satkit.tracing import trace_id
 
 STATE_OF_STATUS = {
     db.PENDING: job_state_pb2.JOB_STATE_PENDING,
@@ -61,6 +62,7 @@ def job_to_proto(row: db.InferenceResult, *, with_series: bool = False) -> job_p
         attempts=row.attempts,
         version=row.version,
         worker=row.worker or "",
+        trace_id=trace_id(row.traceparent),
         create_time=_timestamp(row.created_at),
         queue_time=_timestamp(row.queued_at),
         start_time=_timestamp(row.started_at),

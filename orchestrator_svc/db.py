@@ -67,6 +67,8 @@ class InferenceResult(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     worker: Mapped[str | None] = mapped_column(String(256))
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    # W3C traceparent (migration 0003): Job.trace_id, and the parent of the job's later spans.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
     __table_args__ = (
         Index("ix_inference_results_created_at", "created_at"),

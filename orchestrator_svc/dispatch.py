@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
 
+from satkit import tracing
 from satkit.queue import QUEUE, TASK_NAME, TASK_SERIALIZER, TaskJob, encode_task
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,10 @@ class Dispatcher:
     def _publish(self, chunks: list[list[TaskJob]]) -> None:
         with self.celery.producer_or_acquire() as producer:
             for chunk in chunks:
+                # Traced: the message is a span of its own, linked to the jobs it carries; the
+                # worker's span of it continues from the message's headers.
+                span = tracing.start("orchestrator.dispatch", kind="producer", links=(j.traceparent for j in chunk),
+                                     attributes={"satlas.batch_size": len(chunk)}) if tracing.enabled() else None
                 self.celery.send_task(
                     TASK_NAME,
                     args=[encode_task(chunk)],
@@ -220,4 +225,7 @@ class Dispatcher:
                     argsrepr=f"[{len(chunk)} jobs: {chunk[0].job_id} ...]",  # no series in Flower/logs
                     retry=True,
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
+                    headers={"traceparent": tracing.traceparent_of(span)} if span is not None else None,
                 )
+                if span is not None:
+                    tracing.finish(span)

@@ -17,6 +17,8 @@ import redis.asyncio as aioredis
 from satlas.internal.v1 import job_events_pb2
 from satlas.v1 import job_pb2
 
+from orchestrator_svc import metrics
+
 log = logging.getLogger(__name__)
 CHANNEL = "satlas:job-events"
 STOP_TIMEOUT_S = 5.0
@@ -51,7 +53,7 @@ class Subscription:
 
     def put(self, jobs: list[job_pb2.Job]) -> None:
         if self.queue.full():
-            self.queue.get_nowait()
+            metrics.EVENTS_DROPPED.labels("watcher").inc(len(self.queue.get_nowait()))
             self.lagged += 1
         self.queue.put_nowait(jobs)
 
@@ -155,11 +157,13 @@ class EventHub:
         payload = job_events_pb2.JobEventBatch(jobs=jobs, origin=self.origin).SerializeToString()
         try:
             await self.redis.publish(self.channel, payload)
+            metrics.EVENTS_PUBLISHED.inc(len(jobs))
         except asyncio.CancelledError:
             self._outbox[:0] = jobs  # stop() sends them
             raise
         except Exception as exc:  # the state is committed; watchers fall back to polling it
             log.warning("could not publish %d job events: %s", len(jobs), exc)
+            metrics.EVENTS_DROPPED.labels("publish").inc(len(jobs))
 
     async def _listen(self) -> None:
         delay = 0.2

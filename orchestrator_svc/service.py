@@ -25,6 +25,7 @@ from orchestrator_svc.convert import STATUS_OF_STATE, TERMINAL_STATES
 from orchestrator_svc.events import EventHub
 from orchestrator_svc.store import JobStore, now
 from orchestrator_svc.writer import Writer
+from satkit import tracing
 from satkit.logs import job_id_var
 from satkit.validation import abort_invalid
 
@@ -57,7 +58,9 @@ class Core:
         metrics.observe(snaps)
         for job in snaps:  # successes are in the events and the table; failures say why here
             if job.state == js.JOB_STATE_FAILED:
-                log.warning("job failed: %s", job.error, extra={"job_id": job.job_id, "model": job.model_name})
+                extra = {"job_id": job.job_id, "model": job.model_name}
+                extra |= {"trace_id": job.trace_id} if job.trace_id else {}
+                log.warning("job failed: %s", job.error, extra=extra)
 
     async def mark_queued(self, job_ids: list[str], at: dt.datetime) -> None:
         await self.writer.mark_queued(job_ids, at)
@@ -71,6 +74,7 @@ class Core:
         dispatches, snaps = await self.db(self.store.redispatch_stuck, older_than_s, 500, statuses)
         if dispatches:
             log.warning("re-dispatching %d stuck jobs", len(dispatches))
+            metrics.redispatched(snaps)
             await self.publish(snaps)
             self.dispatcher.submit(dispatches)
         return len(dispatches)
@@ -86,7 +90,10 @@ class JobControl(jc_grpc.JobControlServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{admission.unfinished} jobs are unfinished, the most allowed "
                                 f"(ORCHESTRATOR_MAX_UNFINISHED) is {admission.limit}: try again later")
+        spans = _creating(request.submissions) if tracing.enabled() else ()
         ids = await self.core.writer.create_jobs(request.submissions)  # the writer dispatches them
+        for span, job_ids in zip(spans, ids):
+            tracing.finish(span, attributes={"satlas.job_ids": job_ids})
         return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=i) for i in ids])
 
     async def StartJobs(self, request, context):
@@ -94,9 +101,26 @@ class JobControl(jc_grpc.JobControlServiceServicer):
         return jc.StartJobsResponse(job_ids=await self.core.writer.start_jobs(request.job_ids, request.worker))
 
     async def ReportResults(self, request, context):
-        applied = await self.core.writer.report_results(request.outcomes)
+        spans = [(o, tracing.start("orchestrator.report", o.traceparent, "server", {
+            "satlas.job_id": o.job_id, "satlas.outcome": "error" if o.error else "ok",
+            "satlas.batch_size": len(request.outcomes)})) for o in request.outcomes
+            if o.traceparent] if tracing.enabled() else ()
+        applied = await self.core.writer.report_results(request.outcomes)  # committed, and its events out
         self.core.dispatcher.finished([o.job_id for o in request.outcomes])
+        for o, span in spans:
+            tracing.finish(span)
         return jc.ReportResultsResponse(applied=applied)
+
+
+def _creating(submissions) -> list:
+    """A span per submission, under the ingest's (a new trace if it sent none); the jobs carry it on."""
+    spans = []
+    for s in submissions:
+        span = tracing.start("orchestrator.create", s.traceparent, "server", {
+            "satlas.models": list(s.models), "satlas.batch_size": len(submissions)})
+        s.traceparent = tracing.traceparent_of(span)
+        spans.append(span)
+    return spans
 
 
 class Orchestrator(pb_grpc.OrchestratorServiceServicer):

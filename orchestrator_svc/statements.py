@@ -21,9 +21,10 @@ from orchestrator_svc import db
 
 T = db.InferenceResult.__table__
 SNAPSHOT = [c for c in T.c if c.name != "series"]  # what an event carries
+POISON_ERROR = "gave up after"  # how a poison job's error begins (metrics count them by it)
 ACTIVE_SQL = "('pending', 'queued', 'running')"
 INSERT_COLUMNS = ("job_id, model_name, status, created_at, updated_at, metrics, series_id, series_length, labels, "
-                  "series, attempts, dispatches, version, idempotency_key")
+                  "series, attempts, dispatches, version, idempotency_key, traceparent")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Hot:
         p = "?" if self.sqlite else "%s"
         st = "+status" if self.sqlite else "status"
         self._insert = (f"INSERT INTO inference_results ({INSERT_COLUMNS}) VALUES "
-                        + (f"({p}, {p}, 'pending', {p}, {p}, '{{}}', {p}, {p}, {p}, {p}, 0, 1, 1, {p})"
+                        + (f"({p}, {p}, 'pending', {p}, {p}, '{{}}', {p}, {p}, {p}, {p}, 0, 1, 1, {p}, {p})"
                            if self.sqlite else "%s"))
         self._queued = (f"UPDATE inference_results SET status = 'queued', queued_at = {p}, updated_at = {p}, "
                         f"version = version + 1 WHERE {ids} AND {st} = 'pending' RETURNING job_id, version")
@@ -87,7 +88,8 @@ class Hot:
         return json.dumps(ids) if self.sqlite else ids
 
     def insert(self, cur, now: Now, rows: list[tuple]) -> None:
-        """rows: (job_id, model_name, series_id, series_length, labels JSON, series bytes, idempotency_key)."""
+        """rows: (job_id, model_name, series_id, series_length, labels JSON, series bytes, idempotency_key,
+        traceparent)."""
         t = self._t(now)
         values = [(r[0], r[1], t, t, *r[2:]) for r in rows]
         if self.sqlite:
@@ -96,7 +98,7 @@ class Hot:
             from psycopg2.extras import execute_values
 
             execute_values(cur, self._insert, values, page_size=1000,
-                           template="(%s, %s, 'pending', %s, %s, '{}', %s, %s, %s, %s, 0, 1, 1, %s)")
+                           template="(%s, %s, 'pending', %s, %s, '{}', %s, %s, %s, %s, 0, 1, 1, %s, %s)")
 
     def queued(self, cur, now: Now, at: Now, ids: list[str]) -> list[tuple[str, int]]:
         cur.execute(self._queued, (self._t(at), self._t(now), self._ids(ids)))
@@ -147,7 +149,7 @@ class Rare:
         self.poison = (
             update(T).where(ids, active, T.c.attempts >= max_attempts)
             .values(status=db.FAILED, finished_at=t, total_seconds=age, **bump,
-                    error=f"gave up after {max_attempts} attempts: the job never finished on a worker")
+                    error=f"{POISON_ERROR} {max_attempts} attempts: the job never finished on a worker")
             .returning(*SNAPSHOT)
         )
         self.cancel = (

@@ -31,6 +31,7 @@ from orchestrator_svc.convert import job_to_proto, utc
 from orchestrator_svc.snapshots import Snapshots
 from orchestrator_svc.statements import SNAPSHOT, Hot, Now, Rare
 from satkit.queue import TaskJob  # what a worker needs to run one job; a message carries several
+from satkit.tracing import trace_id
 
 R = db.InferenceResult
 T = R.__table__
@@ -130,14 +131,16 @@ class JobStore:
             series, values, labels = s.series.SerializeToString(), s.series.values, s.series.labels
             labels_json = json.dumps(dict(labels)) if labels else "{}"
             ids = []
+            parent = s.traceparent or None
             for model in s.models:
                 job_id = str(uuid.uuid4())
                 ids.append(job_id)
-                rows.append((job_id, model, s.series.series_id or None, len(values), labels_json, series, key or None))
-                dispatches.append(TaskJob(job_id=job_id, model_name=model, values=values))
+                rows.append((job_id, model, s.series.series_id or None, len(values), labels_json, series, key or None,
+                             parent))
+                dispatches.append(TaskJob(job_id=job_id, model_name=model, values=values, traceparent=s.traceparent))
                 job = job_pb2.Job(job_id=job_id, model_name=model, state=js.JOB_STATE_PENDING,
                                   series_id=s.series.series_id, series_length=len(values), version=1,
-                                  timings=job_pb2.JobTimings())
+                                  timings=job_pb2.JobTimings(), trace_id=trace_id(s.traceparent))
                 if labels:
                     job.labels.update(labels)
                 _stamp(job.create_time, t.at)
@@ -257,7 +260,7 @@ class JobStore:
         cutoff = t - dt.timedelta(seconds=older_than_s)
         with self.transaction() as conn:
             rows = conn.execute(
-                select(T.c.job_id, T.c.model_name, T.c.series)
+                select(T.c.job_id, T.c.model_name, T.c.series, T.c.traceparent)
                 .where(T.c.status.in_(list(statuses)), T.c.updated_at < cutoff)
                 .order_by(T.c.updated_at)
                 .limit(limit)
@@ -278,7 +281,8 @@ class JobStore:
             self.snapshots.note(snaps)
             changed = {j.job_id for j in snaps}
             dispatches = [
-                TaskJob(job_id=r.job_id, model_name=r.model_name, values=timeseries_pb2.TimeSeries.FromString(r.series).values)
+                TaskJob(job_id=r.job_id, model_name=r.model_name, traceparent=r.traceparent or "",
+                        values=timeseries_pb2.TimeSeries.FromString(r.series).values)
                 for r in rows if r.job_id in changed
             ]
             return dispatches, snaps
@@ -323,6 +327,12 @@ class JobStore:
             ):
                 out.setdefault(model, {})[status] = n
             return out
+
+    def unfinished_counts(self) -> dict[str, int]:
+        """{status: count} of the unfinished jobs (the status index answers it)."""
+        with Session(self.engine) as session:
+            return dict(session.execute(select(R.status, func.count()).where(R.status.in_(db.ACTIVE))
+                                        .group_by(R.status)).all())
 
     def finished_since(self, since: dt.datetime) -> list[tuple[str, str, float | None, float | None]]:
         """(model, status, total_seconds, inference_seconds) of jobs finished since ``since``."""

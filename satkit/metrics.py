@@ -10,7 +10,7 @@ import logging
 import time
 
 import grpc
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,12 @@ SECONDS = Histogram("grpc_server_handling_seconds", "Time from the start of an R
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
 
-def serve(address: str) -> int | None:
+def serve(address: str, registry: CollectorRegistry = REGISTRY) -> int | None:
     """``/metrics`` on ``address`` (host:port; port 0: a free one); "off" or "" serves none. Returns the port."""
     if not address or address.lower() == "off":
         return None
     host, _, port = address.rpartition(":")
-    server, _ = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
+    server, _ = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
     bound = server.server_address[1]
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return bound

@@ -129,7 +129,15 @@ CA_FILE = Var("SATLAS_CA", "", "a CA file the project's clients verify the front
               "(`--ca`); unset: plaintext")
 LOG_FORMAT = Var("LOG_FORMAT", "text", "`text`, or `json`: one JSON object a line")
 LOG_LEVEL = Var("LOG_LEVEL", "INFO", "the root logger's level")
+# OpenTelemetry's own variables (satkit.tracing): the SDK reads them; declared here for the README.
+OTEL_ENDPOINT = Var("OTEL_EXPORTER_OTLP_ENDPOINT", "", "an OTLP/gRPC collector (`http://127.0.0.1:4317`): "
+                    "set, every process sends its spans there; unset, tracing is off")
+OTEL_TRACES_ENDPOINT = Var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "the same, for traces only")
+OTEL_DISABLED = Var("OTEL_SDK_DISABLED", False, "`true`: tracing off whatever the endpoint")
+OTEL_SAMPLER = Var("OTEL_TRACES_SAMPLER", "parentbased_always_on", "which traces are kept: "
+                   "`parentbased_traceidratio` with OTEL_TRACES_SAMPLER_ARG keeps that share of new traces")
+OTEL_SAMPLER_ARG = Var("OTEL_TRACES_SAMPLER_ARG", "", "the sampler's argument (`0.1`: one trace in ten)")
 
 SHARED = [INGEST_ADDR, ORCHESTRATOR_ADDR, ANALYSIS_ADDR, TRITON_URL, REDIS_URL, BROKER_URL, DATABASE_URL,
-          LOG_FORMAT, LOG_LEVEL]
+          LOG_FORMAT, LOG_LEVEL, OTEL_ENDPOINT, OTEL_TRACES_ENDPOINT, OTEL_DISABLED, OTEL_SAMPLER, OTEL_SAMPLER_ARG]
 

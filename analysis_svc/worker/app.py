@@ -13,8 +13,9 @@ import grpc
 from celery import signals
 
 from analysis_svc.settings import Settings
+from analysis_svc.worker import metrics
 from analysis_svc.worker.runner import Runner
-from satkit import logs
+from satkit import logs, tracing
 from satkit.queue import TASK_NAME, TASK_SERIALIZER, decode_task, encode_task, make_celery
 from satkit.settings import load
 
@@ -31,6 +32,23 @@ def _setup_logging(**_):
     logs.setup("analysis-worker")
 
 
+@signals.worker_process_init.connect
+def _setup_tracing(**_):
+    """In each pool process, after the fork (the exporter's gRPC channel must not cross one)."""
+    tracing.setup("analysis-worker")
+
+
+@signals.worker_process_shutdown.connect
+def _flush_spans(**_):
+    tracing.shutdown()
+
+
+@signals.worker_ready.connect
+def _serve_metrics(**_):
+    """In the main process, once its pool has started: the sum of every pool process's counts."""
+    metrics.serve(settings.worker_metrics_addr, settings.worker_metrics_dir)
+
+
 def runner() -> Runner:
     global _runner
     if _runner is None or _runner[0] != os.getpid():
@@ -43,8 +61,9 @@ def run_jobs(self, payload: bytes, requeues: int = 0) -> int:
     """``payload``: a serialised satlas.internal.v1.RunJobsTask."""
     jobs = decode_task(payload)
     r = runner()
+    message = getattr(self.request, "traceparent", None) or (self.request.headers or {}).get("traceparent", "")
     try:
-        unavailable = r.run(jobs, claim=requeues == 0)
+        unavailable = r.run(jobs, claim=requeues == 0, traceparent=message or "", requeues=requeues)
     except grpc.RpcError as exc:  # the orchestrator stayed away; Runner already retried a while
         if self.request.retries >= MAX_ORCHESTRATOR_RETRIES:
             raise

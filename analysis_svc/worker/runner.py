@@ -17,6 +17,8 @@ from satlas.internal.v1 import job_control_service_pb2_grpc as jc_grpc
 from analysis_svc import catalogue
 from analysis_svc.settings import Settings
 from analysis_svc.tensors import build_batch_request, check_length, parse_batch_response
+from analysis_svc.worker import metrics
+from analysis_svc.worker.spans import Spans
 from analysis_svc.worker.triton_stream import TritonRejected, TritonStream, TritonUnavailable
 from satkit.queue import TaskJob
 from satkit.server import balanced, channel_options, target
@@ -69,7 +71,7 @@ class Runner:
         self.claimer = ThreadPoolExecutor(1, thread_name_prefix="claim")
         self.catalogue = catalogue.Catalogue(self.triton.stub, settings.triton_timeout_s, settings.catalogue_ttl_s)
 
-    def run(self, jobs: list[TaskJob], claim: bool = True) -> list[TaskJob]:
+    def run(self, jobs: list[TaskJob], claim: bool = True, traceparent: str = "", requeues: int = 0) -> list[TaskJob]:
         """Returns the jobs whose Triton calls stayed unavailable after every retry (the
         caller re-queues them); all others are reported.
 
@@ -80,7 +82,8 @@ class Runner:
         request = jc.StartJobsRequest(job_ids=[j.job_id for j in jobs], worker=self.worker)
         claiming = self.claimer.submit(call_orchestrator, self.control.StartJobs, request) if claim else None
         outcomes: list[jc.JobOutcome] = []
-        todo = self._infer(jobs, outcomes)
+        spans = Spans(jobs, traceparent, requeues)
+        todo = self._infer(jobs, outcomes, spans)
         if claiming is not None:
             keep = set(claiming.result().job_ids)  # safe to repeat: a retried claim re-claims active jobs
             outcomes = [o for o in outcomes if o.job_id in keep]
@@ -89,14 +92,19 @@ class Runner:
             if not todo:
                 break
             time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
-            todo = self._infer(todo, outcomes)
-        self.report(outcomes)
+            for job in todo:
+                metrics.RETRIES.labels(job.model_name).inc()
+            todo = self._infer(todo, outcomes, spans)
+        self.report(outcomes, jobs)
+        spans.end(len(todo))
         return todo
 
-    def _infer(self, jobs: list[TaskJob], outcomes: list[jc.JobOutcome], alone: bool = False) -> list[TaskJob]:
+    def _infer(self, jobs: list[TaskJob], outcomes: list[jc.JobOutcome], spans: Spans | None = None,
+               alone: bool = False) -> list[TaskJob]:
         """One request per model and length for models that take several series at once (one
         request costs Triton and this process about as much as one series does), one per job
         otherwise or when ``alone``. Returns the jobs to try again."""
+        spans = spans or Spans([], on=False)
         try:
             models = {name: self.catalogue.find(name) for name in {j.model_name for j in jobs}}
         except grpc.RpcError as exc:
@@ -111,6 +119,8 @@ class Runner:
                 outcomes.append(jc.JobOutcome(job_id=job.job_id, error=problem))
             else:
                 runnable.append(job)
+                continue
+            spans.settled(job.model_name, [job], {job.job_id: outcomes[-1]})
         requests, carried = [], []  # carried[i]: (model, the jobs requests[i] carries)
         for model, batch in batches(models, runnable, alone):
             requests.append(build_batch_request(model, [j.values for j in batch]))
@@ -120,27 +130,37 @@ class Runner:
         for (model, batch), (answer, seconds) in zip(carried, answers):
             if isinstance(answer, TritonUnavailable):
                 retry.extend(batch)
+                spans.request(model.name, batch, seconds, "UNAVAILABLE")
             elif isinstance(answer, TritonRejected) and len(batch) > 1:
                 single.extend(batch)  # one bad series must not fail the others: again, one per request
+                spans.request(model.name, batch, seconds, "INVALID_ARGUMENT")
             elif isinstance(answer, TritonRejected):
                 outcomes.append(jc.JobOutcome(job_id=batch[0].job_id, error=f"Triton rejected the request: {answer}"))
+                spans.request(model.name, batch, seconds, "INVALID_ARGUMENT", {batch[0].job_id: outcomes[-1]})
             else:
+                metrics.BATCH_SIZE.labels(model.name).observe(len(batch))
+                metrics.TRITON_SECONDS.labels(model.name).observe(seconds)
                 results = parse_batch_response(model, answer, [len(j.values) for j in batch])
                 # Each job's time is that of the request that carried it, on its own model.
-                outcomes.extend(jc.JobOutcome(job_id=j.job_id, result=r, inference_seconds=seconds)
-                                for j, r in zip(batch, results))
+                done = [jc.JobOutcome(job_id=j.job_id, result=r, inference_seconds=seconds)
+                        for j, r in zip(batch, results)]
+                spans.request(model.name, batch, seconds, outcomes={o.job_id: o for o in done})
+                outcomes.extend(done)
         if single:
-            retry.extend(self._infer(single, outcomes, alone=True))
+            retry.extend(self._infer(single, outcomes, spans, alone=True))
         if retry:
             log.warning("Triton unavailable for %d jobs; retrying", len(retry))
         return retry
 
-    def report(self, outcomes: list[jc.JobOutcome]) -> None:
+    def report(self, outcomes: list[jc.JobOutcome], jobs: list[TaskJob]) -> None:
         if outcomes:
             call_orchestrator(self.control.ReportResults, jc.ReportResultsRequest(outcomes=outcomes))
+            model_of = {j.job_id: j.model_name for j in jobs}
+            for o in outcomes:
+                metrics.JOBS.labels(model_of[o.job_id], "error" if o.error else "ok").inc()
 
     def fail(self, jobs: list[TaskJob], reason: str) -> None:
-        self.report([jc.JobOutcome(job_id=j.job_id, error=reason) for j in jobs])
+        self.report([jc.JobOutcome(job_id=j.job_id, error=reason) for j in jobs], jobs)
 
     def close(self) -> None:
         self.claimer.shutdown(wait=False)

@@ -19,6 +19,7 @@ import grpc
 from tritonclient.grpc import service_pb2 as tpb
 from tritonclient.grpc import service_pb2_grpc as tpb_grpc
 
+from analysis_svc.worker import metrics
 from satkit.server import triton_channel_options
 
 _CLOSE = object()
@@ -93,10 +94,14 @@ class TritonStream:
         self._stream: _Stream | None = None
         self._ids = itertools.count()
         self._lock = threading.Lock()
+        self._opened = 0
 
     def _current(self) -> _Stream:
         with self._lock:
             if self._stream is None or not self._stream.alive:
+                if self._opened:
+                    metrics.RECONNECTS.inc()
+                self._opened += 1
                 self._stream = _Stream(self.stub)
             return self._stream
 

@@ -53,6 +53,20 @@ def published(name: str) -> dict[int, int]:
     return out
 
 
+def mounts(name: str) -> dict[str, Path | str]:
+    """container path -> the repository path bound there (resolved), or the named volume."""
+    out = {}
+    for spec in SERVICES[name].get("volumes", []):
+        src, dst, *_ = spec.split(":")
+        out[dst] = (ROOT / src).resolve() if src.startswith(".") else src
+    return out
+
+
+def read_only(name: str) -> set[str]:
+    """Container paths mounted read-only."""
+    return {v.split(":")[1] for v in SERVICES[name].get("volumes", []) if v.split(":")[2:] == ["ro"]}
+
+
 def bind_port(name: str) -> int:
     """The port a gRPC service binds, from its own <NAME>_ADDR."""
     host, port = split_addr(env(name)[f"{name.upper()}_ADDR"])

@@ -32,17 +32,30 @@ from compose_helpers import (
     env,
     flag,
     interpolate,
+    mounts,
     published,
+    read_only,
 )
 
+from analysis_svc.settings import WORKER_METRICS_ADDR
 from launcher import model_repository
 from launcher.settings import StackSettings, split_addr
 from launcher.triton_local import TritonSettings
 from satkit.queue import QUEUE
+from satkit.settings import ANALYSIS_METRICS_ADDR, INGEST_METRICS_ADDR, ORCHESTRATOR_METRICS_ADDR
+
+# Each metered process's own variable for its /metrics address.
+METRICS_VARS = {"ingest": INGEST_METRICS_ADDR, "orchestrator": ORCHESTRATOR_METRICS_ADDR,
+                "analysis": ANALYSIS_METRICS_ADDR, "worker": WORKER_METRICS_ADDR}
+# launcher/prometheus.py's job names, which prometheus/rules.yml and the Grafana dashboard read.
+SCRAPE_JOBS = ("ingest", "orchestrator", "analysis", "worker", "triton", "flower", "envoy")
+OPERATOR_TOOLS = ("flower", "prometheus", "grafana")  # published on the host's loopback only
+GRAFANA_PROVISIONING = "/etc/grafana/provisioning"  # the image's default (GF_PATHS_PROVISIONING)
+GRAFANA_PORT = 3000  # the image's default (GF_SERVER_HTTP_PORT)
 
 
 def test_every_service_design_requires_is_there():
-    assert {"triton", "postgres", "redis", "envoy", *PYTHON_SERVICES} <= set(SERVICES)
+    assert {"triton", "postgres", "redis", "envoy", "prometheus", "grafana", *PYTHON_SERVICES} <= set(SERVICES)
 
 
 def test_every_variable_has_a_default():
@@ -106,7 +119,8 @@ def test_addresses_point_at_listening_services_it_depends_on(name):
         url = urlsplit(value if "://" in value else f"//{value}")
         host, port = url.hostname, url.port
         if host in WILDCARDS:
-            assert key == f"{name.upper()}_ADDR", f"{name}: {key} binds, but it is not this service's address"
+            assert key in (f"{name.upper()}_ADDR", f"{name.upper()}_METRICS_ADDR"), \
+                f"{name}: {key} binds, but it is not this service's address"
             continue
         assert port in listening.get(host, ()), f"{name}: {key}={value} reaches no listening service"
         assert host in depends, f"{name}: {key} talks to {host}, which is not in depends_on"
@@ -114,24 +128,35 @@ def test_addresses_point_at_listening_services_it_depends_on(name):
         assert urlsplit("//" + env(name)["TRITON_URL"]).port == TritonSettings().grpc_port
 
 
-def test_only_envoy_is_published_and_flower_on_the_hosts_loopback():
+def prometheus_listen_port() -> int:
+    return int(flag(SERVICES["prometheus"]["command"], "--web.listen-address").rpartition(":")[2])
+
+
+def test_only_envoy_is_published_and_the_operators_tools_on_the_hosts_loopback():
     d = StackSettings()
-    expected = {"envoy": {8080}, "flower": {d.flower_port}}  # DESIGN: Envoy 8080
+    # DESIGN: Envoy 8080; Prometheus and Grafana on their usual ports, as `make up`'s Prometheus.
+    expected = {"envoy": {8080}, "flower": {d.flower_port}, "prometheus": {split_addr(d.prometheus_addr)[1]},
+                "grafana": {GRAFANA_PORT}}
     for name in SERVICES:
         assert set(published(name)) == expected.get(name, set()), name
     assert set(published("flower").values()) == {int(flag(SERVICES["flower"]["command"], "--port"))}
+    assert set(published("prometheus").values()) == {prometheus_listen_port()}
+    assert set(published("grafana").values()) == {GRAFANA_PORT}
+    assert "GF_SERVER_HTTP_PORT" not in env("grafana")
     raw = yaml.safe_load(RAW)["services"]
-    assert [str(p).split(":${")[0] for p in raw["flower"]["ports"]] == ["127.0.0.1"]
+    for name in OPERATOR_TOOLS:
+        assert [str(p).split(":${")[0] for p in raw[name]["ports"]] == ["127.0.0.1"], name
     assert all(str(p).startswith("${") for p in raw["envoy"]["ports"])  # every interface: the door
     for name in expected:  # configurable from the environment
         assert all("${" in str(p) for p in raw[name]["ports"]), raw[name]["ports"]
 
 
-def test_the_services_talk_on_an_internal_network_and_only_envoy_and_flower_reach_out():
+def test_the_services_talk_on_an_internal_network_and_only_envoy_and_the_operators_tools_reach_out():
     assert COMPOSE["networks"]["backend"] == {"internal": True}
     for name, s in SERVICES.items():
-        assert "backend" in s["networks"], name
-        assert ("edge" in s["networks"]) is (name in ("envoy", "flower")), name
+        # Grafana reads Prometheus alone (on edge): the services are none of its business.
+        assert ("backend" in s["networks"]) is (name != "grafana"), name
+        assert ("edge" in s["networks"]) is (name in ("envoy", *OPERATOR_TOOLS)), name
 
 
 def test_envoy_serves_tls_with_tokens_from_what_make_secrets_makes(tmp_path):
@@ -251,3 +276,104 @@ def test_envoy_routes_to_the_compose_services_on_their_ports():
     assert int(listen) == web["port_value"]
     assert f"127.0.0.1:{listen}/" in " ".join(SERVICES["web"]["healthcheck"]["test"])
     assert SERVICES["envoy"]["depends_on"]["web"] == {"condition": "service_healthy"}
+
+
+# Metrics: each process's /metrics in compose, and Prometheus and Grafana reading them.
+def prometheus_config() -> dict:
+    """The scrape configuration compose's Prometheus loads (the file mounted at its --config.file)."""
+    path = mounts("prometheus")[flag(SERVICES["prometheus"]["command"], "--config.file")]
+    return yaml.safe_load(path.read_text())
+
+
+def scrape_targets(job: dict) -> list[tuple[str, int]]:
+    """(host, port) of a job's static targets, or of the names its DNS discovery resolves."""
+    found = [split_addr(t) for c in job.get("static_configs", []) for t in c["targets"]]
+    for c in job.get("dns_sd_configs", []):
+        assert c.get("type") == "A", c  # Docker's DNS answers A records, one per container; no SRV
+        found += [(n, c["port"]) for n in c["names"]]
+    return found
+
+
+@pytest.mark.parametrize("name", METRICS_VARS)
+def test_each_metrics_address_is_the_services_own_variable_on_every_interface(name):
+    var = METRICS_VARS[name]
+    assert {k for k in env(name) if k.endswith("_METRICS_ADDR")} == {var.name}
+    host, port = split_addr(env(name)[var.name])
+    assert host in WILDCARDS, f"{name}: {var.name} must bind all interfaces for Prometheus, not {host}"
+    assert port == split_addr(var.default)[1]  # the local stack's port, as everywhere in this file
+    if name in GRPC_SERVICES:
+        assert port != bind_port(name)
+
+
+def test_the_worker_counts_its_pool_in_a_fresh_directory():
+    # prometheus_client's multiprocess mode: each pool process writes files there, the main process sums them.
+    directory = env("worker")["PROMETHEUS_MULTIPROC_DIR"]
+    assert directory in SERVICES["worker"]["tmpfs"]  # emptied when the container restarts
+    # Not in the shared analysis env: the server would write its counts to files no one serves.
+    assert not any(k.startswith("PROMETHEUS_") for n in SERVICES if n != "worker" for k in env(n))
+
+
+def test_prometheus_scrapes_every_metrics_endpoint_compose_serves():
+    jobs = {j["job_name"]: j for j in prometheus_config()["scrape_configs"]}
+    admin = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())["admin"]["address"]
+    # An admin bound to Envoy's own loopback cannot be scraped from another container.
+    unreachable = {"envoy"} if admin["socket_address"]["address"] in ("127.0.0.1", "::1") else set()
+    assert set(jobs) == set(SCRAPE_JOBS) - unreachable
+    for name, var in METRICS_VARS.items():
+        assert scrape_targets(jobs[name]) == [(name, split_addr(env(name)[var.name])[1])], name
+    for name, s in SERVICES.items():
+        if "replicas" in s.get("deploy", {}):  # one target per container, not one behind round-robin DNS
+            assert "dns_sd_configs" in jobs[name] and "static_configs" not in jobs[name], name
+    assert "dns_sd_configs" in jobs["orchestrator"]  # replicas possible
+    assert not any(a.startswith("--metrics-port") for a in SERVICES["triton"]["command"])
+    assert scrape_targets(jobs["triton"]) == [("triton", TritonSettings().metrics_port)]
+    assert scrape_targets(jobs["flower"]) == [("flower", int(flag(SERVICES["flower"]["command"], "--port")))]
+    assert jobs["flower"].get("metrics_path", "/metrics") == "/metrics"
+    for job in jobs.values():
+        for host, _ in scrape_targets(job):
+            assert set(SERVICES[host]["networks"]) & set(SERVICES["prometheus"]["networks"]), host
+
+
+def test_prometheus_loads_the_mounted_configuration_and_rules_and_keeps_its_data():
+    p = SERVICES["prometheus"]
+    assert re.fullmatch(r"prom/prometheus:v2\.\d+\.\d+", p["image"]), p["image"]  # pinned
+    m = mounts("prometheus")
+    config = flag(p["command"], "--config.file")
+    assert m[config] == ROOT / "prometheus" / "prometheus.compose.yml"
+    rules = prometheus_config()["rule_files"]
+    assert [m.get(r) for r in rules] == [ROOT / "prometheus" / "rules.yml"]
+    assert {config, *rules} <= read_only("prometheus")
+    data = flag(p["command"], "--storage.tsdb.path")
+    assert m[data] in COMPOSE["volumes"]
+    assert f":{prometheus_listen_port()}/" in " ".join(p["healthcheck"]["test"])
+
+
+def test_grafana_provisions_composes_prometheus_and_the_mounted_dashboards():
+    g = SERVICES["grafana"]
+    assert re.fullmatch(r"grafana/grafana:11\.\d+\.\d+", g["image"]), g["image"]  # pinned
+    m = mounts("grafana")
+    provisioning = m[GRAFANA_PROVISIONING]
+    assert provisioning == ROOT / "grafana" / "provisioning" and GRAFANA_PROVISIONING in read_only("grafana")
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    url = urlsplit(source["url"])
+    assert (url.hostname, url.port) == ("prometheus", prometheus_listen_port())
+    assert set(g["networks"]) & set(SERVICES["prometheus"]["networks"])
+    assert g["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    # $__rate_interval is built on the scrape interval Grafana is told.
+    assert source["jsonData"]["timeInterval"] == prometheus_config()["global"]["scrape_interval"]
+    for provider in yaml.safe_load((provisioning / "dashboards" / "satlas.yml").read_text())["providers"]:
+        path = provider["options"]["path"]
+        assert m[path] == ROOT / "grafana" / "dashboards" and path in read_only("grafana"), path
+        assert list(m[path].glob("*.json")), path
+    home = env("grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    folder, _, file = home.rpartition("/")
+    assert (m[folder] / file).is_file(), home
+    assert "/var/lib/grafana" in m and m["/var/lib/grafana"] in COMPOSE["volumes"]  # users, preferences
+    assert f":{GRAFANA_PORT}/" in " ".join(g["healthcheck"]["test"])
+
+
+def test_grafana_asks_for_a_password_and_lets_no_one_in_without():
+    e = env("grafana")
+    assert e["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and e["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    raw = yaml.safe_load(RAW)["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert raw.startswith("${GRAFANA_ADMIN_PASSWORD:-"), raw  # set it in .env beyond a one-person host

@@ -27,7 +27,7 @@ from satlas.v1 import job_state_pb2 as satlas_dot_v1_dot_job__state__pb2
 from satlas.v1 import timeseries_pb2 as satlas_dot_v1_dot_timeseries__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13satlas/v1/job.proto\x12\tsatlas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19satlas/v1/job_state.proto\x1a\x1asatlas/v1/timeseries.proto\"\xf3\x05\n\x03Job\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n\nmodel_name\x18\x02 \x01(\tR\tmodelName\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x13.satlas.v1.JobStateR\x05state\x12,\n\x06result\x18\x04 \x01(\x0b\x32\x14.satlas.v1.JobResultR\x06result\x12\x14\n\x05\x65rror\x18\x05 \x01(\tR\x05\x65rror\x12\x1b\n\tseries_id\x18\x06 \x01(\tR\x08seriesId\x12\x32\n\x06labels\x18\x07 \x03(\x0b\x32\x1a.satlas.v1.Job.LabelsEntryR\x06labels\x12#\n\rseries_length\x18\x08 \x01(\rR\x0cseriesLength\x12\x1a\n\x08\x61ttempts\x18\t \x01(\rR\x08\x61ttempts\x12\x18\n\x07version\x18\n \x01(\x04R\x07version\x12;\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nqueue_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tqueueTime\x12\x39\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12/\n\x07timings\x18\x0f \x01(\x0b\x32\x15.satlas.v1.JobTimingsR\x07timings\x12-\n\x06series\x18\x10 \x01(\x0b\x32\x15.satlas.v1.TimeSeriesR\x06series\x12\x16\n\x06worker\x18\x11 \x01(\tR\x06worker\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x83\x01\n\nJobTimings\x12#\n\rqueue_seconds\x18\x01 \x01(\x01R\x0cqueueSeconds\x12+\n\x11inference_seconds\x18\x02 \x01(\x01R\x10inferenceSeconds\x12#\n\rtotal_seconds\x18\x03 \x01(\x01R\x0ctotalSeconds\"\xcd\x02\n\tJobResult\x12 \n\x0bpredictions\x18\x01 \x03(\x01R\x0bpredictions\x12%\n\x0e\x61nomaly_scores\x18\x02 \x03(\x01R\ranomalyScores\x12#\n\ranomaly_score\x18\x03 \x01(\x01R\x0c\x61nomalyScore\x12!\n\x0c\x61nomaly_flag\x18\x04 \x01(\x08R\x0b\x61nomalyFlag\x12#\n\rmodel_version\x18\x05 \x01(\tR\x0cmodelVersion\x12;\n\x07outputs\x18\x06 \x03(\x0b\x32!.satlas.v1.JobResult.OutputsEntryR\x07outputs\x1aM\n\x0cOutputsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x11.satlas.v1.ValuesR\x05value:\x02\x38\x01\" \n\x06Values\x12\x16\n\x06values\x18\x01 \x03(\x01R\x06valuesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13satlas/v1/job.proto\x12\tsatlas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19satlas/v1/job_state.proto\x1a\x1asatlas/v1/timeseries.proto\"\x8e\x06\n\x03Job\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n\nmodel_name\x18\x02 \x01(\tR\tmodelName\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x13.satlas.v1.JobStateR\x05state\x12,\n\x06result\x18\x04 \x01(\x0b\x32\x14.satlas.v1.JobResultR\x06result\x12\x14\n\x05\x65rror\x18\x05 \x01(\tR\x05\x65rror\x12\x1b\n\tseries_id\x18\x06 \x01(\tR\x08seriesId\x12\x32\n\x06labels\x18\x07 \x03(\x0b\x32\x1a.satlas.v1.Job.LabelsEntryR\x06labels\x12#\n\rseries_length\x18\x08 \x01(\rR\x0cseriesLength\x12\x1a\n\x08\x61ttempts\x18\t \x01(\rR\x08\x61ttempts\x12\x18\n\x07version\x18\n \x01(\x04R\x07version\x12;\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nqueue_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tqueueTime\x12\x39\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12/\n\x07timings\x18\x0f \x01(\x0b\x32\x15.satlas.v1.JobTimingsR\x07timings\x12-\n\x06series\x18\x10 \x01(\x0b\x32\x15.satlas.v1.TimeSeriesR\x06series\x12\x16\n\x06worker\x18\x11 \x01(\tR\x06worker\x12\x19\n\x08trace_id\x18\x12 \x01(\tR\x07traceId\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x83\x01\n\nJobTimings\x12#\n\rqueue_seconds\x18\x01 \x01(\x01R\x0cqueueSeconds\x12+\n\x11inference_seconds\x18\x02 \x01(\x01R\x10inferenceSeconds\x12#\n\rtotal_seconds\x18\x03 \x01(\x01R\x0ctotalSeconds\"\xcd\x02\n\tJobResult\x12 \n\x0bpredictions\x18\x01 \x03(\x01R\x0bpredictions\x12%\n\x0e\x61nomaly_scores\x18\x02 \x03(\x01R\ranomalyScores\x12#\n\ranomaly_score\x18\x03 \x01(\x01R\x0c\x61nomalyScore\x12!\n\x0c\x61nomaly_flag\x18\x04 \x01(\x08R\x0b\x61nomalyFlag\x12#\n\rmodel_version\x18\x05 \x01(\tR\x0cmodelVersion\x12;\n\x07outputs\x18\x06 \x03(\x0b\x32!.satlas.v1.JobResult.OutputsEntryR\x07outputs\x1aM\n\x0cOutputsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x11.satlas.v1.ValuesR\x05value:\x02\x38\x01\" \n\x06Values\x12\x16\n\x06values\x18\x01 \x03(\x01R\x06valuesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBRESULT_OUTPUTSENTRY']._loaded_options = None
   _globals['_JOBRESULT_OUTPUTSENTRY']._serialized_options = b'8\001'
   _globals['_JOB']._serialized_start=123
-  _globals['_JOB']._serialized_end=878
-  _globals['_JOB_LABELSENTRY']._serialized_start=821
-  _globals['_JOB_LABELSENTRY']._serialized_end=878
-  _globals['_JOBTIMINGS']._serialized_start=881
-  _globals['_JOBTIMINGS']._serialized_end=1012
-  _globals['_JOBRESULT']._serialized_start=1015
-  _globals['_JOBRESULT']._serialized_end=1348
-  _globals['_JOBRESULT_OUTPUTSENTRY']._serialized_start=1271
-  _globals['_JOBRESULT_OUTPUTSENTRY']._serialized_end=1348
-  _globals['_VALUES']._serialized_start=1350
-  _globals['_VALUES']._serialized_end=1382
+  _globals['_JOB']._serialized_end=905
+  _globals['_JOB_LABELSENTRY']._serialized_start=848
+  _globals['_JOB_LABELSENTRY']._serialized_end=905
+  _globals['_JOBTIMINGS']._serialized_start=908
+  _globals['_JOBTIMINGS']._serialized_end=1039
+  _globals['_JOBRESULT']._serialized_start=1042
+  _globals['_JOBRESULT']._serialized_end=1375
+  _globals['_JOBRESULT_OUTPUTSENTRY']._serialized_start=1298
+  _globals['_JOBRESULT_OUTPUTSENTRY']._serialized_end=1375
+  _globals['_VALUES']._serialized_start=1377
+  _globals['_VALUES']._serialized_end=1409
 # @@protoc_insertion_point(module_scope)

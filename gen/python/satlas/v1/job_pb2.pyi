@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "model_name", "state", "result", "error", "series_id", "labels", "series_length", "attempts", "version", "create_time", "queue_time", "start_time", "end_time", "timings", "series", "worker")
+    __slots__ = ("job_id", "model_name", "state", "result", "error", "series_id", "labels", "series_length", "attempts", "version", "create_time", "queue_time", "start_time", "end_time", "timings", "series", "worker", "trace_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class Job(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     model_name: str
     state: _job_state_pb2.JobState
@@ -54,7 +55,8 @@ class Job(_message.Message):
     timings: JobTimings
     series: _timeseries_pb2.TimeSeries
     worker: str
-    def __init__(self, job_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[_job_state_pb2.JobState, str]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., error: _Optional[str] = ..., series_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., series_length: _Optional[int] = ..., attempts: _Optional[int] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timings: _Optional[_Union[JobTimings, _Mapping]] = ..., series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., worker: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, job_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[_job_state_pb2.JobState, str]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., error: _Optional[str] = ..., series_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., series_length: _Optional[int] = ..., attempts: _Optional[int] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timings: _Optional[_Union[JobTimings, _Mapping]] = ..., series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., worker: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class JobTimings(_message.Message):
     __slots__ = ("queue_seconds", "inference_seconds", "total_seconds")

@@ -15,14 +15,16 @@ class CreateJobsRequest(_message.Message):
     def __init__(self, submissions: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("series", "models", "idempotency_key")
+    __slots__ = ("series", "models", "idempotency_key", "traceparent")
     SERIES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     series: _timeseries_pb2.TimeSeries
     models: _containers.RepeatedScalarFieldContainer[str]
     idempotency_key: str
-    def __init__(self, series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class CreateJobsResponse(_message.Message):
     __slots__ = ("created",)
@@ -57,16 +59,18 @@ class ReportResultsRequest(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[JobOutcome, _Mapping]]] = ...) -> None: ...
 
 class JobOutcome(_message.Message):
-    __slots__ = ("job_id", "result", "error", "inference_seconds")
+    __slots__ = ("job_id", "result", "error", "inference_seconds", "traceparent")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     result: _job_pb2.JobResult
     error: str
     inference_seconds: float
-    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[_job_pb2.JobResult, _Mapping]] = ..., error: _Optional[str] = ..., inference_seconds: _Optional[float] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, job_id: _Optional[str] = ..., result: _Optional[_Union[_job_pb2.JobResult, _Mapping]] = ..., error: _Optional[str] = ..., inference_seconds: _Optional[float] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ReportResultsResponse(_message.Message):
     __slots__ = ("applied",)

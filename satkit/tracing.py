@@ -1,0 +1,135 @@
+"""OpenTelemetry traces across the mesh, exported over OTLP/gRPC.
+
+On when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set and
+OTEL_SDK_DISABLED is not; the SDK reads the other standard variables itself (OTEL_TRACES_SAMPLER
+and _ARG for sampling, OTEL_EXPORTER_OTLP_HEADERS, _INSECURE, _CERTIFICATE, OTEL_SERVICE_NAME,
+OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*). Off, the services test ``enabled()`` and do nothing else:
+no SDK is loaded and no span is made.
+
+A job's trace context travels as a W3C ``traceparent`` string: in the caller's gRPC metadata, in
+the internal messages (Submission, TaskJob, JobOutcome), in the job's row, and in the Celery
+message's headers. Spans are made with explicit parents and times, because one call carries many
+jobs, each of its own trace: a span of a batch links the jobs it carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+
+from satkit.settings import OTEL_DISABLED, OTEL_ENDPOINT, OTEL_TRACES_ENDPOINT
+
+log = logging.getLogger(__name__)
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_tracer = None
+_provider = None
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def configured() -> bool:
+    return bool(OTEL_ENDPOINT.read() or OTEL_TRACES_ENDPOINT.read()) and not OTEL_DISABLED.read()
+
+
+def setup(service: str) -> bool:
+    """Once per process (for a forking server: in each child, after the fork). True when on."""
+    global _tracer, _provider
+    if _tracer is not None or not configured():
+        return _tracer is not None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME, when set, wins over ours.
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    _tracer, _provider = provider.get_tracer("satlas"), provider
+    log.info("tracing on: spans of %s go to %s", service, OTEL_TRACES_ENDPOINT.read() or OTEL_ENDPOINT.read())
+    return True
+
+
+def shutdown() -> None:
+    """Sends what is buffered (a process that stops would lose its last spans)."""
+    global _tracer, _provider
+    if _provider is not None:
+        _provider.shutdown()
+    _tracer, _provider = None, None
+
+
+def valid(traceparent: str) -> str:
+    """``traceparent`` if it is a W3C one (version 00, ids not all zero), else ""."""
+    m = TRACEPARENT.fullmatch(traceparent or "")
+    return traceparent if m and m.group(1).strip("0") and m.group(2).strip("0") else ""
+
+
+def trace_id(traceparent: str | None) -> str:
+    """The trace id in a traceparent ("" for none)."""
+    return traceparent[3:35] if traceparent and len(traceparent) >= 35 else ""
+
+
+def incoming(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """The caller's traceparent from gRPC metadata ("" when it sent none or a malformed one)."""
+    for key, value in metadata or ():
+        if key == "traceparent" and isinstance(value, str):
+            return valid(value.strip())
+    return ""
+
+
+def _context(traceparent: str):
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    m = TRACEPARENT.fullmatch(traceparent or "")
+    if not m:
+        return None  # a new trace
+    parent = SpanContext(int(m.group(1), 16), int(m.group(2), 16), is_remote=True,
+                         trace_flags=TraceFlags(int(m.group(3), 16)))
+    return set_span_in_context(NonRecordingSpan(parent))
+
+
+def _link(traceparent: str):
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    m = TRACEPARENT.fullmatch(traceparent or "")
+    if not m:
+        return None
+    return Link(SpanContext(int(m.group(1), 16), int(m.group(2), 16), is_remote=True,
+                            trace_flags=TraceFlags(int(m.group(3), 16))))
+
+
+def start(name: str, parent: str = "", kind: str = "internal", attributes: dict | None = None,
+          links: Iterable[str] = (), start_ns: int | None = None):
+    """A span under ``parent`` (a traceparent; "" starts a trace), linked to ``links`` (traceparents).
+    Call only when ``enabled()``; end it with ``span.end()``."""
+    from opentelemetry.trace import SpanKind
+
+    return _tracer.start_span(name, context=_context(parent), kind=SpanKind[kind.upper()],
+                              attributes=attributes, links=[k for k in map(_link, links) if k is not None],
+                              start_time=start_ns)
+
+
+def finish(span, code: str = "OK", attributes: dict | None = None, end_ns: int | None = None) -> None:
+    """End ``span`` with the gRPC status code of what it did (an error unless OK)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    if attributes:
+        span.set_attributes(attributes)
+    span.set_attribute("satlas.status", code)
+    if code != "OK":
+        span.set_status(Status(StatusCode.ERROR, code))
+    span.end(end_ns)
+
+
+def traceparent_of(span) -> str:
+    """The W3C traceparent of ``span``, for its children elsewhere. A span the sampler dropped has
+    one too, flagged unsampled: its children are dropped as well, and the job keeps a trace id."""
+    c = span.get_span_context()
+    return f"00-{c.trace_id:032x}-{c.span_id:016x}-{int(c.trace_flags):02x}" if c.is_valid else ""
+
+
+def now_ns() -> int:
+    return time.time_ns()

@@ -1,0 +1,112 @@
+"""Traces across the mesh, received over OTLP/gRPC by an in-test receiver (tools.otlp_sink): every
+job's trace holds the ingest's, the orchestrator's and the worker's spans, its id is the job's
+``trace_id``, a caller's ``traceparent`` is continued, and the batch spans (the Celery message, the
+worker's run, each Triton request) link the jobs they carry."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from satlas.v1 import ingest_service_pb2 as ipb
+from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
+from satlas.v1 import job_state_pb2 as js
+from satlas.v1 import orchestrator_service_pb2 as opb
+from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+
+from launcher.stack import Stack, StackSettings
+from tools.otlp_sink import Sink
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+HOPS = {("ingest", "ingest.submit"), ("orchestrator", "orchestrator.create"),
+        ("analysis-worker", "worker.infer"), ("orchestrator", "orchestrator.report")}
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory, triton):
+    with Sink() as sink:
+        settings = StackSettings.isolated(
+            tmp_path_factory.mktemp("traced-stack"), triton_url=triton.settings.grpc_url,
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                 "OTEL_BSP_SCHEDULE_DELAY": "100"})  # ms: spans reach the sink soon after they end
+        with Stack(settings) as stack:
+            yield stack, sink
+
+
+def run(stack: Stack, models: list[str], metadata=()) -> list:
+    with grpc.insecure_channel(stack.ingest) as i, grpc.insecure_channel(stack.orchestrator) as o:
+        ids = ipb_grpc.IngestServiceStub(i).SubmitSeries(ipb.SubmitSeriesRequest(
+            series={"values": [float(k % 7) for k in range(64)]}, models=models), metadata=metadata, timeout=10).job_ids
+        return [list(opb_grpc.OrchestratorServiceStub(o).WatchJob(opb.WatchJobRequest(job_id=j), timeout=60))[-1].job
+                for j in ids]
+
+
+def spans_of(sink: Sink, trace_id: str, wanted: set, timeout_s: float = 20) -> list:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        spans = sink.traces().get(trace_id, [])
+        if wanted <= {(s.service, s.name) for s in spans} or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.2)
+
+
+def test_every_job_has_one_trace_through_ingest_orchestrator_and_worker(traced):
+    stack, sink = traced
+    jobs = [job for model in ("vae_timeseries", "transformer_timeseries", "vae_timeseries")
+            for job in run(stack, [model])]
+    assert all(j.state == js.JOB_STATE_SUCCEEDED for j in jobs)
+    assert len({j.trace_id for j in jobs}) == 3 and all(len(j.trace_id) == 32 for j in jobs)
+    for job in jobs:
+        spans = spans_of(sink, job.trace_id, HOPS)
+        assert HOPS <= {(s.service, s.name) for s in spans}, (job.job_id, [(s.service, s.name) for s in spans])
+        by_name = {s.name: s for s in spans}
+        # One chain: the caller-less submission is the root; each hop is the child of the one before.
+        assert by_name["ingest.submit"].parent_id == ""
+        assert by_name["orchestrator.create"].parent_id == by_name["ingest.submit"].span_id
+        assert by_name["worker.infer"].parent_id == by_name["orchestrator.create"].span_id
+        assert by_name["orchestrator.report"].parent_id == by_name["worker.infer"].span_id
+        assert by_name["worker.infer"].attributes["satlas.job_id"] == job.job_id
+        assert by_name["worker.infer"].attributes["satlas.model"] == job.model_name
+        assert by_name["worker.infer"].attributes["satlas.batch_size"] >= 1
+        assert by_name["orchestrator.report"].attributes["satlas.outcome"] == "ok"
+        assert by_name["orchestrator.create"].attributes["satlas.job_ids"] == [job.job_id]
+        assert not any(s.error for s in spans)
+    # GetJob gives the same id as the stream did.
+    with grpc.insecure_channel(stack.orchestrator) as o:
+        assert opb_grpc.OrchestratorServiceStub(o).GetJob(
+            opb.GetJobRequest(job_id=jobs[0].job_id), timeout=10).job.trace_id == jobs[0].trace_id
+
+
+def test_a_callers_traceparent_is_continued_and_batch_spans_link_the_jobs(traced):
+    stack, sink = traced
+    jobs = run(stack, ["vae_timeseries", "transformer_timeseries"], metadata=[("traceparent", CALLER)])
+    caller_trace, caller_span = CALLER[3:35], CALLER[36:52]
+    assert [j.trace_id for j in jobs] == [caller_trace] * 2
+    spans = spans_of(sink, caller_trace, HOPS)
+    submit = next(s for s in spans if s.name == "ingest.submit")
+    assert submit.parent_id == caller_span
+    assert sorted(s.attributes["satlas.job_id"] for s in spans if s.name == "worker.infer") == \
+        sorted(j.job_id for j in jobs)
+    # The worker's span of each job links the Triton request that carried it; that request is a
+    # child of the worker's run of the Celery message, which continues the orchestrator's dispatch
+    # span from the message's headers and links every job it carries.
+    everything = {s.span_id: s for s in sink.taken()}
+    for infer in (s for s in spans if s.name == "worker.infer"):
+        (request_trace, request_span), = infer.links
+        request = everything[request_span]
+        assert request.name == "triton.infer" and request.attributes["satlas.model"] == infer.attributes["satlas.model"]
+        batch = everything[request.parent_id]
+        assert batch.name == "worker.run_jobs" and batch.service == "analysis-worker"
+        assert (caller_trace, infer.parent_id) in batch.links
+        dispatch = everything[batch.parent_id]
+        assert dispatch.name == "orchestrator.dispatch" and dispatch.trace_id == batch.trace_id
+        assert (caller_trace, infer.parent_id) in dispatch.links
+
+
+def test_a_malformed_traceparent_starts_a_new_trace(traced):
+    stack, sink = traced
+    (job,) = run(stack, ["vae_timeseries"], metadata=[("traceparent", "00-zz-not-a-trace")])
+    assert len(job.trace_id) == 32
+    spans = spans_of(sink, job.trace_id, HOPS)
+    assert next(s for s in spans if s.name == "ingest.submit").parent_id == ""
