@@ -128,10 +128,12 @@ describe("JobDetail", () => {
       series: series(20),
       result: { predictions: series(20).values, anomalyScores: scores, anomalyScore: 9, anomalyFlag: true },
       timings: { queueSeconds: 0.01, inferenceSeconds: 0.005, totalSeconds: 0.03 },
+      traceId: "0af7651916cd43dd8448eb211c80319c",
     });
     let terminal = false;
     renderWith(<JobDetail jobId="j1" models={[VAE]} />, {
       orchestrator: {
+        getStats: () => ({ models: [{ modelName: done.modelName, latency: { p95: 0.01 } }] }),
         getJob: () => ({ job: terminal ? done : job("j1", JobState.PENDING, 1, { series: series(20) }) }),
         async *watchJob() {
           for (const [s, v] of [
@@ -143,7 +145,7 @@ describe("JobDetail", () => {
             await pause(20);
           }
           terminal = true;
-          yield { job: job("j1", JobState.SUCCEEDED, 4, { timings: done.timings }) };
+          yield { job: job("j1", JobState.SUCCEEDED, 4, { timings: done.timings, traceId: done.traceId }) };
         },
       },
     });
@@ -153,6 +155,9 @@ describe("JobDetail", () => {
     expect(screen.getByText("anomalous")).toBeTruthy();
     expect(screen.getByRole("status").textContent).toBe("watch: ended");
     expect(screen.getByText("30.0 ms")).toBeTruthy();
+    expect(screen.getByTestId("trace-id").textContent).toBe("0af7651916cd43dd8448eb211c80319c");
+    // 30 ms against the model's p95 of 10 ms (GetStats), most of it in the mesh (15 of 30 ms).
+    await waitFor(() => expect(screen.getByTestId("job-explained").textContent).toContain("3.0× the model's recent p95; most of it in the mesh"));
   });
 
   it("shows the error of a failed job and NOT_FOUND for an unknown one", async () => {

@@ -12,6 +12,7 @@ import { generate, parseValues, PATTERNS, seededRng } from "../src/patterns";
 import { codeName, describeError } from "../src/errors";
 import { followStream, type StreamStatus } from "../src/stream";
 import { apiBase } from "../src/api";
+import { explain } from "../src/explain";
 import { job } from "./fakes";
 
 describe("mergeFeed", () => {
@@ -136,5 +137,29 @@ describe("apiBase", () => {
   it("is the page's origin unless ?api= says otherwise", () => {
     expect(apiBase("", "http://h:8080")).toBe("http://h:8080");
     expect(apiBase("?api=http://other:9000/", "http://h:8080")).toBe("http://other:9000");
+  });
+});
+
+describe("explain", () => {
+  const timed = (queue: number, inference: number, total: number, extra = {}) =>
+    job("e", JobState.SUCCEEDED, 4, { timings: { queueSeconds: queue, inferenceSeconds: inference, totalSeconds: total }, ...extra });
+
+  it("names the stage that took most of a job's time, and how it compares with the model's p95", () => {
+    expect(explain(timed(0.9, 0.05, 1.0), 0.25)).toEqual({
+      summary: "4.0× the model's recent p95; most of it waiting for a worker: queue 90 %",
+      metric: 'satlas_job_duration_seconds{stage="queue"}, satlas_jobs_in_state{state="queued"}',
+    });
+    expect(explain(timed(0.001, 0.02, 0.03))?.summary).toBe("most of it on Triton: inference 67 %");
+    expect(explain(timed(0.001, 0.002, 0.05))?.summary).toBe("most of it in the mesh (dispatch, claim, report): mesh 94 %");
+    expect(explain(timed(0.001, 0.02, 0.03), 1.0)?.summary).not.toContain("p95");
+  });
+
+  it("says why a job failed, and nothing for one still running", () => {
+    expect(explain(job("p", JobState.FAILED, 9, { attempts: 3, error: "gave up after 3 attempts: the job never finished on a worker" }))).toEqual({
+      summary: "poison: started 3 times, never finished on a worker",
+      metric: "satlas_jobs_poisoned_total",
+    });
+    expect(explain(job("t", JobState.FAILED, 5, { error: "Triton stayed unavailable through 7 rounds of retries" }))?.metric).toContain("triton");
+    expect(explain(job("r", JobState.RUNNING, 3))).toBeUndefined();
   });
 });

@@ -1,9 +1,11 @@
-// One job, live: timeline from WatchJob, timestamps and timings, the result chart, the error.
-import { useState } from "react";
+// One job, live: timeline from WatchJob, timestamps and timings, the result chart, the error, its
+// trace id and what explains its time or failure.
+import { useEffect, useState } from "react";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Model } from "@gen/satlas/v1/analysis_service_pb.js";
 import { useClients } from "../api";
+import { explain } from "../explain";
 import { fmtSeconds, stateName, TERMINAL } from "../feed";
 import { useWatchJob } from "../hooks";
 import { ErrorBox, StateChip, StreamBadge } from "./Bits";
@@ -23,6 +25,8 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
       (e) => setCancelError(e),
     );
   const chartJob = full && job && full.state === job.state ? full : undefined;
+  const p95 = useModelP95(job && TERMINAL.has(job.state) ? job.modelName : "");
+  const why = job && explain(job, p95);
   return (
     <section className={`panel job ${compact ? "compact" : ""}`} data-testid="job-detail">
       <h2>
@@ -54,8 +58,19 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
               <tr><th>started</th><td>{time(job.startTime)}</td><th>ended</th><td>{time(job.endTime)}</td></tr>
               <tr><th>queue</th><td>{fmtSeconds(job.timings?.queueSeconds)}</td><th>inference</th><td>{fmtSeconds(job.timings?.inferenceSeconds)}</td></tr>
               <tr><th>total</th><td>{fmtSeconds(job.timings?.totalSeconds)}</td><th>series</th><td>{job.seriesId || "–"} ({job.seriesLength} points)</td></tr>
+              <tr>
+                <th>trace</th>
+                <td colSpan={3} className="mono small" data-testid="trace-id" title="OpenTelemetry trace id: find the job's spans in your trace viewer">
+                  {job.traceId || "– (tracing off)"}
+                </td>
+              </tr>
             </tbody>
           </table>
+          {why && (
+            <p className="small" data-testid="job-explained">
+              {why.summary} <span className="muted mono">({why.metric})</span>
+            </p>
+          )}
           {job.error && (
             <pre className="error" data-testid="job-error">
               {job.error}
@@ -76,4 +91,22 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
       )}
     </section>
   );
+}
+
+// The model's p95 submit-to-done over the last minute, once (0 while unknown or unavailable).
+function useModelP95(model: string): number {
+  const { orchestrator } = useClients();
+  const [p95, setP95] = useState(0);
+  useEffect(() => {
+    if (!model) return;
+    let live = true;
+    orchestrator.getStats({}).then(
+      (s) => live && setP95(s.models.find((m) => m.modelName === model)?.latency?.p95 ?? 0),
+      () => undefined, // an explanation without the comparison
+    );
+    return () => {
+      live = false;
+    };
+  }, [model, orchestrator]);
+  return p95;
 }

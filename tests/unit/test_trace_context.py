@@ -28,7 +28,8 @@ def test_with_no_endpoint_the_services_load_no_tracing_sdk_or_exporter():
     code = ("import sys; from satkit import tracing; "
             "import ingest_svc.__main__, orchestrator_svc.__main__, analysis_svc.worker.app; "
             "assert not tracing.setup('x') and not tracing.enabled(); "
-            "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', 'opentelemetry.exporter'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(SDK)))")
+    code = "SDK = ('opentelemetry.sdk.trace', 'opentelemetry.exporter'); " + code
     env = {"PATH": "/usr/bin:/bin", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
