@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 REQS := requirements/runtime.txt requirements/train.txt requirements/dev.txt requirements/constraints.txt
 SITE = $(VENV)/lib/python3.11/site-packages
 
-.PHONY: setup system-deps web web-test run up token secrets demo triton test proto models train convert evaluate bench bench-triton bench-store bench-door overload soak lock clean
+.PHONY: setup system-deps web web-test run up token secrets demo triton test proto models train convert evaluate bench bench-triton bench-store bench-door bench-observe overload soak lock clean
 
 setup: $(STAMP)
 
@@ -106,6 +106,10 @@ bench-store: setup
 # What the front door costs: the same load straight, through Envoy open, with tokens, with tokens and TLS.
 bench-door: setup
 	$(PY) -m tools.bench.door --json bench-results/door.json
+
+# What metrics and traces cost: sustained throughput before them, with tracing off, on, and sampled.
+bench-observe: setup
+	$(PY) -m tools.bench.observe --json bench-results/observe.json
 
 # Three times the mesh's measured maximum for 60 s: refused in time, memory bounded, nothing lost.
 overload: setup
