@@ -12,6 +12,7 @@ as they are; a test fails when they drift from this module.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class EnvoySettings:
     # Requests per second each client address may make (a bucket of `rate_burst`); 0: no limit.
     rate_per_s: int = 1000
     rate_burst: int = 2000
+    # A trace viewer's page of one trace, "{trace_id}" in it: the dashboard links jobs there.
+    trace_url: str = ""
 
 
 def _address(host: str, port: int) -> dict:
@@ -133,6 +136,10 @@ def _routes(s: "EnvoySettings") -> list[dict]:
     for match in ({"prefix": "/satlas."}, {"prefix": "/", "grpc": {}}):
         routes.append({"match": match, "direct_response": {"status": 404,
                                                            "body": {"inline_string": "no such public method"}}})
+    # The dashboard's settings from the stack: one file Envoy answers itself (the files are shared).
+    routes.append({"match": {"path": "/config.json"}, "direct_response": {
+        "status": 200, "body": {"inline_string": json.dumps({"traceUrl": s.trace_url})}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]})
     # Everything else is the dashboard's static files.
     routes.append({"match": {"prefix": "/"}, "route": {"cluster": "web", "timeout": "15s"}})
     return routes

@@ -69,6 +69,8 @@ PROMETHEUS_ADDR = Var("PROMETHEUS_ADDR", "127.0.0.1:9090", "Prometheus (Debian's
                       "part of the stack with the rules of prometheus/rules.yml (`off`: not started)")
 TRITON_METRICS_ADDR = Var("TRITON_METRICS_ADDR", "", "Triton's metrics (host:port) for Prometheus, where TRITON_URL "
                           "is a Triton of your own; unset: the local Triton's")
+TRACE_URL = Var("SATLAS_TRACE_URL", "", "a trace viewer's page of one trace, `{trace_id}` in it (Jaeger: "
+                "`http://127.0.0.1:16686/trace/{trace_id}`): the dashboard links each job's trace there")
 SCRAPE_INTERVAL = Var("PROMETHEUS_SCRAPE_INTERVAL", "5s", "how often Prometheus scrapes each target")
 SIMULATOR_ARGS = Var("SIMULATOR_ARGS", "--interval 1 --random-interval --follow",
                      "the simulator's flags under `make run`")
@@ -79,7 +81,7 @@ NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 
 STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_HOST, ENVOY_ADMIN_PORT, AUTH, TLS, TLS_CERT, TLS_KEY,
               RATE_LIMIT, RATE_BURST, WEB_PORT, CORS_ORIGINS, WORKER_CONCURRENCY,
-              PROMETHEUS_ADDR, SCRAPE_INTERVAL, TRITON_METRICS_ADDR, STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT,
+              PROMETHEUS_ADDR, SCRAPE_INTERVAL, TRITON_METRICS_ADDR, TRACE_URL, STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT,
               RESTART_WINDOW, REPLICAS, SIMULATOR_ARGS]
 
 
@@ -152,6 +154,7 @@ class StackSettings:
     prometheus_addr: str = setting(PROMETHEUS_ADDR)
     scrape_interval: str = setting(SCRAPE_INTERVAL)
     triton_metrics_addr: str = setting(TRITON_METRICS_ADDR)
+    trace_url: str = setting(TRACE_URL)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child; wins over the stack's
     only: tuple[str, ...] = ()  # start just these (debugging); () = all
 

@@ -133,7 +133,7 @@ def envoy_settings(s: StackSettings) -> EnvoySettings:
     return EnvoySettings(
         listen=split_addr(s.envoy_addr), admin=("127.0.0.1", s.envoy_admin_port), cors_origins=s.cors_origins,
         jwks=str(auth.auth_dir(Path(s.run_dir)).resolve() / "jwks.json") if s.auth else "",
-        tls_cert=cert, tls_key=key, rate_per_s=s.rate_limit, rate_burst=s.rate_burst,
+        tls_cert=cert, tls_key=key, rate_per_s=s.rate_limit, rate_burst=s.rate_burst, trace_url=s.trace_url,
         upstreams={n: split_addr(connect_addr(getattr(s, f"{n}_addr"))) for n in GRPC_SERVICES}
         | {"web": (WEB_HOST, s.web_port)}
         | ({"orchestrator": tuple(split_addr(connect_addr(a)) for a in s.orchestrator_addrs)}

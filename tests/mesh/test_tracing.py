@@ -19,6 +19,7 @@ from launcher.stack import Stack, StackSettings
 from tools.otlp_sink import Sink
 
 CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+VIEWER = "http://127.0.0.1:16686/trace/{trace_id}"
 HOPS = {("ingest", "ingest.submit"), ("orchestrator", "orchestrator.create"),
         ("analysis-worker", "worker.infer"), ("orchestrator", "orchestrator.report")}
 
@@ -28,8 +29,8 @@ def traced(tmp_path_factory, triton):
     with Sink() as sink:
         settings = StackSettings.isolated(
             tmp_path_factory.mktemp("traced-stack"), triton_url=triton.settings.grpc_url,
-            env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
-                 "OTEL_BSP_SCHEDULE_DELAY": "100"})  # ms: spans reach the sink soon after they end
+            trace_url=VIEWER, env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                                   "OTEL_BSP_SCHEDULE_DELAY": "100"})  # ms: spans reach the sink soon after they end
         with Stack(settings) as stack:
             yield stack, sink
 
@@ -110,3 +111,25 @@ def test_a_malformed_traceparent_starts_a_new_trace(traced):
     assert len(job.trace_id) == 32
     spans = spans_of(sink, job.trace_id, HOPS)
     assert next(s for s in spans if s.name == "ingest.submit").parent_id == ""
+
+
+def test_the_dashboard_links_a_job_to_its_trace(traced):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tools.bench import dashboard as bench_dashboard
+
+    stack, _ = traced
+    (job,) = run(stack, ["transformer_timeseries"])
+    with sync_playwright() as pw:
+        browser = bench_dashboard.launch(pw)
+        try:
+            page = browser.new_page()
+            page.goto(stack.signed_in_url())  # keeps the token for the session, as the sign-in view does
+            expect(page.locator(".overview .tile").first).to_be_visible(timeout=15_000)
+            page.goto(f"{stack.dashboard_url}#/jobs/{job.job_id}")
+            link = page.get_by_test_id("trace-id").locator("a")
+            expect(link).to_have_text(job.trace_id, timeout=15_000)
+            assert link.get_attribute("href") == VIEWER.replace("{trace_id}", job.trace_id)
+            expect(page.get_by_test_id("job-explained")).to_contain_text("most of it")
+        finally:
+            browser.close()

@@ -27,7 +27,8 @@ def test_generated_code_is_up_to_date(tmp_path, template, subdir):
     assert result.returncode == 0, result.stdout + result.stderr
     fresh, committed = tmp_path / "gen" / subdir, ROOT / "gen" / subdir
     fresh_files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
-    committed_files = sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
+    committed_files = sorted(p.relative_to(committed) for p in committed.rglob("*")
+                             if p.is_file() and "__pycache__" not in p.parts)  # bytecode Python left there
     assert fresh_files == committed_files, "gen/ is stale: run `make proto` and commit"
     _, mismatch, errors = filecmp.cmpfiles(fresh, committed, [str(p) for p in fresh_files], shallow=False)
     assert not mismatch and not errors, f"gen/ is stale ({mismatch or errors}): run `make proto` and commit"

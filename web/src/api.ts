@@ -39,3 +39,18 @@ export function useClients(): Clients {
   if (!c) throw new Error("ClientsContext is not provided");
   return c;
 }
+
+// The stack's settings for the page (Envoy answers /config.json): a trace viewer's URL template.
+let config: Promise<{ traceUrl: string }> | undefined;
+
+export function stackConfig(): Promise<{ traceUrl: string }> {
+  config ??= fetch(`${apiBase()}/config.json`)
+    .then((r) => (r.ok ? (r.json() as Promise<{ traceUrl?: unknown }>) : {}))
+    .then((c: { traceUrl?: unknown }) => ({ traceUrl: typeof c.traceUrl === "string" ? c.traceUrl : "" }))
+    .catch(() => ({ traceUrl: "" }));
+  return config;
+}
+
+export function traceLink(template: string, traceId: string): string | undefined {
+  return template && traceId ? template.replaceAll("{trace_id}", encodeURIComponent(traceId)) : undefined;
+}

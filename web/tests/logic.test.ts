@@ -11,7 +11,7 @@ import { mergeFeed } from "../src/feed";
 import { generate, parseValues, PATTERNS, seededRng } from "../src/patterns";
 import { codeName, describeError } from "../src/errors";
 import { followStream, type StreamStatus } from "../src/stream";
-import { apiBase } from "../src/api";
+import { apiBase, traceLink } from "../src/api";
 import { explain } from "../src/explain";
 import { job } from "./fakes";
 
@@ -161,5 +161,13 @@ describe("explain", () => {
     });
     expect(explain(job("t", JobState.FAILED, 5, { error: "Triton stayed unavailable through 7 rounds of retries" }))?.metric).toContain("triton");
     expect(explain(job("r", JobState.RUNNING, 3))).toBeUndefined();
+  });
+});
+
+describe("traceLink", () => {
+  it("puts the trace id into the viewer's URL, and gives none without both", () => {
+    expect(traceLink("http://127.0.0.1:16686/trace/{trace_id}", "0af7")).toBe("http://127.0.0.1:16686/trace/0af7");
+    expect(traceLink("", "0af7")).toBeUndefined();
+    expect(traceLink("http://x/{trace_id}", "")).toBeUndefined();
   });
 });

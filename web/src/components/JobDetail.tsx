@@ -4,7 +4,7 @@ import { useEffect, useState } from "react";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Model } from "@gen/satlas/v1/analysis_service_pb.js";
-import { useClients } from "../api";
+import { stackConfig, traceLink, useClients } from "../api";
 import { explain } from "../explain";
 import { fmtSeconds, stateName, TERMINAL } from "../feed";
 import { useWatchJob } from "../hooks";
@@ -27,6 +27,7 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
   const chartJob = full && job && full.state === job.state ? full : undefined;
   const p95 = useModelP95(job && TERMINAL.has(job.state) ? job.modelName : "");
   const why = job && explain(job, p95);
+  const traceUrl = useTraceUrl();
   return (
     <section className={`panel job ${compact ? "compact" : ""}`} data-testid="job-detail">
       <h2>
@@ -60,8 +61,14 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
               <tr><th>total</th><td>{fmtSeconds(job.timings?.totalSeconds)}</td><th>series</th><td>{job.seriesId || "–"} ({job.seriesLength} points)</td></tr>
               <tr>
                 <th>trace</th>
-                <td colSpan={3} className="mono small" data-testid="trace-id" title="OpenTelemetry trace id: find the job's spans in your trace viewer">
-                  {job.traceId || "– (tracing off)"}
+                <td colSpan={3} className="mono small" data-testid="trace-id" title="OpenTelemetry trace id: the job's spans in your trace viewer">
+                  {traceUrl && job.traceId ? (
+                    <a href={traceLink(traceUrl, job.traceId)} target="_blank" rel="noreferrer">
+                      {job.traceId}
+                    </a>
+                  ) : (
+                    job.traceId || "– (tracing off)"
+                  )}
                 </td>
               </tr>
             </tbody>
@@ -109,4 +116,17 @@ function useModelP95(model: string): number {
     };
   }, [model, orchestrator]);
   return p95;
+}
+
+// SATLAS_TRACE_URL, as the stack's Envoy serves it ("" when unset or unreachable).
+function useTraceUrl(): string {
+  const [url, setUrl] = useState("");
+  useEffect(() => {
+    let live = true;
+    stackConfig().then((c) => live && setUrl(c.traceUrl));
+    return () => {
+      live = false;
+    };
+  }, []);
+  return url;
 }
