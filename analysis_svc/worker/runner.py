@@ -22,6 +22,7 @@ from analysis_svc.worker.spans import Spans
 from analysis_svc.worker.triton_stream import TritonRejected, TritonStream, TritonUnavailable
 from satkit.queue import TaskJob
 from satkit.server import balanced, channel_options, target
+from satkit.tracing import trace_id
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 30.0  # waits out an orchestrator restart (wait_for_ready)
@@ -155,9 +156,14 @@ class Runner:
     def report(self, outcomes: list[jc.JobOutcome], jobs: list[TaskJob]) -> None:
         if outcomes:
             call_orchestrator(self.control.ReportResults, jc.ReportResultsRequest(outcomes=outcomes))
-            model_of = {j.job_id: j.model_name for j in jobs}
+            by_id = {j.job_id: j for j in jobs}
             for o in outcomes:
-                metrics.JOBS.labels(model_of[o.job_id], "error" if o.error else "ok").inc()
+                job = by_id[o.job_id]
+                metrics.JOBS.labels(job.model_name, "error" if o.error else "ok").inc()
+                if o.error:
+                    extra = {"job_id": o.job_id, "model": job.model_name}
+                    extra |= {"trace_id": trace_id(job.traceparent)} if job.traceparent else {}
+                    log.warning("job failed: %s", o.error, extra=extra)
 
     def fail(self, jobs: list[TaskJob], reason: str) -> None:
         self.report([jc.JobOutcome(job_id=j.job_id, error=reason) for j in jobs], jobs)
