@@ -215,8 +215,9 @@ class Dispatcher:
             for chunk in chunks:
                 # Traced: the message is a span of its own, linked to the jobs it carries; the
                 # worker's span of it continues from the message's headers.
-                span = tracing.start("orchestrator.dispatch", kind="producer", links=(j.traceparent for j in chunk),
-                                     attributes={"satlas.batch_size": len(chunk)}) if tracing.enabled() else None
+                traced = [j.traceparent for j in chunk if tracing.sampled(j.traceparent)] if tracing.enabled() else []
+                span = tracing.start("orchestrator.dispatch", kind="producer", links=traced,
+                                     attributes={"satlas.batch_size": len(chunk)}) if traced else None
                 self.celery.send_task(
                     TASK_NAME,
                     args=[encode_task(chunk)],

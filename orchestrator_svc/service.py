@@ -92,8 +92,8 @@ class JobControl(jc_grpc.JobControlServiceServicer):
                                 f"(ORCHESTRATOR_MAX_UNFINISHED) is {admission.limit}: try again later")
         spans = _creating(request.submissions) if tracing.enabled() else ()
         ids = await self.core.writer.create_jobs(request.submissions)  # the writer dispatches them
-        for span, job_ids in zip(spans, ids):
-            tracing.finish(span, attributes={"satlas.job_ids": job_ids})
+        for span, i in spans:
+            tracing.finish(span, attributes={"satlas.job_ids": ids[i]})
         return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=i) for i in ids])
 
     async def StartJobs(self, request, context):
@@ -104,7 +104,7 @@ class JobControl(jc_grpc.JobControlServiceServicer):
         spans = [(o, tracing.start("orchestrator.report", o.traceparent, "server", {
             "satlas.job_id": o.job_id, "satlas.outcome": "error" if o.error else "ok",
             "satlas.batch_size": len(request.outcomes)})) for o in request.outcomes
-            if o.traceparent] if tracing.enabled() else ()
+            if tracing.sampled(o.traceparent)] if tracing.enabled() else ()
         applied = await self.core.writer.report_results(request.outcomes)  # committed, and its events out
         self.core.dispatcher.finished([o.job_id for o in request.outcomes])
         for o, span in spans:
@@ -112,14 +112,17 @@ class JobControl(jc_grpc.JobControlServiceServicer):
         return jc.ReportResultsResponse(applied=applied)
 
 
-def _creating(submissions) -> list:
-    """A span per submission, under the ingest's (a new trace if it sent none); the jobs carry it on."""
+def _creating(submissions) -> list[tuple[object, int]]:
+    """(span, index) per sampled submission, under the ingest's (a new trace if it sent none); the
+    jobs carry it on. An unsampled one keeps the ingest's traceparent."""
     spans = []
-    for s in submissions:
+    for i, s in enumerate(submissions):
+        if s.traceparent and not tracing.sampled(s.traceparent):
+            continue
         span = tracing.start("orchestrator.create", s.traceparent, "server", {
             "satlas.models": list(s.models), "satlas.batch_size": len(submissions)})
         s.traceparent = tracing.traceparent_of(span)
-        spans.append(span)
+        spans.append((span, i))
     return spans
 
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _tracer = None
 _provider = None
+_api = None  # opentelemetry.trace, once set up
 
 
 def enabled() -> bool:
@@ -37,9 +38,10 @@ def configured() -> bool:
 
 def setup(service: str) -> bool:
     """Once per process (for a forking server: in each child, after the fork). True when on."""
-    global _tracer, _provider
+    global _tracer, _provider, _api
     if _tracer is not None or not configured():
         return _tracer is not None
+    import opentelemetry.trace as api
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -48,7 +50,7 @@ def setup(service: str) -> bool:
     # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME, when set, wins over ours.
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    _tracer, _provider = provider.get_tracer("satlas"), provider
+    _tracer, _provider, _api = provider.get_tracer("satlas"), provider, api
     log.info("tracing on: spans of %s go to %s", service, OTEL_TRACES_ENDPOINT.read() or OTEL_ENDPOINT.read())
     return True
 
@@ -67,6 +69,13 @@ def valid(traceparent: str) -> str:
     return traceparent if m and m.group(1).strip("0") and m.group(2).strip("0") else ""
 
 
+def sampled(traceparent: str | None) -> bool:
+    """The traceparent's sampled flag. Spans under an unsampled one are never kept (the parent-based
+    samplers), so the services make none and pass the parent's on: tracing costs in proportion
+    to the share of jobs sampled."""
+    return bool(traceparent) and len(traceparent) == 55 and int(traceparent[-2:], 16) & 1 == 1
+
+
 def trace_id(traceparent: str | None) -> str:
     """The trace id in a traceparent ("" for none)."""
     return traceparent[3:35] if traceparent and len(traceparent) >= 35 else ""
@@ -80,47 +89,36 @@ def incoming(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     return ""
 
 
+def _span_context(traceparent: str):
+    m = TRACEPARENT.fullmatch(traceparent or "")
+    return _api.SpanContext(int(m.group(1), 16), int(m.group(2), 16), is_remote=True,
+                            trace_flags=_api.TraceFlags(int(m.group(3), 16))) if m else None
+
+
 def _context(traceparent: str):
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
-
-    m = TRACEPARENT.fullmatch(traceparent or "")
-    if not m:
-        return None  # a new trace
-    parent = SpanContext(int(m.group(1), 16), int(m.group(2), 16), is_remote=True,
-                         trace_flags=TraceFlags(int(m.group(3), 16)))
-    return set_span_in_context(NonRecordingSpan(parent))
-
-
-def _link(traceparent: str):
-    from opentelemetry.trace import Link, SpanContext, TraceFlags
-
-    m = TRACEPARENT.fullmatch(traceparent or "")
-    if not m:
-        return None
-    return Link(SpanContext(int(m.group(1), 16), int(m.group(2), 16), is_remote=True,
-                            trace_flags=TraceFlags(int(m.group(3), 16))))
+    parent = _span_context(traceparent)
+    return _api.set_span_in_context(_api.NonRecordingSpan(parent)) if parent else None  # None: a new trace
 
 
 def start(name: str, parent: str = "", kind: str = "internal", attributes: dict | None = None,
           links: Iterable[str] = (), start_ns: int | None = None):
     """A span under ``parent`` (a traceparent; "" starts a trace), linked to ``links`` (traceparents).
-    Call only when ``enabled()``; end it with ``span.end()``."""
-    from opentelemetry.trace import SpanKind
-
-    return _tracer.start_span(name, context=_context(parent), kind=SpanKind[kind.upper()],
-                              attributes=attributes, links=[k for k in map(_link, links) if k is not None],
-                              start_time=start_ns)
+    Call only when ``enabled()``; end it with ``finish``."""
+    return _tracer.start_span(name, context=_context(parent), kind=_api.SpanKind[kind.upper()],
+                              attributes=attributes, start_time=start_ns,
+                              links=[_api.Link(c) for c in map(_span_context, links) if c is not None])
 
 
 def finish(span, code: str = "OK", attributes: dict | None = None, end_ns: int | None = None) -> None:
     """End ``span`` with the gRPC status code of what it did (an error unless OK)."""
-    from opentelemetry.trace import Status, StatusCode
-
+    if not span.is_recording():  # dropped by the sampler
+        span.end(end_ns)
+        return
     if attributes:
         span.set_attributes(attributes)
     span.set_attribute("satlas.status", code)
     if code != "OK":
-        span.set_status(Status(StatusCode.ERROR, code))
+        span.set_status(_api.Status(_api.StatusCode.ERROR, code))
     span.end(end_ns)
 
 

@@ -13,10 +13,12 @@ from satkit.queue import TaskJob
 
 class Spans:
     def __init__(self, jobs: list[TaskJob], message: str = "", requeues: int = 0, on: bool | None = None):
-        self.on = tracing.enabled() if on is None else on
+        # Only for a message that carries a sampled job: spans under unsampled ones are never kept.
+        sampled = [j.traceparent for j in jobs if tracing.sampled(j.traceparent)]
+        self.on = bool(sampled) and (tracing.enabled() if on is None else on)
         if self.on:
             self.batch = tracing.start("worker.run_jobs", message, "consumer", {
-                "satlas.batch_size": len(jobs), "satlas.requeues": requeues}, links=(j.traceparent for j in jobs))
+                "satlas.batch_size": len(jobs), "satlas.requeues": requeues}, links=sampled)
             self.parent = tracing.traceparent_of(self.batch)
 
     def request(self, model: str, jobs: list[TaskJob], seconds: float, error: str = "",
@@ -28,7 +30,8 @@ class Spans:
         end = tracing.now_ns()
         start = end - int(seconds * 1e9)
         call = tracing.start("triton.infer", self.parent, "client", {"satlas.model": model,
-                             "satlas.batch_size": len(jobs)}, links=(j.traceparent for j in jobs), start_ns=start)
+                             "satlas.batch_size": len(jobs)}, links=[j.traceparent for j in jobs
+                                                                     if tracing.sampled(j.traceparent)], start_ns=start)
         tracing.finish(call, error or "OK", end_ns=end)
         self.settled(model, jobs, outcomes or {}, start, end, len(jobs), tracing.traceparent_of(call))
 
@@ -39,7 +42,7 @@ class Spans:
             return
         for job in jobs:
             outcome = outcomes.get(job.job_id)
-            if outcome is None:
+            if outcome is None or not tracing.sampled(job.traceparent):
                 continue
             span = tracing.start("worker.infer", job.traceparent, "internal", {
                 "satlas.job_id": job.job_id, "satlas.model": model, "satlas.batch_size": batch_size,

@@ -43,3 +43,10 @@ def test_the_sdk_switch_wins_over_an_endpoint():
     off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**base, "OTEL_SDK_DISABLED": "true"}, timeout=60)
     assert (on.stdout.strip(), off.stdout.strip()) == ("True", "False"), (on.stderr, off.stderr)
+
+
+def test_only_sampled_parents_get_spans_below_them():
+    assert tracing.sampled(GOOD)
+    assert not tracing.sampled(GOOD[:-2] + "00")
+    assert tracing.sampled(GOOD[:-2] + "03")  # other flags beside "sampled"
+    assert not tracing.sampled("") and not tracing.sampled(None)

@@ -91,15 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="rounds")
     parser.add_argument("--json", type=Path, default=Path("bench-results/observe.json"))
     args = parser.parse_args(argv)
-    from launcher.triton_local import LocalTriton, TritonSettings
+    from launcher.triton_local import LocalTriton, TritonSettings, free_port
 
     run = Path(tempfile.mkdtemp(prefix="satlas-observe-"))
     series = make_series(256, 64)
     with ExitStack() as exits:
-        sink = exits.enter_context(Sink())
+        sink = exits.enter_context(Sink(keep=False))
         print("starting the local Triton ...", flush=True)
-        triton = exits.enter_context(LocalTriton(TritonSettings(work_dir=run / "triton", http_port=0, grpc_port=0,
-                                                                metrics_port=0)))
+        ports = set()
+        while len(ports) < 3:
+            ports.add(free_port())
+        http, grpc_port, metrics = sorted(ports)
+        triton = exits.enter_context(LocalTriton(TritonSettings(work_dir=run / "triton", http_port=http,
+                                                                grpc_port=grpc_port, metrics_port=metrics)))
         before = worktree(exits, args.baseline, run / "baseline")
         traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true"}
         configs = {"before": (before, {}), "off": (ROOT, {}), "on": (ROOT, traced),
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1} {name:<8} {got.throughput_jobs_s:7.1f} done/s (p95 {got.p95_ms:6.0f} ms)",
                       flush=True)
                 time.sleep(2)  # one stack's backlog does not land on the next
-        spans = len(sink.taken())
+        spans = sink.count
     ref = statistics.median(results["before"])
     report = {"baseline": args.baseline, "rate_jobs_s": args.rate, "seconds": args.seconds, "repeat": args.repeat,
               "spans_received": spans, "stacks": {}}
