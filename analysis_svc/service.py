@@ -13,6 +13,7 @@ from tritonclient.grpc import service_pb2_grpc as tpb_grpc
 from analysis_svc.catalogue import Catalogue
 from analysis_svc.settings import Settings
 from analysis_svc.tensors import build_request, check_length, parse_response
+from satkit.jobs import cut_to_horizon, horizon_problem
 from satkit.server import triton_channel_options
 from satkit.validation import abort_invalid
 
@@ -53,6 +54,8 @@ class Analysis(pb_grpc.AnalysisServiceServicer):
         problem = check_length(model, len(request.series.values))
         if problem:
             await abort_invalid(context, [("series.values", problem)])
+        if problem := horizon_problem(model.name, model.horizon, request.horizon):
+            await abort_invalid(context, [("horizon", problem)])
         timeout = self.settings.triton_timeout_s
         if context.time_remaining() is not None:  # the caller's deadline travels on to Triton
             timeout = min(timeout, context.time_remaining())
@@ -65,6 +68,6 @@ class Analysis(pb_grpc.AnalysisServiceServicer):
             code = exc.code() if exc.code() in PASSTHROUGH else grpc.StatusCode.INTERNAL
             await context.abort(code, f"Triton: {exc.code().name}: {exc.details()}")
         elapsed = time.perf_counter() - t0
-        return pb.AnalyzeResponse(
-            result=parse_response(model, response, len(request.series.values)), inference_seconds=elapsed
-        )
+        result = parse_response(model, response, len(request.series.values))
+        cut_to_horizon(result, model.horizon, request.horizon)
+        return pb.AnalyzeResponse(result=result, inference_seconds=elapsed)

@@ -16,6 +16,7 @@ from ingest_svc.batcher import Batcher, Overloaded
 from ingest_svc.models import ModelDirectory
 from ingest_svc.quota import Quota, token_key
 from satkit import tracing
+from satkit.jobs import horizon_problem
 from satkit.validation import Malformed, Violation, abort_invalid, describe, violations
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,15 @@ class Ingest(pb_grpc.IngestServiceServicer):
                 )
             else:
                 found.extend(out_of_range(request.series.values, largest, model))
+                if problem := horizon_problem(name, model.horizon, request.horizon):
+                    found.append(("horizon", problem))
         if found:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
         wait = self.quota.take(token, len(request.models))
         if wait:
             raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"this token's quota of {self.quota.rate:g} jobs/s is spent; retry in {wait:.2f} s")
-        submission = jc.Submission(series=request.series, models=request.models,
+        submission = jc.Submission(series=request.series, models=request.models, horizon=request.horizon,
                                    idempotency_key=request.idempotency_key, traceparent=traceparent)
         try:
             return self.batcher.submit(submission, time_remaining)

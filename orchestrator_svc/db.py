@@ -69,6 +69,8 @@ class InferenceResult(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     # W3C traceparent (migration 0003): Job.trace_id, and the parent of the job's later spans.
     traceparent: Mapped[str | None] = mapped_column(String(55))
+    # Forecast points asked for (migration 0004); null: the model's whole horizon.
+    horizon: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_inference_results_created_at", "created_at"),

@@ -24,7 +24,7 @@ SNAPSHOT = [c for c in T.c if c.name != "series"]  # what an event carries
 POISON_ERROR = "gave up after"  # how a poison job's error begins (metrics count them by it)
 ACTIVE_SQL = "('pending', 'queued', 'running')"
 INSERT_COLUMNS = ("job_id, model_name, status, created_at, updated_at, metrics, series_id, series_length, labels, "
-                  "series, attempts, dispatches, version, idempotency_key, traceparent")
+                  "series, attempts, dispatches, version, idempotency_key, traceparent, horizon")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Hot:
         p = "?" if self.sqlite else "%s"
         st = "+status" if self.sqlite else "status"
         self._insert = (f"INSERT INTO inference_results ({INSERT_COLUMNS}) VALUES "
-                        + (f"({p}, {p}, 'pending', {p}, {p}, '{{}}', {p}, {p}, {p}, {p}, 0, 1, 1, {p}, {p})"
+                        + (f"({p}, {p}, 'pending', {p}, {p}, '{{}}', {p}, {p}, {p}, {p}, 0, 1, 1, {p}, {p}, {p})"
                            if self.sqlite else "%s"))
         self._queued = (f"UPDATE inference_results SET status = 'queued', queued_at = {p}, updated_at = {p}, "
                         f"version = version + 1 WHERE {ids} AND {st} = 'pending' RETURNING job_id, version")
@@ -89,7 +89,7 @@ class Hot:
 
     def insert(self, cur, now: Now, rows: list[tuple]) -> None:
         """rows: (job_id, model_name, series_id, series_length, labels JSON, series bytes, idempotency_key,
-        traceparent)."""
+        traceparent, horizon)."""
         t = self._t(now)
         values = [(r[0], r[1], t, t, *r[2:]) for r in rows]
         if self.sqlite:
@@ -98,7 +98,7 @@ class Hot:
             from psycopg2.extras import execute_values
 
             execute_values(cur, self._insert, values, page_size=1000,
-                           template="(%s, %s, 'pending', %s, %s, '{}', %s, %s, %s, %s, 0, 1, 1, %s, %s)")
+                           template="(%s, %s, 'pending', %s, %s, '{}', %s, %s, %s, %s, 0, 1, 1, %s, %s, %s)")
 
     def queued(self, cur, now: Now, at: Now, ids: list[str]) -> list[tuple[str, int]]:
         cur.execute(self._queued, (self._t(at), self._t(now), self._ids(ids)))

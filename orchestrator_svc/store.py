@@ -136,8 +136,9 @@ class JobStore:
                 job_id = str(uuid.uuid4())
                 ids.append(job_id)
                 rows.append((job_id, model, s.series.series_id or None, len(values), labels_json, series, key or None,
-                             parent))
-                dispatches.append(TaskJob(job_id=job_id, model_name=model, values=values, traceparent=s.traceparent))
+                             parent, s.horizon or None))
+                dispatches.append(TaskJob(job_id=job_id, model_name=model, values=values, traceparent=s.traceparent,
+                                          horizon=s.horizon))
                 job = job_pb2.Job(job_id=job_id, model_name=model, state=js.JOB_STATE_PENDING,
                                   series_id=s.series.series_id, series_length=len(values), version=1,
                                   timings=job_pb2.JobTimings(), trace_id=trace_id(s.traceparent))
@@ -260,7 +261,7 @@ class JobStore:
         cutoff = t - dt.timedelta(seconds=older_than_s)
         with self.transaction() as conn:
             rows = conn.execute(
-                select(T.c.job_id, T.c.model_name, T.c.series, T.c.traceparent)
+                select(T.c.job_id, T.c.model_name, T.c.series, T.c.traceparent, T.c.horizon)
                 .where(T.c.status.in_(list(statuses)), T.c.updated_at < cutoff)
                 .order_by(T.c.updated_at)
                 .limit(limit)
@@ -282,7 +283,7 @@ class JobStore:
             changed = {j.job_id for j in snaps}
             dispatches = [
                 TaskJob(job_id=r.job_id, model_name=r.model_name, traceparent=r.traceparent or "",
-                        values=timeseries_pb2.TimeSeries.FromString(r.series).values)
+                        horizon=r.horizon or 0, values=timeseries_pb2.TimeSeries.FromString(r.series).values)
                 for r in rows if r.job_id in changed
             ]
             return dispatches, snaps

@@ -1,4 +1,5 @@
-"""Names every process agrees on: the terminal job states, the default models, a model-config flag."""
+"""Names and rules every process agrees on: the terminal job states, the default models, a model-config
+flag, the forecast horizon a request may ask for."""
 
 from satlas.v1 import job_state_pb2 as js
 
@@ -11,3 +12,17 @@ DEFAULT_MODELS = ("vae_timeseries", "transformer_timeseries")
 # A config.pbtxt parameter: "true" when a request may carry several series as the rows of one
 # batch (the local CPU wrapper), so the worker sends one request per model and length.
 MULTI_SERIES = "multi_series_requests"
+
+
+def horizon_problem(model: str, model_horizon: int, asked: int) -> str | None:
+    """Why ``asked`` forecast points cannot be had from ``model`` (None: they can). A model that
+    does not forecast (horizon 0) ignores the request's horizon."""
+    if asked and model_horizon and asked > model_horizon:
+        return f"asks {asked} points; {model} forecasts at most {model_horizon}"
+    return None
+
+
+def cut_to_horizon(result, model_horizon: int, asked: int) -> None:
+    """A forecasting model's predictions cut to the ``asked`` first points (0: all of them)."""
+    if asked and model_horizon:
+        del result.predictions[asked:]

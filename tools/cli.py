@@ -92,7 +92,8 @@ def follow_all(stub, job_ids: list[str], show) -> int:
 def cmd_submit(args) -> int:
     models = inputs.split_models(args.models)
     request = ingest_service_pb2.SubmitSeriesRequest(
-        series=inputs.build_series(args), models=models, idempotency_key=args.idempotency_key or ""
+        series=inputs.build_series(args), models=models, idempotency_key=args.idempotency_key or "",
+        horizon=args.horizon,
     )
     with connect(args, args.ingest) as channel:
         response = ingest_service_pb2_grpc.IngestServiceStub(channel).SubmitSeries(request, timeout=args.timeout)
@@ -198,7 +199,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    request = analysis_service_pb2.AnalyzeRequest(series=inputs.build_series(args), model_name=args.model)
+    request = analysis_service_pb2.AnalyzeRequest(series=inputs.build_series(args), model_name=args.model,
+                                                  horizon=args.horizon)
     with connect(args, args.analysis) as channel:
         response = analysis_service_pb2_grpc.AnalysisServiceStub(channel).Analyze(request, timeout=args.timeout)
     if args.json:
@@ -249,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_series_options(p)
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: both models)")
     p.add_argument("--idempotency-key", help="a retry with the same key returns the first job ids")
+    p.add_argument("--horizon", type=inputs.parse_horizon, default=0, help="forecast points from forecasting models (default: "
+                                                          "each model's whole horizon)")
     p.add_argument("--watch", action="store_true", help="follow the jobs until they end")
     p.set_defaults(func=cmd_submit)
 
@@ -286,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="run one series through one model directly (no job)")
     p.add_argument("--model", required=True)
+    p.add_argument("--horizon", type=inputs.parse_horizon, default=0, help="forecast points (default: the model's whole horizon)")
     add_series_options(p)
     p.set_defaults(func=cmd_analyze)
     return parser

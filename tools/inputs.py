@@ -21,6 +21,17 @@ def parse_state(text: str) -> int:
     return job_state_pb2.JobState.Value("JOB_STATE_" + name)
 
 
+def parse_horizon(text: str) -> int:
+    """argparse type for --horizon: a count of points, 0 for the model's whole horizon."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count of points (0 or more), got {text!r}")
+    return n
+
+
 def parse_numbers(text: str) -> list[float]:
     """Numbers separated by commas, whitespace or newlines (so both a CSV row and a column work)."""
     values = []

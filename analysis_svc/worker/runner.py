@@ -20,6 +20,7 @@ from analysis_svc.tensors import build_batch_request, check_length, parse_batch_
 from analysis_svc.worker import metrics
 from analysis_svc.worker.spans import Spans
 from analysis_svc.worker.triton_stream import TritonRejected, TritonStream, TritonUnavailable
+from satkit.jobs import cut_to_horizon
 from satkit.queue import TaskJob
 from satkit.server import balanced, channel_options, target
 from satkit.tracing import trace_id
@@ -142,6 +143,8 @@ class Runner:
                 metrics.BATCH_SIZE.labels(model.name).observe(len(batch))
                 metrics.TRITON_SECONDS.labels(model.name).observe(seconds)
                 results = parse_batch_response(model, answer, [len(j.values) for j in batch])
+                for job, result in zip(batch, results):
+                    cut_to_horizon(result, model.horizon, job.horizon)
                 # Each job's time is that of the request that carried it, on its own model.
                 done = [jc.JobOutcome(job_id=j.job_id, result=r, inference_seconds=seconds)
                         for j, r in zip(batch, results)]

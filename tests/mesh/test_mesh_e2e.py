@@ -284,3 +284,35 @@ def test_load_test_judgement():
     assert good.misses(Targets()) == []
     slow = Report(requests=100, succeeded=90, seconds=5.0, latencies_ms=[300.0] * 90)
     assert [m.split()[0] for m in slow.misses(Targets())] == ["throughput", "p95", "success"]
+
+
+def test_a_job_may_ask_for_fewer_forecast_points_and_past_the_model_s_horizon_is_refused(mesh, clients):
+    ingest, orchestrator, analysis = clients
+    horizons = {m.name: m.horizon for m in analysis.ListModels(apb.ListModelsRequest(), timeout=10).models}
+    full = horizons["transformer_timeseries"]
+    assert full > 3 and horizons["vae_timeseries"] == 0  # the VAE reconstructs: no horizon
+    values = series(48)
+    ids = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=MODELS, horizon=3),
+                              timeout=10).job_ids
+    jobs = wait_terminal(orchestrator, ids)
+    by_model = {j.model_name: j for j in jobs.values()}
+    assert len(by_model["transformer_timeseries"].result.predictions) == 3
+    assert len(by_model["vae_timeseries"].result.predictions) == len(values)  # ignored where nothing is forecast
+    whole = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=["transformer_timeseries"]),
+                                timeout=10).job_ids
+    first = wait_terminal(orchestrator, whole)[whole[0]].result.predictions
+    assert len(first) == full
+    assert list(by_model["transformer_timeseries"].result.predictions) == list(first[:3])  # the same forecast, cut
+    reply = analysis.Analyze(apb.AnalyzeRequest(model_name="transformer_timeseries", series={"values": values},
+                                                horizon=2), timeout=10)
+    assert list(reply.result.predictions) == list(first[:2])
+    before = total_jobs(mesh.database_url)
+    for call in (lambda: ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=MODELS,
+                                                                     horizon=full + 1), timeout=10),
+                 lambda: analysis.Analyze(apb.AnalyzeRequest(model_name="transformer_timeseries",
+                                                             series={"values": values}, horizon=full + 1), timeout=10)):
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _violations(info.value) == ["horizon"]
+    assert total_jobs(mesh.database_url) == before

@@ -230,3 +230,13 @@ def test_replicas_starting_together_migrate_one_after_the_other():
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM inference_results")).scalar() == 0
         engine.dispose()
+
+
+def test_a_job_sent_again_keeps_its_horizon_and_trace_context(store):
+    s = submission(models=["transformer_timeseries"])
+    s.horizon, s.traceparent = 5, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    (ids,), (first,), (snap,) = store.create_jobs([s])
+    assert (first.horizon, first.traceparent) == (5, s.traceparent)
+    assert snap.trace_id == "0af7651916cd43dd8448eb211c80319c" == store.get(ids[0]).trace_id
+    (again,), _ = store.redispatch_stuck(older_than_s=-1)
+    assert (again.job_id, again.horizon, again.traceparent) == (ids[0], 5, s.traceparent)

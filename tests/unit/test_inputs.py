@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 
 import pytest
@@ -72,3 +73,10 @@ def test_parse_state_covers_every_state_but_unspecified():
     assert {inputs.parse_state(s) for s in inputs.STATE_CHOICES} == set(S.values()) - {S.JOB_STATE_UNSPECIFIED}
     with pytest.raises(Exception, match="unknown state"):
         inputs.parse_state("unspecified")
+
+
+def test_a_horizon_is_a_count_of_points():
+    assert inputs.parse_horizon("0") == 0 and inputs.parse_horizon("12") == 12
+    for bad in ("-1", "three", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            inputs.parse_horizon(bad)

@@ -224,11 +224,11 @@ describe("Submit", () => {
   });
 
   it("generates a series, submits it to the chosen models and follows the jobs", async () => {
-    const seen: { values: number[]; models: string[] }[] = [];
+    const seen: { values: number[]; models: string[]; horizon: number }[] = [];
     renderWith(<Submit models={[VAE, TRANSFORMER]} />, {
       ingest: {
         submitSeries: (req) => {
-          seen.push({ values: req.series!.values, models: req.models });
+          seen.push({ values: req.series!.values, models: req.models, horizon: req.horizon });
           return { jobIds: req.models.map((m) => `id-${m}`) };
         },
       },
@@ -245,9 +245,11 @@ describe("Submit", () => {
     fireEvent.click(screen.getByText("generate"));
     expect(screen.getByText("40 values")).toBeTruthy();
     fireEvent.click(screen.getByLabelText("transformer_timeseries"));
+    fireEvent.change(screen.getByLabelText("forecast points"), { target: { value: "5" } });
     fireEvent.click(screen.getByText("submit"));
     await waitFor(() => expect(screen.getAllByTestId("job-detail")).toHaveLength(1));
     expect(seen).toHaveLength(1);
+    expect(seen[0].horizon).toBe(5);
     expect(seen[0].values).toHaveLength(40);
     expect(seen[0].models).toEqual(["vae_timeseries"]);
     expect(screen.getByText("id-vae_timeseries")).toBeTruthy();

@@ -17,6 +17,7 @@ export function Submit({ models }: { models?: Model[] }) {
   const [length, setLength] = useState(64);
   const [chosen, setChosen] = useState<string[]>(names);
   const [seriesId, setSeriesId] = useState("");
+  const [horizon, setHorizon] = useState(""); // "": each forecasting model's whole horizon
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>();
   const [jobIds, setJobIds] = useState<string[]>([]);
@@ -37,6 +38,7 @@ export function Submit({ models }: { models?: Model[] }) {
         series: { values, seriesId, labels: { source: "web" } },
         models: names.filter((m) => chosen.includes(m)),
         idempotencyKey: crypto.randomUUID?.() ?? String(Math.random()),
+        horizon: Math.max(0, Math.round(Number(horizon)) || 0),
       });
       setJobIds(res.jobIds);
     } catch (err) {
@@ -67,6 +69,9 @@ export function Submit({ models }: { models?: Model[] }) {
           </button>
           <label>
             series id <input aria-label="series id" value={seriesId} onChange={(e) => setSeriesId(e.target.value)} />
+          </label>
+          <label title="forecast points from forecasting models; empty: each model's whole horizon">
+            forecast points <input aria-label="forecast points" type="number" min={1} placeholder="all" value={horizon} onChange={(e) => setHorizon(e.target.value)} />
           </label>
         </div>
         <textarea aria-label="values" rows={5} placeholder="values, separated by commas, spaces or new lines" value={text} onChange={(e) => setText(e.target.value)} />

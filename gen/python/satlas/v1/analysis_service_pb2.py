@@ -27,7 +27,7 @@ from satlas.v1 import timeseries_pb2 as satlas_dot_v1_dot_timeseries__pb2
 from satlas.v1 import validation_pb2 as satlas_dot_v1_dot_validation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n satlas/v1/analysis_service.proto\x12\tsatlas.v1\x1a\x13satlas/v1/job.proto\x1a\x1asatlas/v1/timeseries.proto\x1a\x1asatlas/v1/validation.proto\"q\n\x0e\x41nalyzeRequest\x12\x35\n\x06series\x18\x01 \x01(\x0b\x32\x15.satlas.v1.TimeSeriesB\x06\x92\x82\x19\x02\x08\x01R\x06series\x12(\n\nmodel_name\x18\x02 \x01(\tB\t\x92\x82\x19\x05\x08\x01\x30\x80\x01R\tmodelName\"l\n\x0f\x41nalyzeResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x14.satlas.v1.JobResultR\x06result\x12+\n\x11inference_seconds\x18\x02 \x01(\x01R\x10inferenceSeconds\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x10.satlas.v1.ModelR\x06models\"\x94\x04\n\x05Model\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08versions\x18\x02 \x03(\tR\x08versions\x12\x14\n\x05ready\x18\x03 \x01(\x08R\x05ready\x12\x12\n\x04task\x18\x04 \x01(\tR\x04task\x12 \n\x0b\x64\x65scription\x18\x05 \x01(\tR\x0b\x64\x65scription\x12\x1d\n\nmin_length\x18\x06 \x01(\rR\tminLength\x12\x1d\n\nmax_length\x18\x07 \x01(\rR\tmaxLength\x12\x16\n\x06window\x18\x08 \x01(\rR\x06window\x12\x18\n\x07horizon\x18\t \x01(\rR\x07horizon\x12-\n\x06inputs\x18\n \x03(\x0b\x32\x15.satlas.v1.TensorSpecR\x06inputs\x12/\n\x07outputs\x18\x0b \x03(\x0b\x32\x15.satlas.v1.TensorSpecR\x07outputs\x12@\n\nparameters\x18\x0c \x03(\x0b\x32 .satlas.v1.Model.ParametersEntryR\nparameters\x12\x18\n\x07\x62\x61\x63kend\x18\r \x01(\tR\x07\x62\x61\x63kend\x12$\n\x0emax_batch_size\x18\x0e \x01(\x05R\x0cmaxBatchSize\x1a=\n\x0fParametersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"g\n\nTensorSpec\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tdata_type\x18\x02 \x01(\tR\x08\x64\x61taType\x12\x14\n\x05shape\x18\x03 \x03(\x03R\x05shape\x12\x12\n\x04role\x18\x04 \x01(\tR\x04role2\xa3\x01\n\x0f\x41nalysisService\x12@\n\x07\x41nalyze\x12\x19.satlas.v1.AnalyzeRequest\x1a\x1a.satlas.v1.AnalyzeResponse\x12N\n\nListModels\x12\x1c.satlas.v1.ListModelsRequest\x1a\x1d.satlas.v1.ListModelsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n satlas/v1/analysis_service.proto\x12\tsatlas.v1\x1a\x13satlas/v1/job.proto\x1a\x1asatlas/v1/timeseries.proto\x1a\x1asatlas/v1/validation.proto\"\x8b\x01\n\x0e\x41nalyzeRequest\x12\x35\n\x06series\x18\x01 \x01(\x0b\x32\x15.satlas.v1.TimeSeriesB\x06\x92\x82\x19\x02\x08\x01R\x06series\x12(\n\nmodel_name\x18\x02 \x01(\tB\t\x92\x82\x19\x05\x08\x01\x30\x80\x01R\tmodelName\x12\x18\n\x07horizon\x18\x03 \x01(\rR\x07horizon\"l\n\x0f\x41nalyzeResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x14.satlas.v1.JobResultR\x06result\x12+\n\x11inference_seconds\x18\x02 \x01(\x01R\x10inferenceSeconds\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x10.satlas.v1.ModelR\x06models\"\x94\x04\n\x05Model\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08versions\x18\x02 \x03(\tR\x08versions\x12\x14\n\x05ready\x18\x03 \x01(\x08R\x05ready\x12\x12\n\x04task\x18\x04 \x01(\tR\x04task\x12 \n\x0b\x64\x65scription\x18\x05 \x01(\tR\x0b\x64\x65scription\x12\x1d\n\nmin_length\x18\x06 \x01(\rR\tminLength\x12\x1d\n\nmax_length\x18\x07 \x01(\rR\tmaxLength\x12\x16\n\x06window\x18\x08 \x01(\rR\x06window\x12\x18\n\x07horizon\x18\t \x01(\rR\x07horizon\x12-\n\x06inputs\x18\n \x03(\x0b\x32\x15.satlas.v1.TensorSpecR\x06inputs\x12/\n\x07outputs\x18\x0b \x03(\x0b\x32\x15.satlas.v1.TensorSpecR\x07outputs\x12@\n\nparameters\x18\x0c \x03(\x0b\x32 .satlas.v1.Model.ParametersEntryR\nparameters\x12\x18\n\x07\x62\x61\x63kend\x18\r \x01(\tR\x07\x62\x61\x63kend\x12$\n\x0emax_batch_size\x18\x0e \x01(\x05R\x0cmaxBatchSize\x1a=\n\x0fParametersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"g\n\nTensorSpec\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tdata_type\x18\x02 \x01(\tR\x08\x64\x61taType\x12\x14\n\x05shape\x18\x03 \x03(\x03R\x05shape\x12\x12\n\x04role\x18\x04 \x01(\tR\x04role2\xa3\x01\n\x0f\x41nalysisService\x12@\n\x07\x41nalyze\x12\x19.satlas.v1.AnalyzeRequest\x1a\x1a.satlas.v1.AnalyzeResponse\x12N\n\nListModels\x12\x1c.satlas.v1.ListModelsRequest\x1a\x1d.satlas.v1.ListModelsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,20 +42,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODEL_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_ANALYSISSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_ANALYSISSERVICE'].methods_by_name['ListModels']._serialized_options = b'\220\002\001'
-  _globals['_ANALYZEREQUEST']._serialized_start=124
-  _globals['_ANALYZEREQUEST']._serialized_end=237
-  _globals['_ANALYZERESPONSE']._serialized_start=239
-  _globals['_ANALYZERESPONSE']._serialized_end=347
-  _globals['_LISTMODELSREQUEST']._serialized_start=349
-  _globals['_LISTMODELSREQUEST']._serialized_end=368
-  _globals['_LISTMODELSRESPONSE']._serialized_start=370
-  _globals['_LISTMODELSRESPONSE']._serialized_end=432
-  _globals['_MODEL']._serialized_start=435
-  _globals['_MODEL']._serialized_end=967
-  _globals['_MODEL_PARAMETERSENTRY']._serialized_start=906
-  _globals['_MODEL_PARAMETERSENTRY']._serialized_end=967
-  _globals['_TENSORSPEC']._serialized_start=969
-  _globals['_TENSORSPEC']._serialized_end=1072
-  _globals['_ANALYSISSERVICE']._serialized_start=1075
-  _globals['_ANALYSISSERVICE']._serialized_end=1238
+  _globals['_ANALYZEREQUEST']._serialized_start=125
+  _globals['_ANALYZEREQUEST']._serialized_end=264
+  _globals['_ANALYZERESPONSE']._serialized_start=266
+  _globals['_ANALYZERESPONSE']._serialized_end=374
+  _globals['_LISTMODELSREQUEST']._serialized_start=376
+  _globals['_LISTMODELSREQUEST']._serialized_end=395
+  _globals['_LISTMODELSRESPONSE']._serialized_start=397
+  _globals['_LISTMODELSRESPONSE']._serialized_end=459
+  _globals['_MODEL']._serialized_start=462
+  _globals['_MODEL']._serialized_end=994
+  _globals['_MODEL_PARAMETERSENTRY']._serialized_start=933
+  _globals['_MODEL_PARAMETERSENTRY']._serialized_end=994
+  _globals['_TENSORSPEC']._serialized_start=996
+  _globals['_TENSORSPEC']._serialized_end=1099
+  _globals['_ANALYSISSERVICE']._serialized_start=1102
+  _globals['_ANALYSISSERVICE']._serialized_end=1265
 # @@protoc_insertion_point(module_scope)

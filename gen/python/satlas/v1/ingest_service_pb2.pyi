@@ -9,14 +9,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubmitSeriesRequest(_message.Message):
-    __slots__ = ("series", "models", "idempotency_key")
+    __slots__ = ("series", "models", "idempotency_key", "horizon")
     SERIES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_FIELD_NUMBER: _ClassVar[int]
     series: _timeseries_pb2.TimeSeries
     models: _containers.RepeatedScalarFieldContainer[str]
     idempotency_key: str
-    def __init__(self, series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    horizon: int
+    def __init__(self, series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ..., horizon: _Optional[int] = ...) -> None: ...
 
 class SubmitSeriesResponse(_message.Message):
     __slots__ = ("job_ids",)

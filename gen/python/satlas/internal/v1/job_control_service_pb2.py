@@ -26,7 +26,7 @@ from satlas.v1 import job_pb2 as satlas_dot_v1_dot_job__pb2
 from satlas.v1 import timeseries_pb2 as satlas_dot_v1_dot_timeseries__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,satlas/internal/v1/job_control_service.proto\x12\x12satlas.internal.v1\x1a\x13satlas/v1/job.proto\x1a\x1asatlas/v1/timeseries.proto\"U\n\x11\x43reateJobsRequest\x12@\n\x0bsubmissions\x18\x01 \x03(\x0b\x32\x1e.satlas.internal.v1.SubmissionR\x0bsubmissions\"\x9e\x01\n\nSubmission\x12-\n\x06series\x18\x01 \x01(\x0b\x32\x15.satlas.v1.TimeSeriesR\x06series\x12\x16\n\x06models\x18\x02 \x03(\tR\x06models\x12\'\n\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12 \n\x0btraceparent\x18\x04 \x01(\tR\x0btraceparent\"O\n\x12\x43reateJobsResponse\x12\x39\n\x07\x63reated\x18\x01 \x03(\x0b\x32\x1f.satlas.internal.v1.CreatedJobsR\x07\x63reated\"&\n\x0b\x43reatedJobs\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\"C\n\x10StartJobsRequest\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\x12\x16\n\x06worker\x18\x02 \x01(\tR\x06worker\",\n\x11StartJobsResponse\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\"R\n\x14ReportResultsRequest\x12:\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.satlas.internal.v1.JobOutcomeR\x08outcomes\"\xb6\x01\n\nJobOutcome\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x14.satlas.v1.JobResultR\x06result\x12\x14\n\x05\x65rror\x18\x03 \x01(\tR\x05\x65rror\x12+\n\x11inference_seconds\x18\x04 \x01(\x01R\x10inferenceSeconds\x12 \n\x0btraceparent\x18\x05 \x01(\tR\x0btraceparent\"1\n\x15ReportResultsResponse\x12\x18\n\x07\x61pplied\x18\x01 \x01(\x05R\x07\x61pplied2\xb0\x02\n\x11JobControlService\x12[\n\nCreateJobs\x12%.satlas.internal.v1.CreateJobsRequest\x1a&.satlas.internal.v1.CreateJobsResponse\x12X\n\tStartJobs\x12$.satlas.internal.v1.StartJobsRequest\x1a%.satlas.internal.v1.StartJobsResponse\x12\x64\n\rReportResults\x12(.satlas.internal.v1.ReportResultsRequest\x1a).satlas.internal.v1.ReportResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,satlas/internal/v1/job_control_service.proto\x12\x12satlas.internal.v1\x1a\x13satlas/v1/job.proto\x1a\x1asatlas/v1/timeseries.proto\"U\n\x11\x43reateJobsRequest\x12@\n\x0bsubmissions\x18\x01 \x03(\x0b\x32\x1e.satlas.internal.v1.SubmissionR\x0bsubmissions\"\xb8\x01\n\nSubmission\x12-\n\x06series\x18\x01 \x01(\x0b\x32\x15.satlas.v1.TimeSeriesR\x06series\x12\x16\n\x06models\x18\x02 \x03(\tR\x06models\x12\'\n\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12 \n\x0btraceparent\x18\x04 \x01(\tR\x0btraceparent\x12\x18\n\x07horizon\x18\x05 \x01(\rR\x07horizon\"O\n\x12\x43reateJobsResponse\x12\x39\n\x07\x63reated\x18\x01 \x03(\x0b\x32\x1f.satlas.internal.v1.CreatedJobsR\x07\x63reated\"&\n\x0b\x43reatedJobs\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\"C\n\x10StartJobsRequest\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\x12\x16\n\x06worker\x18\x02 \x01(\tR\x06worker\",\n\x11StartJobsResponse\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\"R\n\x14ReportResultsRequest\x12:\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.satlas.internal.v1.JobOutcomeR\x08outcomes\"\xb6\x01\n\nJobOutcome\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x14.satlas.v1.JobResultR\x06result\x12\x14\n\x05\x65rror\x18\x03 \x01(\tR\x05\x65rror\x12+\n\x11inference_seconds\x18\x04 \x01(\x01R\x10inferenceSeconds\x12 \n\x0btraceparent\x18\x05 \x01(\tR\x0btraceparent\"1\n\x15ReportResultsResponse\x12\x18\n\x07\x61pplied\x18\x01 \x01(\x05R\x07\x61pplied2\xb0\x02\n\x11JobControlService\x12[\n\nCreateJobs\x12%.satlas.internal.v1.CreateJobsRequest\x1a&.satlas.internal.v1.CreateJobsResponse\x12X\n\tStartJobs\x12$.satlas.internal.v1.StartJobsRequest\x1a%.satlas.internal.v1.StartJobsResponse\x12\x64\n\rReportResults\x12(.satlas.internal.v1.ReportResultsRequest\x1a).satlas.internal.v1.ReportResultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEJOBSREQUEST']._serialized_start=117
   _globals['_CREATEJOBSREQUEST']._serialized_end=202
   _globals['_SUBMISSION']._serialized_start=205
-  _globals['_SUBMISSION']._serialized_end=363
-  _globals['_CREATEJOBSRESPONSE']._serialized_start=365
-  _globals['_CREATEJOBSRESPONSE']._serialized_end=444
-  _globals['_CREATEDJOBS']._serialized_start=446
-  _globals['_CREATEDJOBS']._serialized_end=484
-  _globals['_STARTJOBSREQUEST']._serialized_start=486
-  _globals['_STARTJOBSREQUEST']._serialized_end=553
-  _globals['_STARTJOBSRESPONSE']._serialized_start=555
-  _globals['_STARTJOBSRESPONSE']._serialized_end=599
-  _globals['_REPORTRESULTSREQUEST']._serialized_start=601
-  _globals['_REPORTRESULTSREQUEST']._serialized_end=683
-  _globals['_JOBOUTCOME']._serialized_start=686
-  _globals['_JOBOUTCOME']._serialized_end=868
-  _globals['_REPORTRESULTSRESPONSE']._serialized_start=870
-  _globals['_REPORTRESULTSRESPONSE']._serialized_end=919
-  _globals['_JOBCONTROLSERVICE']._serialized_start=922
-  _globals['_JOBCONTROLSERVICE']._serialized_end=1226
+  _globals['_SUBMISSION']._serialized_end=389
+  _globals['_CREATEJOBSRESPONSE']._serialized_start=391
+  _globals['_CREATEJOBSRESPONSE']._serialized_end=470
+  _globals['_CREATEDJOBS']._serialized_start=472
+  _globals['_CREATEDJOBS']._serialized_end=510
+  _globals['_STARTJOBSREQUEST']._serialized_start=512
+  _globals['_STARTJOBSREQUEST']._serialized_end=579
+  _globals['_STARTJOBSRESPONSE']._serialized_start=581
+  _globals['_STARTJOBSRESPONSE']._serialized_end=625
+  _globals['_REPORTRESULTSREQUEST']._serialized_start=627
+  _globals['_REPORTRESULTSREQUEST']._serialized_end=709
+  _globals['_JOBOUTCOME']._serialized_start=712
+  _globals['_JOBOUTCOME']._serialized_end=894
+  _globals['_REPORTRESULTSRESPONSE']._serialized_start=896
+  _globals['_REPORTRESULTSRESPONSE']._serialized_end=945
+  _globals['_JOBCONTROLSERVICE']._serialized_start=948
+  _globals['_JOBCONTROLSERVICE']._serialized_end=1252
 # @@protoc_insertion_point(module_scope)

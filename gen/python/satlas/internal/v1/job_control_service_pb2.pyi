@@ -15,16 +15,18 @@ class CreateJobsRequest(_message.Message):
     def __init__(self, submissions: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("series", "models", "idempotency_key", "traceparent")
+    __slots__ = ("series", "models", "idempotency_key", "traceparent", "horizon")
     SERIES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_FIELD_NUMBER: _ClassVar[int]
     series: _timeseries_pb2.TimeSeries
     models: _containers.RepeatedScalarFieldContainer[str]
     idempotency_key: str
     traceparent: str
-    def __init__(self, series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    horizon: int
+    def __init__(self, series: _Optional[_Union[_timeseries_pb2.TimeSeries, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ..., traceparent: _Optional[str] = ..., horizon: _Optional[int] = ...) -> None: ...
 
 class CreateJobsResponse(_message.Message):
     __slots__ = ("created",)

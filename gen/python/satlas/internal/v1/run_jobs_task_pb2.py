@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&satlas/internal/v1/run_jobs_task.proto\x12\x12satlas.internal.v1\">\n\x0bRunJobsTask\x12/\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.satlas.internal.v1.TaskJobR\x04jobs\"y\n\x07TaskJob\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n\nmodel_name\x18\x02 \x01(\tR\tmodelName\x12\x16\n\x06values\x18\x03 \x03(\x01R\x06values\x12 \n\x0btraceparent\x18\x04 \x01(\tR\x0btraceparentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&satlas/internal/v1/run_jobs_task.proto\x12\x12satlas.internal.v1\">\n\x0bRunJobsTask\x12/\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.satlas.internal.v1.TaskJobR\x04jobs\"\x93\x01\n\x07TaskJob\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n\nmodel_name\x18\x02 \x01(\tR\tmodelName\x12\x16\n\x06values\x18\x03 \x03(\x01R\x06values\x12 \n\x0btraceparent\x18\x04 \x01(\tR\x0btraceparent\x12\x18\n\x07horizon\x18\x05 \x01(\rR\x07horizonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNJOBSTASK']._serialized_start=62
   _globals['_RUNJOBSTASK']._serialized_end=124
-  _globals['_TASKJOB']._serialized_start=126
-  _globals['_TASKJOB']._serialized_end=247
+  _globals['_TASKJOB']._serialized_start=127
+  _globals['_TASKJOB']._serialized_end=274
 # @@protoc_insertion_point(module_scope)
