@@ -57,7 +57,7 @@ secrets: setup
 	$(PY) -m launcher.auth keys
 	$(PY) -m launcher.tls $(foreach n,$(NAMES),--name $(n))
 
-# A new token for the front door: SCOPES=read (or submit, cancel, any comma-separated mix), TTL=1h.
+# A new token for the front door: SCOPES=read (or submit, cancel, admin, any comma-separated mix), TTL=1h.
 SCOPES ?= submit,read,cancel
 TTL ?= 1h
 token: setup

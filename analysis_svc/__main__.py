@@ -1,4 +1,4 @@
-"""python -m analysis_svc: serve AnalysisService (Analyze, ListModels)."""
+"""python -m analysis_svc: serve AnalysisService (Analyze, ListModels) and ModelAdminService."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from satlas.v1 import analysis_service_pb2_grpc as pb_grpc
+from satlas.v1 import model_admin_service_pb2_grpc as admin_grpc
 
+from analysis_svc.admin import ModelAdmin
 from analysis_svc.service import Analysis
 from analysis_svc.settings import Settings
 from satkit import logs, server
@@ -26,7 +28,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[Analysis]:
 
 def register(srv, servicer: Analysis) -> list[str]:
     pb_grpc.add_AnalysisServiceServicer_to_server(servicer, srv)
-    return ["satlas.v1.AnalysisService"]
+    admin_grpc.add_ModelAdminServiceServicer_to_server(ModelAdmin(servicer), srv)
+    return ["satlas.v1.AnalysisService", "satlas.v1.ModelAdminService"]
 
 
 async def main(settings: Settings) -> None:

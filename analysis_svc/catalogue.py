@@ -127,8 +127,8 @@ def _group(index: tpb.RepositoryIndexResponse) -> dict[str, tuple[list[str], boo
 
 
 class Catalogue:
-    """``fetch`` results reused for ``ttl_s``. A name it does not know triggers a fresh fetch,
-    at most once a second, so a model loaded into Triton is found without a restart."""
+    """``fetch`` results reused for ``ttl_s``. A name it does not know, or a model not ready, triggers
+    a fresh fetch, at most once a second, so a model loaded into Triton is found without a restart."""
 
     def __init__(self, stub, timeout_s: float, ttl_s: float):
         self.stub, self.timeout_s, self.ttl_s = stub, timeout_s, ttl_s
@@ -145,6 +145,7 @@ class Catalogue:
 
     def find(self, name: str) -> ModelInfo | None:
         models = self.get()
-        if name not in models and time.monotonic() - self.fetched_at > 1.0:
+        # Unknown, or not ready (being loaded): ask again, at most once a second.
+        if (name not in models or not models[name].ready) and time.monotonic() - self.fetched_at > 1.0:
             models = self.get(refresh=True)
         return models.get(name)

@@ -35,18 +35,18 @@ class Analysis(pb_grpc.AnalysisServiceServicer):
         await self.channel.close()
         self.sync_channel.close()
 
-    async def _catalogue(self, context, call, *args):
+    async def from_catalogue(self, context, call, *args):
         try:
             return await asyncio.to_thread(call, *args)
         except grpc.RpcError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"Triton: {exc.code().name}: {exc.details()}")
 
     async def ListModels(self, request, context):
-        models = await self._catalogue(context, self.catalogue.get, True)
+        models = await self.from_catalogue(context, self.catalogue.get, True)
         return pb.ListModelsResponse(models=[m.to_proto() for m in sorted(models.values(), key=lambda m: m.name)])
 
     async def Analyze(self, request, context):
-        model = await self._catalogue(context, self.catalogue.find, request.model_name)
+        model = await self.from_catalogue(context, self.catalogue.find, request.model_name)
         if model is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"model {request.model_name!r} is not served")
         if not model.ready:

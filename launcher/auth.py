@@ -32,7 +32,7 @@ from satkit.settings import RUN_DIR
 ISSUER = "satlas"
 AUDIENCE = "satlas"
 # What each scope lets a token do; `admin` is for model management (issue 16).
-SCOPES = ("submit", "read", "cancel")
+SCOPES = ("submit", "read", "cancel", "admin")  # admin: load and unload models
 DEFAULT_TTL_S = 3600.0
 # The token `make up` leaves for the local clients: a day, so that a stack left running keeps working
 # through a working day; a new `make up` writes a new one.

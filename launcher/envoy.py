@@ -26,6 +26,7 @@ ROUTES = {
     "satlas.v1.IngestService": "ingest",
     "satlas.v1.OrchestratorService": "orchestrator",
     "satlas.v1.AnalysisService": "analysis",
+    "satlas.v1.ModelAdminService": "analysis",
 }
 # The scope a token needs for each public method (``launcher.auth``). Only these are routed: any
 # other gRPC call (JobControlService, a method not listed) is answered UNIMPLEMENTED by Envoy.
@@ -40,6 +41,8 @@ SCOPES = {
     "satlas.v1.OrchestratorService/WatchJobs": "read",
     "satlas.v1.OrchestratorService/GetStats": "read",
     "satlas.v1.OrchestratorService/CancelJob": "cancel",
+    "satlas.v1.ModelAdminService/LoadModel": "admin",
+    "satlas.v1.ModelAdminService/UnloadModel": "admin",
 }
 HEALTH = "/grpc.health.v1.Health/Check"  # open, answered by the ingest: what load balancers probe
 # Server streams: no route timeout and no idle timeout, or Envoy would end a quiet WatchJobs.

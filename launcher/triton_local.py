@@ -131,6 +131,8 @@ class LocalTriton:
             f"--grpc-address={s.host}", f"--grpc-port={s.grpc_port}",
             f"--metrics-address={s.host}", f"--metrics-port={s.metrics_port}",
             "--exit-timeout-secs=5",
+            # Models load and unload while it runs (satlas.v1.ModelAdminService); all of them at start.
+            "--model-control-mode=explicit", "--load-model=*",
             f"--log-verbose={s.log_verbose}",
             *s.extra_args,
         ]

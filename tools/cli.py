@@ -21,6 +21,8 @@ from satlas.v1 import (
     analysis_service_pb2_grpc,
     ingest_service_pb2,
     ingest_service_pb2_grpc,
+    model_admin_service_pb2,
+    model_admin_service_pb2_grpc,
     orchestrator_service_pb2,
     orchestrator_service_pb2_grpc,
 )
@@ -198,6 +200,19 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_load_model(args) -> int:
+    """Load (or reload) a model from Triton's repository; needs the admin scope through the front door."""
+    with connect(args, args.analysis) as channel:
+        admin = model_admin_service_pb2_grpc.ModelAdminServiceStub(channel)
+        if args.unload:
+            admin.UnloadModel(model_admin_service_pb2.UnloadModelRequest(model_name=args.model), timeout=120)
+            print(f"{args.model} unloaded")
+            return 0
+        response = admin.LoadModel(model_admin_service_pb2.LoadModelRequest(model_name=args.model), timeout=120)
+    print(display.to_json(response) if args.json else display.model_text(response.model))
+    return 0
+
+
 def cmd_analyze(args) -> int:
     request = analysis_service_pb2.AnalyzeRequest(series=inputs.build_series(args), model_name=args.model,
                                                   horizon=args.horizon)
@@ -288,9 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="the models Triton serves")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("load-model", help="load or reload a model from Triton's repository (scope admin)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--unload", action="store_true", help="unload it instead: its jobs wait until it is back")
+    p.set_defaults(func=cmd_load_model)
+
     p = sub.add_parser("analyze", help="run one series through one model directly (no job)")
     p.add_argument("--model", required=True)
-    p.add_argument("--horizon", type=inputs.parse_horizon, default=0, help="forecast points (default: the model's whole horizon)")
+    p.add_argument("--horizon", type=inputs.parse_horizon, default=0,
+                   help="forecast points (default: the model's whole horizon)")
     add_series_options(p)
     p.set_defaults(func=cmd_analyze)
     return parser

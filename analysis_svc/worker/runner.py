@@ -112,10 +112,13 @@ class Runner:
         except grpc.RpcError as exc:
             log.warning("Triton unavailable for model metadata: %s", exc.code().name)
             return jobs
-        runnable = []
+        runnable, waiting = [], []
         for job in jobs:
             model = models[job.model_name]
-            if model is None or not model.ready:
+            if model is not None and not model.ready:  # unloaded or loading (ModelAdminService): wait
+                waiting.append(job)
+                continue
+            if model is None:
                 outcomes.append(jc.JobOutcome(job_id=job.job_id, error=f"model {job.model_name!r} is not served"))
             elif problem := check_length(model, len(job.values)):
                 outcomes.append(jc.JobOutcome(job_id=job.job_id, error=problem))
@@ -152,6 +155,7 @@ class Runner:
                 outcomes.extend(done)
         if single:
             retry.extend(self._infer(single, outcomes, spans, alone=True))
+        retry.extend(waiting)
         if retry:
             log.warning("Triton unavailable for %d jobs; retrying", len(retry))
         return retry

@@ -26,8 +26,11 @@ _CLOSE = object()
 # Error texts that mean "try again later" rather than "this request is wrong".
 # What a retry can fix. The last two: a Python-backend stub that died with the request in it (Triton
 # killed or restarting); the chaos soak saw a job fail on the first as if its series were bad.
+# "unknown model"/"no available versions": unloaded or reloading meanwhile (the worker only sends to
+# models its catalogue saw in the repository; one that is not there at all fails before Triton).
 _TRANSIENT = re.compile(r"unavailable|not ready|exceeds? (the )?timeout|try again|queue (is )?full|shutting down"
-                        r"|failed to retrieve the response|stub process", re.IGNORECASE)
+                        r"|failed to retrieve the response|stub process|unknown model|no available versions",
+                        re.IGNORECASE)
 
 
 class TritonUnavailable(Exception):

@@ -11,7 +11,7 @@ import stat
 import jwt
 import pytest
 from cryptography import x509
-from satlas.v1 import analysis_service_pb2, ingest_service_pb2, orchestrator_service_pb2
+from satlas.v1 import analysis_service_pb2, ingest_service_pb2, model_admin_service_pb2, orchestrator_service_pb2
 
 from launcher import auth, envoy, tls
 from satkit import client
@@ -80,7 +80,8 @@ def test_the_local_certificate_is_for_localhost_signed_by_the_local_ca(tmp_path)
 
 
 def test_every_public_method_needs_a_scope_and_nothing_else_is_routed():
-    public = {f"{s.full_name}/{m.name}" for pb in (ingest_service_pb2, orchestrator_service_pb2, analysis_service_pb2)
+    public = {f"{s.full_name}/{m.name}" for pb in (ingest_service_pb2, orchestrator_service_pb2, analysis_service_pb2,
+                                                   model_admin_service_pb2)
               for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods}
     assert set(envoy.SCOPES) == public
     assert set(envoy.SCOPES.values()) == set(auth.SCOPES)
