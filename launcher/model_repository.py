@@ -118,21 +118,33 @@ def build_cpu_repository(source: Path, target: Path, *, instance_count: int = 1,
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
+    return sync_cpu_repository(source, target, instance_count=instance_count, intra_op_threads=intra_op_threads,
+                               max_queue_delay_us=max_queue_delay_us)
+
+
+def sync_cpu_repository(source: Path, target: Path, **cpu) -> list[str]:
+    """Bring ``target`` up to ``source`` without touching what is there: models and versions
+    added to ``source`` since, and configs changed, appear (the running server loads them when
+    told: ModelAdminService). Returns the ONNX models' names."""
     names = []
     for model_dir in model_dirs(source):
-        gpu = read_config(model_dir)
+        try:
+            gpu = read_config(model_dir)
+        except Exception:  # being written, or not a config: the next sync looks again
+            continue
         if gpu.backend != "onnxruntime":
             continue
-        cpu = cpu_config(gpu, instance_count=instance_count, intra_op_threads=intra_op_threads,
-                         max_queue_delay_us=max_queue_delay_us)
-        out = target / model_dir.name
-        out.mkdir()
-        (out / CONFIG).write_text(render(cpu))
+        out = Path(target) / model_dir.name
+        out.mkdir(exist_ok=True)
+        config = render(cpu_config(gpu, **cpu))
+        if not (out / CONFIG).is_file() or (out / CONFIG).read_text() != config:
+            (out / f"{CONFIG}.part").write_text(config)
+            (out / f"{CONFIG}.part").replace(out / CONFIG)
         for version in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-            if not (version / "model.onnx").is_file():
+            if not (version / "model.onnx").is_file() or (out / version.name / "model.py").exists():
                 continue
-            (out / version.name).mkdir()
+            (out / version.name).mkdir(exist_ok=True)
             os.symlink((version / "model.onnx").resolve(), out / version.name / "model.onnx")
-            os.symlink(ONNX_WRAPPER, out / version.name / "model.py")
+            os.symlink(ONNX_WRAPPER, out / version.name / "model.py")  # last: the version is complete
         names.append(model_dir.name)
     return names

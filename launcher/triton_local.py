@@ -12,12 +12,14 @@ SIGINT/SIGTERM. ``LocalTriton`` is the same thing as a context manager for the s
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +28,8 @@ from launcher import model_repository, supervise
 from satkit.settings import Var, load, setting
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+MIRROR_EVERY_S = 2.0  # how soon a model dropped into the source repository can be loaded
 
 
 MODEL_REPOSITORY = Var("TRITON_MODEL_REPOSITORY", ROOT / "model_repository", "the source repository (one folder a model)",
@@ -120,6 +124,7 @@ class LocalTriton:
         self.settings = settings or load(TritonSettings)
         self.process: subprocess.Popen | None = None
         self.models: list[str] = []
+        self._mirroring: threading.Event | None = None
 
     def command(self, repository: Path, backends: Path) -> list[str]:
         s = self.settings
@@ -150,6 +155,9 @@ class LocalTriton:
             raise TritonError(f"no ONNX models under {s.model_repository}")
         env = {**os.environ, "PYTHONPATH": stub_pythonpath(), "OMP_NUM_THREADS": str(s.intra_op_threads)}
         self.process = supervise.spawn(self.command(repository, backends), s.log_file, env=env)
+        self._mirroring = threading.Event()
+        threading.Thread(target=self._mirror, args=(repository, self._mirroring), name="repository-mirror",
+                         daemon=True).start()
         if not wait:
             return self
         supervise.ready_or_stopped(self.wait_ready, self.stop)
@@ -185,7 +193,21 @@ class LocalTriton:
         errors = [line for line in text if line.startswith("E") and "CudaDriverHelper" not in line]
         return "\n".join(dict.fromkeys(errors[-10:] + text[-lines:]))
 
+    def _mirror(self, repository: Path, stopped: threading.Event) -> None:
+        """Models and versions dropped into the source repository while the server runs appear in
+        its CPU repository, for ModelAdminService.LoadModel to load (no restart, no code)."""
+        s = self.settings
+        while not stopped.wait(MIRROR_EVERY_S):
+            try:
+                model_repository.sync_cpu_repository(s.model_repository, repository, instance_count=s.instance_count,
+                                                     intra_op_threads=s.intra_op_threads,
+                                                     max_queue_delay_us=s.max_queue_delay_us)
+            except OSError as exc:  # a folder half written: the next round looks again
+                log.debug("repository mirror: %s", exc)
+
     def stop(self) -> None:
+        if self._mirroring is not None:
+            self._mirroring.set()
         if self.process is None:
             return
         pgid = self.process.pid

@@ -1,12 +1,15 @@
 """Models changed while the stack runs (Triton in explicit model-control mode, ModelAdminService):
-a reload under load fails no job, an unloaded model's jobs wait until it is back, and a model
-Triton's repository does not hold is NOT_FOUND. A stack and a Triton of their own: the session's
-Triton serves the other tests."""
+a reload under load fails no job, an unloaded model's jobs wait until it is back, a model Triton's
+repository does not hold is NOT_FOUND, and a third model (a seasonal-naive forecaster made here as
+ONNX) dropped into the repository, then a second version of it, serve jobs through the mesh with no
+code change. A stack, a Triton and a model repository of their own."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,14 +23,28 @@ from satlas.v1 import model_admin_service_pb2 as mpb
 from satlas.v1 import model_admin_service_pb2_grpc as mpb_grpc
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
+from launcher import model_repository
 from launcher.stack import Stack, StackSettings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MODELS = ["vae_timeseries", "transformer_timeseries"]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with Stack(StackSettings.isolated(tmp_path_factory.mktemp("swap-stack"))) as s:
+def repository(tmp_path_factory) -> Path:
+    """The committed models (linked), in a folder the test may add to."""
+    root = tmp_path_factory.mktemp("swap-models")
+    for model in model_repository.model_dirs(ROOT / "model_repository"):
+        (root / model.name).symlink_to(model)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, repository):
+    settings = StackSettings.isolated(tmp_path_factory.mktemp("swap-stack"))
+    settings = replace(settings, triton=replace(settings.triton, model_repository=repository))
+    with Stack(settings) as s:
         yield s
 
 
@@ -109,3 +126,81 @@ def test_the_cli_reloads_a_model(stack):
                           "transformer_timeseries"], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert "transformer_timeseries" in out.stdout and "ready" in out.stdout
+
+
+HORIZON = 8
+
+
+def seasonal_naive(model_dir: Path, version: int, period: int) -> None:
+    """A forecaster of the next HORIZON points: the last ``period`` points again and again, as an
+    ONNX graph with its config.pbtxt, as scripts/convert_model.py writes the committed ones."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    last = helper.make_node("Slice", ["series", "start", "end", "axis"], ["season"])
+    repeated = helper.make_node("Tile", ["season", "reps"], ["tiled"])
+    cut = helper.make_node("Slice", ["tiled", "zero", "horizon", "axis"], ["forecast"])
+    graph = helper.make_graph(
+        [last, repeated, cut], "seasonal_naive",
+        [helper.make_tensor_value_info("series", TensorProto.FLOAT, ["batch", "n"])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", HORIZON])],
+        initializer=[helper.make_tensor("start", TensorProto.INT64, [1], [-period]),
+                     helper.make_tensor("end", TensorProto.INT64, [1], [2**62]),
+                     helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+                     helper.make_tensor("reps", TensorProto.INT64, [2], [1, -(-HORIZON // period)]),
+                     helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+                     helper.make_tensor("horizon", TensorProto.INT64, [1], [HORIZON])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    (model_dir / str(version)).mkdir(parents=True)
+    onnx.save(model, model_dir / str(version) / "model.onnx")
+    config = model_repository.gpu_config(
+        model_dir.name, [model_repository.Tensor("series", "FP32", (-1,))],
+        [model_repository.Tensor("forecast", "FP32", (HORIZON,))], max_batch_size=8,
+        parameters={"task": "forecast", "horizon": str(HORIZON), "min_length": "4", "max_length": "4096",
+                    "output.predictions": "forecast", "description": "seasonal naive: the last season again"})
+    (model_dir / model_repository.CONFIG).write_text(model_repository.render(config))
+
+
+def until_loaded(admin, name: str, timeout_s: float = 30.0):
+    """LoadModel once the stack's Triton sees the new folder (its repository mirror runs every 2 s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return admin.LoadModel(mpb.LoadModelRequest(model_name=name), timeout=120).model
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_a_third_model_dropped_into_the_repository_serves_jobs_and_so_does_its_next_version(stubs, repository):
+    ingest, orchestrator, analysis, admin = stubs
+    model_dir = repository / "seasonal_naive"
+    seasonal_naive(model_dir, version=1, period=4)
+    model = until_loaded(admin, "seasonal_naive")
+    assert (model.ready, list(model.versions), model.horizon, model.task) == (True, ["1"], HORIZON, "forecast")
+    values = [float(v) for v in range(1, 23)]  # ... 19, 20, 21, 22
+    ids = [ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values[: 18 + k]},
+                                                       models=["seasonal_naive", "transformer_timeseries"]),
+                               timeout=30).job_ids for k in range(4)]
+    jobs = wait_terminal(orchestrator, [j for pair in ids for j in pair])
+    for k, (naive, other) in enumerate(ids):
+        got = jobs[naive]
+        assert got.state == js.JOB_STATE_SUCCEEDED, got.error
+        season = values[18 + k - 4: 18 + k]
+        assert list(got.result.predictions) == season + season and got.result.model_version == "1"
+        assert jobs[other].state == js.JOB_STATE_SUCCEEDED
+    # Version 2 (a season of 2) beside version 1: a reload serves it; the jobs record it.
+    seasonal_naive(model_dir, version=2, period=2)
+    deadline = time.monotonic() + 20
+    while "2" not in (model := admin.LoadModel(mpb.LoadModelRequest(model_name="seasonal_naive"), timeout=120).model
+                      ).versions:
+        assert time.monotonic() < deadline, list(model.versions)
+        time.sleep(1)  # the mirror has not brought version 2 over yet
+    assert model.ready
+    (job_id,) = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=["seasonal_naive"],
+                                                            horizon=5), timeout=30).job_ids
+    job = wait_terminal(orchestrator, [job_id])[job_id]
+    assert job.result.model_version == "2" and list(job.result.predictions) == [21.0, 22.0, 21.0, 22.0, 21.0]
