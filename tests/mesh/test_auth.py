@@ -20,7 +20,7 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh_helpers import GrpcWeb
 from satlas.internal.v1 import job_control_service_pb2 as job_control_pb2
-from satlas.v1 import analysis_service_pb2, orchestrator_service_pb2  # noqa: F401 (in the descriptor pool)
+from satlas.v1 import analysis_service_pb2, model_admin_service_pb2, orchestrator_service_pb2  # noqa: F401 (the pool)
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
