@@ -4,6 +4,8 @@ the new one is ready, so jobs in flight finish on one or the other."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from satlas.v1 import model_admin_service_pb2 as pb
 from satlas.v1 import model_admin_service_pb2_grpc as pb_grpc
@@ -22,28 +24,31 @@ class ModelAdmin(pb_grpc.ModelAdminServiceServicer):
         await self._described(context, request.model_name)  # NOT_FOUND before Triton's vaguer error
         await self._call(context, self.analysis.triton.RepositoryModelLoad,
                          tpb.RepositoryModelLoadRequest(model_name=request.model_name))
-        model = await self._described(context, request.model_name)
-        return pb.LoadModelResponse(model=model.to_proto())
+        try:  # loaded: a failed read of its description must not say otherwise
+            model = (await asyncio.to_thread(self.analysis.catalogue.get, True)).get(request.model_name)
+        except grpc.RpcError:
+            model = None
+        return pb.LoadModelResponse(model=model.to_proto() if model else None)
 
     async def UnloadModel(self, request, context):
         await self._described(context, request.model_name)
         await self._call(context, self.analysis.triton.RepositoryModelUnload,
                          tpb.RepositoryModelUnloadRequest(model_name=request.model_name))
-        await self._described(context, request.model_name, must_exist=False)
         return pb.UnloadModelResponse()
 
     async def _call(self, context, method, request) -> None:
+        remaining = context.time_remaining()
         try:
-            await method(request, timeout=LOAD_TIMEOUT_S)
+            await method(request, timeout=min(LOAD_TIMEOUT_S, remaining) if remaining else LOAD_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
             code = exc.code() if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
                 else grpc.StatusCode.FAILED_PRECONDITION  # the model is there but would not load
             await context.abort(code, f"Triton: {exc.code().name}: {details}")
 
-    async def _described(self, context, name: str, must_exist: bool = True):
-        """The model as the catalogue now sees it (fetched afresh: the worker's copy refreshes by itself)."""
+    async def _described(self, context, name: str):
+        """The model as Triton's repository now has it (fetched afresh), else NOT_FOUND."""
         models = await self.analysis.from_catalogue(context, self.analysis.catalogue.get, True)
-        if must_exist and name not in models:
+        if name not in models:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} is not in Triton's repository")
-        return models.get(name)
+        return models[name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import grpc
 from satlas.internal.v1 import job_control_service_pb2 as jc
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,10 @@ class Batcher:
 
     async def _send(self, batch) -> None:
         loop = asyncio.get_running_loop()
-        batch = [b for b in batch if not b[1].done() and b[2] > loop.time()]  # callers still waiting
+        late = [b for b in batch if not b[1].done() and b[2] <= loop.time()]
+        for _, future, _ in late:  # their time ran out waiting here: answered, not left hanging
+            future.set_exception(_deadline_passed())
+        batch = [b for b in batch if not b[1].done()]  # callers still waiting
         try:
             if not batch:
                 return
@@ -106,3 +110,8 @@ class Batcher:
                     future.set_exception(exc)
         finally:
             self.slots.release()
+
+
+def _deadline_passed() -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                details="the submission waited past its deadline for the orchestrator")

@@ -8,7 +8,8 @@ from prometheus_client import Counter, Gauge
 
 SUBMISSIONS = Counter("satlas_ingest_submissions", "Submissions answered (a unary call, or one message of a "
                       "stream), by status code.", ["code"])
-ADMITTED = Counter("satlas_ingest_jobs_admitted", "Jobs created from admitted submissions.", ["model"])
+ADMITTED = Counter("satlas_ingest_jobs_admitted", "Job ids answered for admitted submissions (a replayed "
+                   "idempotency key counts again).", ["model"])
 BACKLOG = Gauge("satlas_ingest_backlog", "Submissions admitted and not yet answered by the orchestrator.")
 
 

@@ -86,8 +86,12 @@ class Ingest(pb_grpc.IngestServiceServicer):
         except grpc.aio.AioRpcError as exc:
             _answered(passed_on(exc).name, span)
             await context.abort(passed_on(exc), f"orchestrator: {exc.code().name}: {exc.details()}")
+        except BaseException as exc:  # the caller went away (cancelled), or a fault: counted and the span ended
+            _answered("CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN", span)
+            raise
         _answered("OK", span, request.models, job_ids)
-        log.debug("accepted", extra={"job_ids": job_ids, **({"trace_id": traceparent[3:35]} if traceparent else {})})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("accepted", extra={"job_ids": job_ids} | ({"trace_id": traceparent[3:35]} if traceparent else {}))
         return pb.SubmitSeriesResponse(job_ids=job_ids)
 
     async def StreamSeries(self, request_iterator, context):

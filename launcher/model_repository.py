@@ -10,6 +10,7 @@ config), so there is no second copy to drift.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from satkit.jobs import MULTI_SERIES
 
+log = logging.getLogger(__name__)
 CONFIG = "config.pbtxt"
 # The Python-backend model that runs an ONNX file with onnxruntime (see triton_onnx_model.py).
 ONNX_WRAPPER = Path(__file__).resolve().parent / "triton_onnx_model.py"
@@ -130,13 +132,14 @@ def sync_cpu_repository(source: Path, target: Path, **cpu) -> list[str]:
     for model_dir in model_dirs(source):
         try:
             gpu = read_config(model_dir)
-        except Exception:  # being written, or not a config: the next sync looks again
-            continue
-        if gpu.backend != "onnxruntime":
+            if gpu.backend != "onnxruntime":
+                continue
+            config = render(cpu_config(gpu, **cpu))
+        except Exception as exc:  # being written, or not one this server can run: the next sync looks again
+            log.debug("%s: not mirrored: %s", model_dir.name, exc)
             continue
         out = Path(target) / model_dir.name
         out.mkdir(exist_ok=True)
-        config = render(cpu_config(gpu, **cpu))
         if not (out / CONFIG).is_file() or (out / CONFIG).read_text() != config:
             (out / f"{CONFIG}.part").write_text(config)
             (out / f"{CONFIG}.part").replace(out / CONFIG)
@@ -144,7 +147,14 @@ def sync_cpu_repository(source: Path, target: Path, **cpu) -> list[str]:
             if not (version / "model.onnx").is_file() or (out / version.name / "model.py").exists():
                 continue
             (out / version.name).mkdir(exist_ok=True)
-            os.symlink((version / "model.onnx").resolve(), out / version.name / "model.onnx")
-            os.symlink(ONNX_WRAPPER, out / version.name / "model.py")  # last: the version is complete
+            _link((version / "model.onnx").resolve(), out / version.name / "model.onnx")
+            _link(ONNX_WRAPPER, out / version.name / "model.py")  # last: the version is complete
         names.append(model_dir.name)
     return names
+
+
+def _link(source: Path, link: Path) -> None:
+    """A symlink, replacing one a sync cut short left behind."""
+    if link.is_symlink():
+        link.unlink()
+    os.symlink(source, link)

@@ -202,8 +202,8 @@ class LocalTriton:
                 model_repository.sync_cpu_repository(s.model_repository, repository, instance_count=s.instance_count,
                                                      intra_op_threads=s.intra_op_threads,
                                                      max_queue_delay_us=s.max_queue_delay_us)
-            except OSError as exc:  # a folder half written: the next round looks again
-                log.debug("repository mirror: %s", exc)
+            except Exception as exc:  # the next round looks again; the thread must outlive one bad folder
+                log.warning("repository mirror: %s", exc)
 
     def stop(self) -> None:
         if self._mirroring is not None:

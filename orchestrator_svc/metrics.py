@@ -67,10 +67,17 @@ class InState(Collector):
         self._lock = threading.Lock()
         self._last: tuple[float, dict[str, int]] = (float("-inf"), {})
 
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("satlas_jobs_in_state", "Jobs in each unfinished state, in the whole mesh "
+                                 "(read from the database; every replica reports it: aggregate with max).",
+                                 labels=["state"])
+
+    def describe(self):  # what registering asks for: no query on the event loop at start-up
+        yield self._family()
+
     def collect(self):
-        family = GaugeMetricFamily("satlas_jobs_in_state", "Jobs in each unfinished state, in the whole mesh "
-                                   "(read from the database; every replica reports it: aggregate with max).",
-                                   labels=["state"])
+        family = self._family()
         with self._lock:
             at, counts = self._last
             if time.monotonic() - at > self.ttl_s:

@@ -91,9 +91,12 @@ class JobControl(jc_grpc.JobControlServiceServicer):
                                 f"{admission.unfinished} jobs are unfinished, the most allowed "
                                 f"(ORCHESTRATOR_MAX_UNFINISHED) is {admission.limit}: try again later")
         spans = _creating(request.submissions) if tracing.enabled() else ()
-        ids = await self.core.writer.create_jobs(request.submissions)  # the writer dispatches them
-        for span, i in spans:
-            tracing.finish(span, attributes={"satlas.job_ids": ids[i]})
+        ids = None
+        try:
+            ids = await self.core.writer.create_jobs(request.submissions)  # the writer dispatches them
+        finally:
+            for span, i in spans:
+                tracing.finish(span, "OK" if ids else "INTERNAL", {"satlas.job_ids": ids[i]} if ids else None)
         return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=i) for i in ids])
 
     async def StartJobs(self, request, context):
@@ -105,10 +108,13 @@ class JobControl(jc_grpc.JobControlServiceServicer):
             "satlas.job_id": o.job_id, "satlas.outcome": "error" if o.error else "ok",
             "satlas.batch_size": len(request.outcomes)})) for o in request.outcomes
             if tracing.sampled(o.traceparent)] if tracing.enabled() else ()
-        applied = await self.core.writer.report_results(request.outcomes)  # committed, and its events out
+        applied = None
+        try:
+            applied = await self.core.writer.report_results(request.outcomes)  # committed, and its events out
+        finally:
+            for o, span in spans:
+                tracing.finish(span, "OK" if applied is not None else "INTERNAL")
         self.core.dispatcher.finished([o.job_id for o in request.outcomes])
-        for o, span in spans:
-            tracing.finish(span)
         return jc.ReportResultsResponse(applied=applied)
 
 
@@ -117,6 +123,7 @@ def _creating(submissions) -> list[tuple[object, int]]:
     jobs carry it on. An unsampled one keeps the ingest's traceparent."""
     spans = []
     for i, s in enumerate(submissions):
+        s.traceparent = tracing.valid(s.traceparent)  # what the row and the worker get is well formed
         if s.traceparent and not tracing.sampled(s.traceparent):
             continue
         span = tracing.start("orchestrator.create", s.traceparent, "server", {

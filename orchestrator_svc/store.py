@@ -31,7 +31,7 @@ from orchestrator_svc.convert import job_to_proto, utc
 from orchestrator_svc.snapshots import Snapshots
 from orchestrator_svc.statements import SNAPSHOT, Hot, Now, Rare
 from satkit.queue import TaskJob  # what a worker needs to run one job; a message carries several
-from satkit.tracing import trace_id
+from satkit.tracing import trace_id, valid
 
 R = db.InferenceResult
 T = R.__table__
@@ -131,7 +131,7 @@ class JobStore:
             series, values, labels = s.series.SerializeToString(), s.series.values, s.series.labels
             labels_json = json.dumps(dict(labels)) if labels else "{}"
             ids = []
-            parent = s.traceparent or None
+            parent = valid(s.traceparent) or None if s.traceparent else None  # a column of 55 characters
             for model in s.models:
                 job_id = str(uuid.uuid4())
                 ids.append(job_id)

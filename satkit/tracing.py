@@ -44,11 +44,30 @@ def setup(service: str) -> bool:
     import opentelemetry.trace as api
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider, sampling
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    class KeepLinked(sampling.Sampler):
+        """The configured sampler (OTEL_TRACES_SAMPLER), except that a new trace linked to a kept
+        one is kept: a batch span (a Celery message, a re-queued one) exists when a job it carries
+        is sampled, and its children follow it, whatever the ratio."""
+
+        def __init__(self, base):
+            self.base = base
+
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,
+                          trace_state=None):
+            parent = api.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid and any(link.context.trace_flags.sampled for link in links or ()):
+                return sampling.SamplingResult(sampling.Decision.RECORD_AND_SAMPLE, attributes)
+            return self.base.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+        def get_description(self) -> str:
+            return f"KeepLinked{{{self.base.get_description()}}}"
+
     # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME, when set, wins over ours.
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}),
+                              sampler=KeepLinked(sampling._get_from_env_or_default()))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _tracer, _provider, _api = provider.get_tracer("satlas"), provider, api
     log.info("tracing on: spans of %s go to %s", service, OTEL_TRACES_ENDPOINT.read() or OTEL_ENDPOINT.read())

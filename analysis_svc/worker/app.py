@@ -68,11 +68,17 @@ def run_jobs(self, payload: bytes, requeues: int = 0) -> int:
         if self.request.retries >= MAX_ORCHESTRATOR_RETRIES:
             raise
         log.warning("orchestrator unreachable (%s); task again in %.0fs", exc.code().name, REQUEUE_DELAY_S)
-        raise self.retry(args=[payload, requeues], countdown=REQUEUE_DELAY_S)
+        raise self.retry(args=[payload, requeues], countdown=REQUEUE_DELAY_S, headers=_carried(message))
     if unavailable:
         if requeues >= settings.max_requeues:
             r.fail(unavailable, f"Triton stayed unavailable through {requeues + 1} rounds of retries")
         else:
             log.warning("re-queueing %d jobs in %.0fs (Triton unavailable)", len(unavailable), REQUEUE_DELAY_S)
-            raise self.retry(args=[encode_task(unavailable), requeues + 1], countdown=REQUEUE_DELAY_S)
+            raise self.retry(args=[encode_task(unavailable), requeues + 1], countdown=REQUEUE_DELAY_S,
+                             headers=_carried(message))
     return len(jobs)
+
+
+def _carried(traceparent: str) -> dict | None:
+    """The message's trace context for its re-queued copy (Celery's retry drops custom headers)."""
+    return {"traceparent": traceparent} if traceparent else None

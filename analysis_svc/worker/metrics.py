@@ -20,7 +20,8 @@ TRITON_SECONDS = Histogram("satlas_worker_triton_request_seconds", "Seconds from
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 RETRIES = Counter("satlas_worker_triton_retries", "Jobs tried again on Triton after a transient error.", ["model"])
 RECONNECTS = Counter("satlas_worker_stream_reconnects", "Triton streams opened again after one broke.")
-JOBS = Counter("satlas_worker_jobs", "Job outcomes reported to the orchestrator: ok (a result) or error.",
+JOBS = Counter("satlas_worker_jobs", "Job outcomes reported to the orchestrator: ok (a result) or error (a job "
+               "run twice, re-dispatched or redelivered, reports twice).",
                ["model", "outcome"])
 
 

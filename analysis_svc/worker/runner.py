@@ -83,13 +83,27 @@ class Runner:
         counted as started before its inference begins, as the poison check needs."""
         request = jc.StartJobsRequest(job_ids=[j.job_id for j in jobs], worker=self.worker)
         claiming = self.claimer.submit(call_orchestrator, self.control.StartJobs, request) if claim else None
-        outcomes: list[jc.JobOutcome] = []
         spans = Spans(jobs, traceparent, requeues)
+        try:
+            todo = self._run(jobs, claiming, spans)
+        except BaseException:
+            spans.end(len(jobs))
+            raise
+        spans.end(len(todo))
+        return todo
+
+    def _run(self, jobs: list[TaskJob], claiming, spans: Spans) -> list[TaskJob]:
+        outcomes: list[jc.JobOutcome] = []
         todo = self._infer(jobs, outcomes, spans)
         if claiming is not None:
             keep = set(claiming.result().job_ids)  # safe to repeat: a retried claim re-claims active jobs
             outcomes = [o for o in outcomes if o.job_id in keep]
             todo = [j for j in todo if j.job_id in keep]
+        # Jobs of a model that is not loaded go back to the queue at once: retrying here would only
+        # hold the other jobs' reports for the backoff.
+        waiting = [j for j in todo if (m := self.catalogue.models.get(j.model_name)) is not None and not m.ready]
+        if waiting:
+            todo = [j for j in todo if j not in waiting]
         for attempt in range(1, self.settings.triton_retries):
             if not todo:
                 break
@@ -98,8 +112,7 @@ class Runner:
                 metrics.RETRIES.labels(job.model_name).inc()
             todo = self._infer(todo, outcomes, spans)
         self.report(outcomes, jobs)
-        spans.end(len(todo))
-        return todo
+        return todo + waiting
 
     def _infer(self, jobs: list[TaskJob], outcomes: list[jc.JobOutcome], spans: Spans | None = None,
                alone: bool = False) -> list[TaskJob]:

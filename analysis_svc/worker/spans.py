@@ -13,9 +13,12 @@ from satkit.queue import TaskJob
 
 class Spans:
     def __init__(self, jobs: list[TaskJob], message: str = "", requeues: int = 0, on: bool | None = None):
+        self.on = tracing.enabled() if on is None else on
+        if not self.on:
+            return
         # Only for a message that carries a sampled job: spans under unsampled ones are never kept.
         sampled = [j.traceparent for j in jobs if tracing.sampled(j.traceparent)]
-        self.on = bool(sampled) and (tracing.enabled() if on is None else on)
+        self.on = bool(sampled)
         if self.on:
             self.batch = tracing.start("worker.run_jobs", message, "consumer", {
                 "satlas.batch_size": len(jobs), "satlas.requeues": requeues}, links=sampled)

@@ -6,6 +6,7 @@ code change. A stack, a Triton and a model repository of their own."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from dataclasses import replace
@@ -36,7 +37,10 @@ def repository(tmp_path_factory) -> Path:
     """The committed models (linked), in a folder the test may add to."""
     root = tmp_path_factory.mktemp("swap-models")
     for model in model_repository.model_dirs(ROOT / "model_repository"):
-        (root / model.name).symlink_to(model)
+        (root / model.name).mkdir()  # a config of its own (the reload test changes it), the versions linked
+        shutil.copy(model / model_repository.CONFIG, root / model.name / model_repository.CONFIG)
+        for version in (v for v in model.iterdir() if v.is_dir() and v.name.isdigit()):
+            (root / model.name / version.name).symlink_to(version)
     return root
 
 
@@ -61,8 +65,24 @@ def ready(analysis) -> dict[str, bool]:
     return {m.name: m.ready for m in analysis.ListModels(apb.ListModelsRequest(), timeout=10).models}
 
 
-def test_a_reload_under_load_fails_no_job(stubs):
+def described(repository: Path, name: str, description: str) -> None:
+    """The model's config with another description: what makes Triton's load a real reload (an
+    unchanged model is left as it is)."""
+    path = repository / name / model_repository.CONFIG
+    config = model_repository.read_config(path.parent)
+    config.parameters["description"].string_value = description
+    path.write_text(model_repository.render(config))
+
+
+def test_a_reload_under_load_fails_no_job(stack, stubs, repository):
     ingest, orchestrator, analysis, admin = stubs
+    mirrored = Path(stack.triton.settings.work_dir) / "model_repository"
+    for name in MODELS:
+        described(repository, name, f"{name}, reloaded")
+    deadline = time.monotonic() + 20
+    while not all("reloaded" in (mirrored / n / model_repository.CONFIG).read_text() for n in MODELS):
+        assert time.monotonic() < deadline, "the stack's Triton repository did not follow"
+        time.sleep(0.5)
     ids: list[str] = []
     stop = threading.Event()
 
@@ -78,9 +98,10 @@ def test_a_reload_under_load_fails_no_job(stubs):
     feeder.start()
     try:
         time.sleep(1.0)
-        for name in MODELS:  # a reload of each while jobs flow
+        for name in MODELS:  # a reload of each while jobs flow: the new config is served after it
             reply = admin.LoadModel(mpb.LoadModelRequest(model_name=name), timeout=120)
             assert reply.model.name == name and reply.model.ready and list(reply.model.versions) == ["1"]
+            assert reply.model.description == f"{name}, reloaded"
         time.sleep(1.0)
     finally:
         stop.set()

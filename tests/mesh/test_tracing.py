@@ -92,7 +92,16 @@ def test_a_callers_traceparent_is_continued_and_batch_spans_link_the_jobs(traced
     # The worker's span of each job links the Triton request that carried it; that request is a
     # child of the worker's run of the Celery message, which continues the orchestrator's dispatch
     # span from the message's headers and links every job it carries.
-    everything = {s.span_id: s for s in sink.taken()}
+    def batch_spans_in():  # the worker's run ends after the report, so its spans may come later
+        found = {s.span_id: s for s in sink.taken()}
+        requests = [found.get(i.links[0][1]) for i in spans if i.name == "worker.infer"]
+        runs = [found.get(r.parent_id) for r in requests if r]
+        return found if all(requests) and all(runs) and all(found.get(r.parent_id) for r in runs) else None
+
+    deadline = time.monotonic() + 20
+    while (everything := batch_spans_in()) is None:
+        assert time.monotonic() < deadline, "the batch spans never came"
+        time.sleep(0.2)
     for infer in (s for s in spans if s.name == "worker.infer"):
         (request_trace, request_span), = infer.links
         request = everything[request_span]
@@ -133,3 +142,36 @@ def test_the_dashboard_links_a_job_to_its_trace(traced):
             expect(page.get_by_test_id("job-explained")).to_contain_text("most of it")
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def ratio_zero(tmp_path_factory, triton):
+    """Sampling configured to keep no new trace: only a caller's sampled traceparent is followed."""
+    with Sink() as sink:
+        settings = StackSettings.isolated(
+            tmp_path_factory.mktemp("sampled-stack"), triton_url=triton.settings.grpc_url,
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                 "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                 "OTEL_TRACES_SAMPLER_ARG": "0"})
+        with Stack(settings) as stack:
+            yield stack, sink
+
+
+def test_sampling_keeps_the_sampled_jobs_with_their_batch_spans_and_nothing_else(ratio_zero):
+    stack, sink = ratio_zero
+    (unsampled,) = run(stack, ["vae_timeseries"])
+    (followed,) = run(stack, ["vae_timeseries"], metadata=[("traceparent", CALLER)])
+    assert len(unsampled.trace_id) == 32 and followed.trace_id == CALLER[3:35]  # both still name a trace
+    spans = spans_of(sink, followed.trace_id, HOPS)
+    assert HOPS <= {(s.service, s.name) for s in spans}
+    # The message and the worker's run of it are new traces the ratio would drop: kept, being linked
+    # to a sampled job.
+    deadline = time.monotonic() + 20
+    while not {"worker.run_jobs", "orchestrator.dispatch", "triton.infer"} <= {s.name for s in sink.taken()}:
+        assert time.monotonic() < deadline, sorted({s.name for s in sink.taken()})
+        time.sleep(0.2)
+    time.sleep(1)  # what else would come, has
+    assert unsampled.trace_id not in sink.traces()
+    for s in sink.taken():
+        if s.name in ("worker.run_jobs", "orchestrator.dispatch"):
+            assert [t for t, _ in s.links] == [followed.trace_id]

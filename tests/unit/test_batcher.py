@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from satlas.internal.v1 import job_control_service_pb2 as jc
 
@@ -60,7 +61,11 @@ async def test_a_caller_that_left_or_ran_out_of_time_is_not_sent():
     expired = batcher.submit(sub("expired"), 0.0)
     assert await batcher.submit(sub("kept"), 5.0) == ["id-kept"]
     assert [keys for keys, _ in recorder.calls] == [["kept"]]
-    assert not expired.done()  # its caller's deadline has passed; nobody waits for it
+    # Its caller's deadline passed: not sent, but answered (a stream with no deadline of its own
+    # would otherwise wait on it forever, and the backlog would count it forever).
+    assert isinstance(expired.exception(), grpc.aio.AioRpcError)
+    assert expired.exception().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert batcher.backlog == 0
     await batcher.stop()
 
 
