@@ -14,7 +14,7 @@ from tritonclient.grpc import service_pb2 as tpb
 
 from satkit.jobs import MULTI_SERIES
 
-ROLES = ("predictions", "anomaly_scores", "anomaly_score", "anomaly_flag")
+ROLES = ("predictions", "anomaly_scores", "anomaly_score", "anomaly_flag", "quantiles")
 DEFAULT_MAX_LENGTH = 4096
 
 
@@ -38,6 +38,8 @@ class ModelInfo:
     # Triton's own ragged batcher gives a request one offset, so there one series per request.
     multi_series: bool = False
     roles: dict[str, str] = field(default_factory=dict)  # role -> output tensor name
+    # The levels of a "quantiles" output ([levels, horizon] per series), from parameter quantile_levels.
+    quantile_levels: tuple[float, ...] = ()
     parameters: dict[str, str] = field(default_factory=dict)
     inputs: tuple = ()
     outputs: tuple = ()
@@ -64,6 +66,15 @@ def _int(params: dict[str, str], key: str, default: int) -> int:
         return int(params.get(key, default))
     except ValueError:
         return default
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    """"0.1,0.5,0.9" → (0.1, 0.5, 0.9); anything else → () (the output then stays unnamed)."""
+    try:
+        levels = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        return ()
+    return levels if all(0 < q < 1 for q in levels) and len(set(levels)) == len(levels) else ()
 
 
 def describe(
@@ -97,6 +108,7 @@ def describe(
         max_batch_size=config.max_batch_size,
         multi_series=multi_series,
         roles=roles,
+        quantile_levels=_levels(params.get("quantile_levels", "")),
         parameters={k: v for k, v in params.items() if not k.startswith("python.")},
         inputs=tuple((i.name, i.datatype, tuple(i.shape)) for i in data_inputs),
         outputs=tuple((o.name, o.datatype, tuple(o.shape)) for o in metadata.outputs),

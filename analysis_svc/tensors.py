@@ -71,5 +71,16 @@ def _fill(model: ModelInfo, result: job_pb2.JobResult, name: str, flat: np.ndarr
         result.anomaly_score = values[0]
     elif role == "anomaly_flag" and values:
         result.anomaly_flag = bool(values[0])
+    elif role == "quantiles" and model.quantile_levels and flat.size % len(model.quantile_levels) == 0:
+        _quantiles(result, model.quantile_levels, flat)
     else:
         result.outputs[name].values.extend(values)
+
+
+def _quantiles(result: job_pb2.JobResult, levels: tuple[float, ...], flat: np.ndarray) -> None:
+    """[levels, horizon] as one QuantileForecast a level, lowest first. Non-decreasing in the level
+    at every point whatever the model gave (a crossing is taken to the lower level's value)."""
+    order = np.argsort(levels)
+    rows = np.maximum.accumulate(flat.reshape(len(levels), -1)[order], axis=0)
+    for i, row in zip(order, rows):
+        result.quantiles.add(level=levels[i], values=row.tolist())

@@ -26,3 +26,5 @@ def cut_to_horizon(result, model_horizon: int, asked: int) -> None:
     """A forecasting model's predictions cut to the ``asked`` first points (0: all of them)."""
     if asked and model_horizon:
         del result.predictions[asked:]
+        for q in result.quantiles:
+            del q.values[asked:]

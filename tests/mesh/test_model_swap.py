@@ -152,20 +152,28 @@ def test_the_cli_reloads_a_model(stack):
 HORIZON = 8
 
 
-def seasonal_naive(model_dir: Path, version: int, period: int) -> None:
+def seasonal_naive(model_dir: Path, version: int, period: int, bands: bool = False) -> None:
     """A forecaster of the next HORIZON points: the last ``period`` points again and again, as an
-    ONNX graph with its config.pbtxt, as scripts/convert_model.py writes the committed ones."""
+    ONNX graph with its config.pbtxt, as scripts/convert_model.py writes the committed ones. With
+    ``bands``, quantiles too: levels 0.1, 0.5, 0.9 at the forecast -1, +0, +2."""
     import onnx
     from onnx import TensorProto, helper
 
     last = helper.make_node("Slice", ["series", "start", "end", "axis"], ["season"])
     repeated = helper.make_node("Tile", ["season", "reps"], ["tiled"])
     cut = helper.make_node("Slice", ["tiled", "zero", "horizon", "axis"], ["forecast"])
+    nodes, outputs = [last, repeated, cut], [helper.make_tensor_value_info("forecast", TensorProto.FLOAT,
+                                                                           ["batch", HORIZON])]
+    if bands:  # [batch, 3, HORIZON]: the rows the levels name, in the config's order
+        nodes += [helper.make_node("Unsqueeze", ["forecast", "one"], ["middle"]),
+                  helper.make_node("Add", ["middle", "offsets"], ["bands"])]
+        outputs.append(helper.make_tensor_value_info("bands", TensorProto.FLOAT, ["batch", 3, HORIZON]))
     graph = helper.make_graph(
-        [last, repeated, cut], "seasonal_naive",
-        [helper.make_tensor_value_info("series", TensorProto.FLOAT, ["batch", "n"])],
-        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", HORIZON])],
-        initializer=[helper.make_tensor("start", TensorProto.INT64, [1], [-period]),
+        nodes, "seasonal_naive",
+        [helper.make_tensor_value_info("series", TensorProto.FLOAT, ["batch", "n"])], outputs,
+        initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+                     helper.make_tensor("offsets", TensorProto.FLOAT, [3, 1], [-1.0, 0.0, 2.0]),
+                     helper.make_tensor("start", TensorProto.INT64, [1], [-period]),
                      helper.make_tensor("end", TensorProto.INT64, [1], [2**62]),
                      helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
                      helper.make_tensor("reps", TensorProto.INT64, [2], [1, -(-HORIZON // period)]),
@@ -176,11 +184,14 @@ def seasonal_naive(model_dir: Path, version: int, period: int) -> None:
     onnx.checker.check_model(model)
     (model_dir / str(version)).mkdir(parents=True)
     onnx.save(model, model_dir / str(version) / "model.onnx")
-    config = model_repository.gpu_config(
-        model_dir.name, [model_repository.Tensor("series", "FP32", (-1,))],
-        [model_repository.Tensor("forecast", "FP32", (HORIZON,))], max_batch_size=8,
-        parameters={"task": "forecast", "horizon": str(HORIZON), "min_length": "4", "max_length": "4096",
-                    "output.predictions": "forecast", "description": "seasonal naive: the last season again"})
+    parameters = {"task": "forecast", "horizon": str(HORIZON), "min_length": "4", "max_length": "4096",
+                  "output.predictions": "forecast", "description": "seasonal naive: the last season again"}
+    tensors = [model_repository.Tensor("forecast", "FP32", (HORIZON,))]
+    if bands:
+        parameters |= {"output.quantiles": "bands", "quantile_levels": "0.1,0.5,0.9"}
+        tensors.append(model_repository.Tensor("bands", "FP32", (3, HORIZON)))
+    config = model_repository.gpu_config(model_dir.name, [model_repository.Tensor("series", "FP32", (-1,))],
+                                         tensors, max_batch_size=8, parameters=parameters)
     (model_dir / model_repository.CONFIG).write_text(model_repository.render(config))
 
 
@@ -225,3 +236,21 @@ def test_a_third_model_dropped_into_the_repository_serves_jobs_and_so_does_its_n
                                                             horizon=5), timeout=30).job_ids
     job = wait_terminal(orchestrator, [job_id])[job_id]
     assert job.result.model_version == "2" and list(job.result.predictions) == [21.0, 22.0, 21.0, 22.0, 21.0]
+
+
+def test_a_models_quantiles_arrive_with_the_job_lowest_level_first(stubs, repository):
+    ingest, orchestrator, analysis, admin = stubs
+    seasonal_naive(repository / "seasonal_bands", version=1, period=4, bands=True)
+    until_loaded(admin, "seasonal_bands")
+    values = [float(v) for v in range(1, 21)]
+    (job_id,) = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=["seasonal_bands"],
+                                                            horizon=6), timeout=30).job_ids
+    job = wait_terminal(orchestrator, [job_id])[job_id]
+    assert job.state == js.JOB_STATE_SUCCEEDED, job.error
+    forecast = [17.0, 18.0, 19.0, 20.0, 17.0, 18.0]
+    assert list(job.result.predictions) == forecast
+    assert [(q.level, list(q.values)) for q in job.result.quantiles] == [
+        (0.1, [v - 1 for v in forecast]), (0.5, forecast), (0.9, [v + 2 for v in forecast])]
+    assert not job.result.outputs  # the quantile output has its role: not among the unnamed ones
+    reply = analysis.Analyze(apb.AnalyzeRequest(model_name="seasonal_bands", series={"values": values}), timeout=10)
+    assert [q.level for q in reply.result.quantiles] == [0.1, 0.5, 0.9] and len(reply.result.quantiles[2].values) == 8

@@ -11,7 +11,7 @@ import { JobDetail } from "../src/components/JobDetail";
 import { Models } from "../src/components/Models";
 import { Submit } from "../src/components/Submit";
 import { RecentResults } from "../src/components/RecentResults";
-import { resultLines } from "../src/components/Chart";
+import { ResultChart, resultLines } from "../src/components/Chart";
 import { job, pause, renderWith, TRANSFORMER, VAE } from "./fakes";
 
 const series = (n: number) => ({ values: Array.from({ length: n }, (_, i) => Math.sin(i / 3)) });
@@ -287,5 +287,22 @@ describe("RecentResults and charts", () => {
     );
     expect(r.lines[1]).toMatchObject({ start: 6, label: "reconstruction" });
     expect(r.markers.map((m) => m.x)).toEqual([8]);
+    expect(f.bands).toEqual([]);
+  });
+
+  it("draws a forecast's quantiles as a band from the lowest level to the highest", () => {
+    const quantiles = [
+      { level: 0.1, values: [6, 7] },
+      { level: 0.5, values: [7, 8] },
+      { level: 0.9, values: [9, 10] },
+    ];
+    const input = series(10);
+    const done = job("q", JobState.SUCCEEDED, 4, { series: input, result: { predictions: [7, 8], quantiles } });
+    const { bands } = resultLines(done, TRANSFORMER);
+    expect(bands).toEqual([{ lower: [input.values[9], 6, 7], upper: [input.values[9], 9, 10], start: 9, label: "80 % interval (q10–q90)" }]);
+    renderWith(<ResultChart job={done} model={TRANSFORMER} />, {});
+    const area = document.querySelector("path.band");
+    expect(area?.getAttribute("d")).toMatch(/^M.*Z$/);
+    expect(screen.getByText("80 % interval (q10–q90)")).toBeTruthy();
   });
 });

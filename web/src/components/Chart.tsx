@@ -4,14 +4,16 @@ import type { Model } from "@gen/satlas/v1/analysis_service_pb.js";
 
 export type Line = { values: number[]; start?: number; className: string; label: string };
 export type Marker = { x: number; y: number };
+// A shaded interval between two lines of one length (a forecast's lowest and highest quantile).
+export type Band = { lower: number[]; upper: number[]; start?: number; label: string };
 
-export function LineChart(props: { lines: Line[]; markers?: Marker[]; width?: number; height?: number; title?: string }) {
-  const { lines, markers = [], width = 420, height = 140, title } = props;
+export function LineChart(props: { lines: Line[]; markers?: Marker[]; bands?: Band[]; width?: number; height?: number; title?: string }) {
+  const { lines, markers = [], bands = [], width = 420, height = 140, title } = props;
   const pad = 4;
   let xMax = 1;
   let yMin = Infinity;
   let yMax = -Infinity;
-  for (const l of lines) {
+  for (const l of [...lines, ...bands.flatMap((b) => [{ values: b.lower, start: b.start }, { values: b.upper, start: b.start }])]) {
     xMax = Math.max(xMax, (l.start ?? 0) + l.values.length - 1);
     for (const v of l.values) {
       if (v < yMin) yMin = v;
@@ -25,11 +27,23 @@ export function LineChart(props: { lines: Line[]; markers?: Marker[]; width?: nu
   }
   const sx = (x: number) => pad + ((width - 2 * pad) * x) / xMax;
   const sy = (y: number) => height - pad - ((height - 2 * pad) * (y - yMin)) / (yMax - yMin);
-  const path = (l: Line) =>
+  const path = (l: { values: number[]; start?: number }) =>
     l.values.map((v, i) => `${i ? "L" : "M"}${sx((l.start ?? 0) + i).toFixed(1)},${sy(v).toFixed(1)}`).join("");
+  // Along the upper edge, back along the lower one.
+  const area = (b: Band) =>
+    path({ values: b.upper, start: b.start }) +
+    b.lower
+      .map((v, i) => ({ v, x: (b.start ?? 0) + i }))
+      .reverse()
+      .map(({ v, x }) => `L${sx(x).toFixed(1)},${sy(v).toFixed(1)}`)
+      .join("") +
+    "Z";
   return (
     <figure className="chart">
       <svg width={width} height={height} viewBox={`0 0 ${width} ${height}`} role="img" aria-label={title ?? "chart"}>
+        {bands.map((b) => (
+          <path key={b.label} d={area(b)} className="band" data-label={b.label} />
+        ))}
         {lines.map((l) => (
           <path key={l.label} d={path(l)} className={`line ${l.className}`} data-label={l.label} />
         ))}
@@ -41,6 +55,11 @@ export function LineChart(props: { lines: Line[]; markers?: Marker[]; width?: nu
         {lines.map((l) => (
           <span key={l.label} className={`legend ${l.className}`}>
             {l.label}
+          </span>
+        ))}
+        {bands.map((b) => (
+          <span key={b.label} className="legend band">
+            {b.label}
           </span>
         ))}
         {markers.length > 0 && <span className="legend marker">anomalous ({markers.length})</span>}
@@ -60,12 +79,13 @@ export function anomalyThreshold(model?: Model): number | undefined {
  * over the last points, which are right-aligned per the model repository's convention, with
  * points past the anomaly threshold marked.
  */
-export function resultLines(job: Job, model?: Model): { lines: Line[]; markers: Marker[] } {
+export function resultLines(job: Job, model?: Model): { lines: Line[]; markers: Marker[]; bands: Band[] } {
   const input = job.series?.values ?? [];
   const r = job.result;
   const lines: Line[] = [{ values: input, className: "input", label: "input" }];
   const markers: Marker[] = [];
-  if (!r) return { lines, markers };
+  const bands: Band[] = [];
+  if (!r) return { lines, markers, bands };
   const n = input.length;
   const preds = r.predictions;
   const reconstruction = r.anomalyScores.length > 0 || model?.task === "reconstruction";
@@ -82,13 +102,19 @@ export function resultLines(job: Job, model?: Model): { lines: Line[]; markers: 
     // Without a known threshold, mark the worst point of a series the model flagged.
     if (threshold === undefined && r.anomalyFlag && best >= 0 && start + best >= 0) markers.push({ x: start + best, y: input[start + best] });
   } else if (preds.length) {
-    const joined = n ? [input[n - 1], ...preds] : preds;
-    lines.push({ values: joined, start: n ? n - 1 : 0, className: "output", label: "forecast" });
+    const joined = (values: number[]) => (n ? [input[n - 1], ...values] : values);
+    lines.push({ values: joined(preds), start: n ? n - 1 : 0, className: "output", label: "forecast" });
+    const q = r.quantiles; // lowest level first
+    if (q.length >= 2) {
+      const [low, high] = [q[0], q[q.length - 1]];
+      const pct = (level: number) => `${Math.round(level * 100)}`;
+      bands.push({ lower: joined(low.values), upper: joined(high.values), start: n ? n - 1 : 0, label: `${pct(high.level - low.level)} % interval (q${pct(low.level)}–q${pct(high.level)})` });
+    }
   }
-  return { lines, markers };
+  return { lines, markers, bands };
 }
 
 export function ResultChart({ job, model, width, height }: { job: Job; model?: Model; width?: number; height?: number }) {
-  const { lines, markers } = resultLines(job, model);
-  return <LineChart lines={lines} markers={markers} width={width} height={height} title={`${job.modelName} result`} />;
+  const { lines, markers, bands } = resultLines(job, model);
+  return <LineChart lines={lines} markers={markers} bands={bands} width={width} height={height} title={`${job.modelName} result`} />;
 }

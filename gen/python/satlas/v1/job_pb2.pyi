@@ -69,7 +69,7 @@ class JobTimings(_message.Message):
     def __init__(self, queue_seconds: _Optional[float] = ..., inference_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("predictions", "anomaly_scores", "anomaly_score", "anomaly_flag", "model_version", "outputs")
+    __slots__ = ("predictions", "anomaly_scores", "anomaly_score", "anomaly_flag", "model_version", "outputs", "quantiles")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,13 +83,23 @@ class JobResult(_message.Message):
     ANOMALY_FLAG_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedScalarFieldContainer[float]
     anomaly_scores: _containers.RepeatedScalarFieldContainer[float]
     anomaly_score: float
     anomaly_flag: bool
     model_version: str
     outputs: _containers.MessageMap[str, Values]
-    def __init__(self, predictions: _Optional[_Iterable[float]] = ..., anomaly_scores: _Optional[_Iterable[float]] = ..., anomaly_score: _Optional[float] = ..., anomaly_flag: _Optional[bool] = ..., model_version: _Optional[str] = ..., outputs: _Optional[_Mapping[str, Values]] = ...) -> None: ...
+    quantiles: _containers.RepeatedCompositeFieldContainer[QuantileForecast]
+    def __init__(self, predictions: _Optional[_Iterable[float]] = ..., anomaly_scores: _Optional[_Iterable[float]] = ..., anomaly_score: _Optional[float] = ..., anomaly_flag: _Optional[bool] = ..., model_version: _Optional[str] = ..., outputs: _Optional[_Mapping[str, Values]] = ..., quantiles: _Optional[_Iterable[_Union[QuantileForecast, _Mapping]]] = ...) -> None: ...
+
+class QuantileForecast(_message.Message):
+    __slots__ = ("level", "values")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    level: float
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, level: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Values(_message.Message):
     __slots__ = ("values",)

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file satlas/v1/job.proto.
  */
 export const file_satlas_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChNzYXRsYXMvdjEvam9iLnByb3RvEglzYXRsYXMudjEi2gQKA0pvYhIOCgZqb2JfaWQYASABKAkSEgoKbW9kZWxfbmFtZRgCIAEoCRIiCgVzdGF0ZRgDIAEoDjITLnNhdGxhcy52MS5Kb2JTdGF0ZRIkCgZyZXN1bHQYBCABKAsyFC5zYXRsYXMudjEuSm9iUmVzdWx0Eg0KBWVycm9yGAUgASgJEhEKCXNlcmllc19pZBgGIAEoCRIqCgZsYWJlbHMYByADKAsyGi5zYXRsYXMudjEuSm9iLkxhYmVsc0VudHJ5EhUKDXNlcmllc19sZW5ndGgYCCABKA0SEAoIYXR0ZW1wdHMYCSABKA0SDwoHdmVyc2lvbhgKIAEoBBIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcXVldWVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKB3RpbWluZ3MYDyABKAsyFS5zYXRsYXMudjEuSm9iVGltaW5ncxIlCgZzZXJpZXMYECABKAsyFS5zYXRsYXMudjEuVGltZVNlcmllcxIOCgZ3b3JrZXIYESABKAkSEAoIdHJhY2VfaWQYEiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJVCgpKb2JUaW1pbmdzEhUKDXF1ZXVlX3NlY29uZHMYASABKAESGQoRaW5mZXJlbmNlX3NlY29uZHMYAiABKAESFQoNdG90YWxfc2Vjb25kcxgDIAEoASLzAQoJSm9iUmVzdWx0EhMKC3ByZWRpY3Rpb25zGAEgAygBEhYKDmFub21hbHlfc2NvcmVzGAIgAygBEhUKDWFub21hbHlfc2NvcmUYAyABKAESFAoMYW5vbWFseV9mbGFnGAQgASgIEhUKDW1vZGVsX3ZlcnNpb24YBSABKAkSMgoHb3V0cHV0cxgGIAMoCzIhLnNhdGxhcy52MS5Kb2JSZXN1bHQuT3V0cHV0c0VudHJ5GkEKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIAoFdmFsdWUYAiABKAsyES5zYXRsYXMudjEuVmFsdWVzOgI4ASIYCgZWYWx1ZXMSDgoGdmFsdWVzGAEgAygBYgZwcm90bzM", [file_google_protobuf_timestamp, file_satlas_v1_job_state, file_satlas_v1_timeseries]);
+  fileDesc("ChNzYXRsYXMvdjEvam9iLnByb3RvEglzYXRsYXMudjEi2gQKA0pvYhIOCgZqb2JfaWQYASABKAkSEgoKbW9kZWxfbmFtZRgCIAEoCRIiCgVzdGF0ZRgDIAEoDjITLnNhdGxhcy52MS5Kb2JTdGF0ZRIkCgZyZXN1bHQYBCABKAsyFC5zYXRsYXMudjEuSm9iUmVzdWx0Eg0KBWVycm9yGAUgASgJEhEKCXNlcmllc19pZBgGIAEoCRIqCgZsYWJlbHMYByADKAsyGi5zYXRsYXMudjEuSm9iLkxhYmVsc0VudHJ5EhUKDXNlcmllc19sZW5ndGgYCCABKA0SEAoIYXR0ZW1wdHMYCSABKA0SDwoHdmVyc2lvbhgKIAEoBBIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcXVldWVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKB3RpbWluZ3MYDyABKAsyFS5zYXRsYXMudjEuSm9iVGltaW5ncxIlCgZzZXJpZXMYECABKAsyFS5zYXRsYXMudjEuVGltZVNlcmllcxIOCgZ3b3JrZXIYESABKAkSEAoIdHJhY2VfaWQYEiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJVCgpKb2JUaW1pbmdzEhUKDXF1ZXVlX3NlY29uZHMYASABKAESGQoRaW5mZXJlbmNlX3NlY29uZHMYAiABKAESFQoNdG90YWxfc2Vjb25kcxgDIAEoASKjAgoJSm9iUmVzdWx0EhMKC3ByZWRpY3Rpb25zGAEgAygBEhYKDmFub21hbHlfc2NvcmVzGAIgAygBEhUKDWFub21hbHlfc2NvcmUYAyABKAESFAoMYW5vbWFseV9mbGFnGAQgASgIEhUKDW1vZGVsX3ZlcnNpb24YBSABKAkSMgoHb3V0cHV0cxgGIAMoCzIhLnNhdGxhcy52MS5Kb2JSZXN1bHQuT3V0cHV0c0VudHJ5Ei4KCXF1YW50aWxlcxgHIAMoCzIbLnNhdGxhcy52MS5RdWFudGlsZUZvcmVjYXN0GkEKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIAoFdmFsdWUYAiABKAsyES5zYXRsYXMudjEuVmFsdWVzOgI4ASIxChBRdWFudGlsZUZvcmVjYXN0Eg0KBWxldmVsGAEgASgBEg4KBnZhbHVlcxgCIAMoASIYCgZWYWx1ZXMSDgoGdmFsdWVzGAEgAygBYgZwcm90bzM", [file_google_protobuf_timestamp, file_satlas_v1_job_state, file_satlas_v1_timeseries]);
 
 /**
  * Job is one series run through one model.
@@ -225,6 +225,15 @@ export type JobResult = Message<"satlas.v1.JobResult"> & {
    * @generated from field: map<string, satlas.v1.Values> outputs = 6;
    */
   outputs: { [key: string]: Values };
+
+  /**
+   * Probabilistic forecasts: for each quantile level the model gives (its "quantile_levels"
+   * parameter), lowest first, the forecast at that level, as long as `predictions`. At each point
+   * the values never decrease with the level.
+   *
+   * @generated from field: repeated satlas.v1.QuantileForecast quantiles = 7;
+   */
+  quantiles: QuantileForecast[];
 };
 
 /**
@@ -233,6 +242,31 @@ export type JobResult = Message<"satlas.v1.JobResult"> & {
  */
 export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
   messageDesc(file_satlas_v1_job, 2);
+
+/**
+ * QuantileForecast is the forecast at one quantile level: the value each future point stays
+ * below with that probability.
+ *
+ * @generated from message satlas.v1.QuantileForecast
+ */
+export type QuantileForecast = Message<"satlas.v1.QuantileForecast"> & {
+  /**
+   * @generated from field: double level = 1;
+   */
+  level: number;
+
+  /**
+   * @generated from field: repeated double values = 2;
+   */
+  values: number[];
+};
+
+/**
+ * Describes the message satlas.v1.QuantileForecast.
+ * Use `create(QuantileForecastSchema)` to create a new message.
+ */
+export const QuantileForecastSchema: GenMessage<QuantileForecast> = /*@__PURE__*/
+  messageDesc(file_satlas_v1_job, 3);
 
 /**
  * Values is a flat list of numbers.
@@ -251,5 +285,5 @@ export type Values = Message<"satlas.v1.Values"> & {
  * Use `create(ValuesSchema)` to create a new message.
  */
 export const ValuesSchema: GenMessage<Values> = /*@__PURE__*/
-  messageDesc(file_satlas_v1_job, 3);
+  messageDesc(file_satlas_v1_job, 4);
 

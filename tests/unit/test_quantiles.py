@@ -1,0 +1,56 @@
+"""A model's quantile output as JobResult.quantiles: levels from its config, lowest first, never
+crossing; a horizon cut applies to them as to the forecast."""
+
+from __future__ import annotations
+
+import numpy as np
+from satlas.v1 import job_pb2
+from tritonclient.grpc import service_pb2 as tpb
+
+from analysis_svc.catalogue import ModelInfo, _levels
+from analysis_svc.tensors import parse_batch_response
+from satkit.jobs import cut_to_horizon
+
+
+def model(levels=(0.9, 0.1, 0.5)) -> ModelInfo:
+    return ModelInfo(name="q", versions=("1",), ready=True, horizon=3, quantile_levels=levels,
+                     roles={"predictions": "forecast", "quantiles": "bands"})
+
+
+def response(rows: list[np.ndarray]) -> tpb.ModelInferResponse:
+    """Two outputs for each series of a batch: the forecast [3] and the bands [3 levels, 3]."""
+    forecast = np.stack([r[2] for r in rows]).astype(np.float32)  # the 0.5 row of each, as given
+    bands = np.stack(rows).astype(np.float32)
+    r = tpb.ModelInferResponse(model_version="1")
+    r.outputs.add(name="forecast", datatype="FP32", shape=list(forecast.shape))
+    r.outputs.add(name="bands", datatype="FP32", shape=list(bands.shape))
+    r.raw_output_contents.extend([forecast.tobytes(), bands.tobytes()])
+    return r
+
+
+def test_levels_come_lowest_first_and_never_cross():
+    # Rows in the config's level order (0.9, 0.1, 0.5); the second series' 0.9 dips below its 0.5.
+    first = np.array([[3, 4, 5], [1, 2, 3], [2, 3, 4]])
+    second = np.array([[9, 1, 9], [0, 0, 0], [5, 5, 5]])
+    a, b = parse_batch_response(model(), response([first, second]), [10, 10])
+    assert [(q.level, list(q.values)) for q in a.quantiles] == [(0.1, [1, 2, 3]), (0.5, [2, 3, 4]), (0.9, [3, 4, 5])]
+    assert [list(q.values) for q in b.quantiles] == [[0, 0, 0], [5, 5, 5], [9, 5, 9]]
+    assert list(a.predictions) == [2, 3, 4] and not a.outputs
+
+
+def test_without_levels_the_output_stays_a_plain_one():
+    (r,) = parse_batch_response(model(levels=()), response([np.ones((3, 3))]), [10])
+    assert not r.quantiles and list(r.outputs["bands"].values) == [1.0] * 9
+
+
+def test_levels_parameter():
+    assert _levels("0.1, 0.5,0.9") == (0.1, 0.5, 0.9)
+    for bad in ("", "0.1,x", "0,0.5", "0.5,0.5", "1.5"):
+        assert _levels(bad) == (), bad
+
+
+def test_a_horizon_cut_applies_to_every_level():
+    r = job_pb2.JobResult(predictions=[1, 2, 3])
+    r.quantiles.add(level=0.1, values=[0, 1, 2])
+    cut_to_horizon(r, model_horizon=3, asked=2)
+    assert list(r.predictions) == [1, 2] and list(r.quantiles[0].values) == [0, 1]
