@@ -145,9 +145,10 @@ class Runner:
             carried.append((model, batch))
         answers = self.triton.infer_many(requests, self.settings.triton_timeout_s) if requests else []
         retry, single = [], []
+        stale = self._stale({m.name for (m, _), (a, _) in zip(carried, answers) if isinstance(a, TritonRejected)})
         for (model, batch), (answer, seconds) in zip(carried, answers):
-            if isinstance(answer, TritonUnavailable):
-                retry.extend(batch)
+            if isinstance(answer, TritonUnavailable) or (isinstance(answer, TritonRejected) and model.name in stale):
+                retry.extend(batch)  # (a stale description: the next round builds the request anew)
                 spans.request(model.name, batch, seconds, "UNAVAILABLE")
             elif isinstance(answer, TritonRejected) and len(batch) > 1:
                 single.extend(batch)  # one bad series must not fail the others: again, one per request
@@ -172,6 +173,18 @@ class Runner:
         if retry:
             log.warning("Triton unavailable for %d jobs; retrying", len(retry))
         return retry
+
+    def _stale(self, names: set[str]) -> set[str]:
+        """Of the models Triton refused a request for, those whose description changed since it was
+        read (reloaded with a new config): not the series' fault, so tried again."""
+        if not names:
+            return set()
+        before = {n: self.catalogue.models.get(n) for n in names}
+        try:
+            after = self.catalogue.get(refresh=True)
+        except grpc.RpcError:
+            return set()
+        return {n for n in names if after.get(n) != before[n]}
 
     def report(self, outcomes: list[jc.JobOutcome], jobs: list[TaskJob]) -> None:
         if outcomes:

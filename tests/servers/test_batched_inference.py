@@ -122,3 +122,20 @@ def test_batches_group_by_model_and_length_up_to_the_batch_size():
     assert sorted(got) == sorted([("one", ["a0", "a1", "a2", "a3"]), ("one", ["a4", "a5"]), ("one", ["b"]),
                                   ("solo", ["s0"]), ("solo", ["s1"])])
     assert all(len(b) == 1 for _, b in batches(models, jobs, alone=True))
+
+
+def test_a_request_refused_for_a_stale_description_goes_again_with_the_new_one(runner):
+    """As after a reload with a new config: the runner's description names an input the model no
+    longer has; Triton refuses, the runner reads the model again and the jobs are tried again, not
+    failed."""
+    from dataclasses import replace
+
+    jobs = _jobs("transformer_timeseries", 3, 64)
+    fresh = runner.catalogue.get(refresh=True)
+    runner.catalogue.models = {**fresh, "transformer_timeseries": replace(fresh["transformer_timeseries"],
+                                                                          input_name="old_name")}
+    outcomes = []
+    again = runner._infer(jobs, outcomes)
+    assert [j.job_id for j in again] == [j.job_id for j in jobs] and outcomes == []
+    assert runner._infer(again, outcomes) == []
+    assert len(outcomes) == 3 and not any(o.error for o in outcomes)
