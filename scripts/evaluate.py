@@ -44,13 +44,21 @@ def forecast_quality(predict: Predictor, size: int = 1000, seed: int = HELD_OUT_
     items = [patterns.random_series(rng, horizon=horizon, length=patterns.random_length(rng, 8, 4096))
              for _ in range(size)]
     outputs = predict([s.values for s in items])
-    rows = []
+    rows, covered = [], []
     for s, out in zip(items, outputs):
         step = max(float(np.mean(np.abs(np.diff(s.values)))), 1e-12)
         rows.append((s.pattern,
                      float(np.mean(np.abs(out["forecast"] - s.future))) / step,
                      float(np.mean(np.abs(s.values[-1] - s.future))) / step))
+        if "quantiles" in out:  # rows: the levels, lowest first; the interval is the outer two
+            q = out["quantiles"].reshape(-1, horizon)
+            covered.append((q[0] <= s.future) & (s.future <= q[-1]))
     report = {"series": size, "seed": seed, "horizon": horizon}
+    if covered:  # the share of future points inside the low-high interval (0.1-0.9: 80 % is honest)
+        hits = np.array(covered)
+        report["interval_coverage"] = float(hits.mean())
+        for p in patterns.PATTERNS:
+            report[f"interval_coverage_{p}"] = float(hits[np.array([r[0] == p for r in rows])].mean())
     model_mae, naive_mae = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
     report["overall"] = {"mae": float(model_mae.mean()), "naive_mae": float(naive_mae.mean()),
                          "ratio": float(model_mae.mean() / naive_mae.mean())}

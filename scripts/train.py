@@ -70,6 +70,54 @@ def train_transformer(steps: int, batch: int, seed: int, lr: float = 2e-3) -> tu
     return model, {"steps": steps, "batch": batch, "seed": seed, "pattern_mix": FORECAST_MIX, "seconds": seconds}
 
 
+QUANTILE_LEVELS = (0.1, 0.5, 0.9)
+
+
+def train_quantiles(checkpoint: Path, steps: int, batch: int, seed: int, lr: float = 3e-3
+                    ) -> tuple[TimeSeriesTransformer, dict]:
+    """The trained Transformer with a quantile head beside it: the network and its point forecast
+    stay as they are (frozen), the head learns the low and high quantiles (pinball loss, every
+    pattern alike), and a conformal scale then makes the interval cover its share of points on
+    series of another seed."""
+    rng = _seed(seed)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = TimeSeriesTransformer(**{**saved["config"], "quantile_levels": QUANTILE_LEVELS})
+    missing, unexpected = model.load_state_dict(saved["state_dict"], strict=False)
+    assert not unexpected and all(k.startswith(("quantile_head.", "band_scale")) for k in missing), missing
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("quantile_head."))
+
+    def batch_loss(_step):
+        values, offsets, future, _ = datasets.forecast_batch(rng, batch, model.horizon)
+        return model.quantile_loss(torch.from_numpy(values), torch.from_numpy(offsets), torch.from_numpy(future))
+
+    seconds = _fit("quantiles", model, steps, lr, batch_loss)
+    scale = calibrate_band(model, np.random.default_rng(seed + 1))
+    model.band_scale.fill_(scale)
+    print(f"quantile band scale (conformal, {QUANTILE_LEVELS[2] - QUANTILE_LEVELS[0]:.0%} of points): {scale:.3f}")
+    return model, {**saved.get("training", {}), "quantiles": {"steps": steps, "batch": batch, "seed": seed,
+                                                               "levels": QUANTILE_LEVELS, "band_scale": scale,
+                                                               "seconds": seconds}}
+
+
+def calibrate_band(model: TimeSeriesTransformer, rng: np.random.Generator, size: int = 3000) -> float:
+    """The factor on the head's widths at which the low-high interval holds its share of future points."""
+    values, offsets, future, _ = datasets.forecast_batch(rng, size, model.horizon)
+    with torch.no_grad():
+        forecast, quantiles = model(torch.from_numpy(values), torch.from_numpy(offsets))
+    low, mid, high = (quantiles[:, i].numpy().astype(np.float64) for i in range(3))
+    target = QUANTILE_LEVELS[2] - QUANTILE_LEVELS[0]
+
+    def covered(k: float) -> float:
+        return float(np.mean((future >= mid - k * (mid - low)) & (future <= mid + k * (high - mid))))
+
+    lo, hi = 0.1, 10.0
+    for _ in range(40):  # coverage grows with the factor
+        k = (lo + hi) / 2
+        lo, hi = (k, hi) if covered(k) < target else (lo, k)
+    return (lo + hi) / 2
+
+
 def calibrate_threshold(model: TimeSeriesVAE, rng: np.random.Generator, size: int = 4000,
                         quantile: float = 0.99) -> float:
     """The flag threshold: this quantile of series scores on clean series."""
@@ -105,7 +153,8 @@ def save(model: torch.nn.Module, training: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=("vae", "transformer", "all"), default="all")
+    parser.add_argument("--model", choices=("vae", "transformer", "all", "quantiles"), default="all",
+                        help="quantiles: a quantile head for the Transformer checkpoint in --out (its network kept)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 3000 vae, 4000 transformer)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1234)
@@ -118,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
         save(model, info, args.out / "vae_timeseries.pt")
     if args.model in ("transformer", "all"):
         model, info = train_transformer(args.steps or 4000, args.batch, args.seed)
+        save(model, info, args.out / "transformer_timeseries.pt")
+    if args.model in ("quantiles", "all"):
+        model, info = train_quantiles(args.out / "transformer_timeseries.pt", args.steps or 2500, args.batch, args.seed)
         save(model, info, args.out / "transformer_timeseries.pt")
 
 

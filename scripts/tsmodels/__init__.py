@@ -192,8 +192,11 @@ class TimeSeriesTransformer(nn.Module):
     series with no learnable structure (a random walk) gets a forecast near the naive one.
     """
 
+    # Steps over which the quantile head sees how the series wanders (in units of its mean step).
+    SPANS = (2, 4, 8, 16, 32)
+
     def __init__(self, window: int = 256, patch: int = 8, horizon: int = 16, d_model: int = 64,
-                 heads: int = 4, layers: int = 2, ff: int = 128):
+                 heads: int = 4, layers: int = 2, ff: int = 128, quantile_levels: tuple = ()):
         super().__init__()
         assert window % patch == 0
         self.window, self.patch, self.horizon = window, patch, horizon
@@ -204,12 +207,26 @@ class TimeSeriesTransformer(nn.Module):
         self.blocks = nn.ModuleList(_Block(d_model, heads, ff) for _ in range(layers))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(tokens * d_model, horizon)
+        # Optional: (low, 0.5, high) quantiles around the point forecast, which is their median. The
+        # head gives how far below and above, in each series' mean absolute step, as softplus: the
+        # levels never cross. band_scale is set by conformal calibration after training.
+        self.quantile_levels = tuple(quantile_levels)
+        if self.quantile_levels:
+            assert len(self.quantile_levels) == 3 and self.quantile_levels[1] == 0.5
+            self.quantile_head = nn.Sequential(nn.Linear(tokens * d_model + len(self.SPANS) + 1, 64), nn.GELU(),
+                                               nn.Linear(64, 2 * horizon))
+            self.register_buffer("band_scale", torch.ones(1))
 
     def config(self) -> dict:
         return {"window": self.window, "patch": self.patch, "horizon": self.horizon,
-                "d_model": self.d_model, "heads": self.heads, "layers": self.layers, "ff": self.ff}
+                "d_model": self.d_model, "heads": self.heads, "layers": self.layers, "ff": self.ff,
+                **({"quantile_levels": self.quantile_levels} if self.quantile_levels else {})}
 
     def forecast_normalised(self, values, offsets):
+        y, mean, std, z, mask, _ = self._forecast(values, offsets)
+        return y, mean, std, z, mask
+
+    def _forecast(self, values, offsets):
         x, mask = ragged_window(values, offsets, self.window)
         mean, std = masked_stats(x, mask)
         z = (x - mean) / std * mask
@@ -225,12 +242,49 @@ class TimeSeriesTransformer(nn.Module):
         key_bias = ((mp.sum(-1) == 0).to(z.dtype) * -1e9).reshape(b, 1, 1, tokens)
         for block in self.blocks:
             h = block(h, key_bias)
-        delta = self.head(self.norm(h).reshape(b, -1))
-        return z[:, -1:] + delta, mean, std, z, mask
+        features = self.norm(h).reshape(b, -1)
+        delta = self.head(features)
+        return z[:, -1:] + delta, mean, std, z, mask, features
+
+    @staticmethod
+    def mean_step(z, mask):
+        both = mask[:, 1:] * mask[:, :-1]
+        return ((z[:, 1:] - z[:, :-1]).abs() * both).sum(-1, keepdim=True) / both.sum(-1, keepdim=True).clamp(min=1)
+
+    def band(self, features, z, mask):
+        """(below, above) the median, in normalised units, for each future point."""
+        step = self.mean_step(z, mask).clamp(min=1e-2)
+        spans = []
+        for k in self.SPANS:  # how far the series goes in k steps, against k single steps
+            both = mask[:, k:] * mask[:, :-k]
+            dk = ((z[:, k:] - z[:, :-k]).abs() * both).sum(-1, keepdim=True) / both.sum(-1, keepdim=True).clamp(min=1)
+            spans.append(dk)
+        wander = torch.log(torch.cat(spans, -1).clamp(min=1e-3) / step)
+        out = self.quantile_head(torch.cat([features, wander, torch.log(mask.sum(-1, keepdim=True))], -1))
+        width = nn.functional.softplus(out) * step * self.band_scale
+        return width[:, : self.horizon], width[:, self.horizon:]
 
     def forward(self, values, offsets):
-        y, mean, std, _, _ = self.forecast_normalised(values, offsets)
-        return (y * std + mean,)
+        y, mean, std, z, mask, features = self._forecast(values, offsets)
+        forecast = y * std + mean
+        if not self.quantile_levels:
+            return (forecast,)
+        below, above = self.band(features, z, mask)
+        quantiles = torch.stack([(y - below) * std + mean, forecast, (y + above) * std + mean], dim=1)
+        return forecast, quantiles
+
+    def quantile_loss(self, values, offsets, future):
+        """Pinball loss of the low and high quantiles, in units of each series' mean step (the point
+        forecast, the median, is trained by ``loss``)."""
+        with torch.no_grad():
+            y, mean, std, z, mask, features = self._forecast(values, offsets)
+        below, above = self.band(features, z, mask)
+        target = (future - mean) / std
+        step = self.mean_step(z, mask).clamp(min=1e-2)
+        low, high = self.quantile_levels[0], self.quantile_levels[2]
+        d_low, d_high = target - (y - below), target - (y + above)
+        pinball = torch.maximum(low * d_low, (low - 1) * d_low) + torch.maximum(high * d_high, (high - 1) * d_high)
+        return (pinball / step).mean()
 
     def loss(self, values, offsets, future):
         """Absolute error in units of each series' mean absolute step (MASE scaling).
@@ -244,9 +298,12 @@ class TimeSeriesTransformer(nn.Module):
         return ((y - (future - mean) / std).abs() / step.clamp(min=1e-2)).mean()
 
     def triton_signature(self) -> TritonSignature:
+        outputs = (TensorSpec("forecast", "FP32", (self.horizon,)),)
+        if self.quantile_levels:
+            outputs += (TensorSpec("quantiles", "FP32", (len(self.quantile_levels), self.horizon)),)
         return TritonSignature(
             inputs=(TensorSpec("values", "FP32", (-1,)),),
-            outputs=(TensorSpec("forecast", "FP32", (self.horizon,)),),
+            outputs=outputs,
             ragged_input="values",
             batch_input="offsets",
         )
@@ -260,6 +317,8 @@ class TimeSeriesTransformer(nn.Module):
             "min_length": str(MIN_LENGTH),
             "max_length": str(MAX_LENGTH),
             "output.predictions": "forecast",
+            **({"output.quantiles": "quantiles", "quantile_levels": ",".join(f"{q:g}" for q in self.quantile_levels)}
+               if self.quantile_levels else {}),
         }
 
 

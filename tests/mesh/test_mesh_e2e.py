@@ -296,7 +296,13 @@ def test_a_job_may_ask_for_fewer_forecast_points_and_past_the_model_s_horizon_is
                               timeout=10).job_ids
     jobs = wait_terminal(orchestrator, ids)
     by_model = {j.model_name: j for j in jobs.values()}
-    assert len(by_model["transformer_timeseries"].result.predictions) == 3
+    forecast = by_model["transformer_timeseries"].result
+    assert len(forecast.predictions) == 3
+    # Its quantiles, cut alike: 0.1 <= 0.5 (the forecast itself) <= 0.9 at every point.
+    assert [q.level for q in forecast.quantiles] == [0.1, 0.5, 0.9]
+    low, mid, high = (list(q.values) for q in forecast.quantiles)
+    assert mid == pytest.approx(list(forecast.predictions), rel=1e-6)
+    assert all(a <= b <= c for a, b, c in zip(low, mid, high)) and len(low) == 3
     assert len(by_model["vae_timeseries"].result.predictions) == len(values)  # ignored where nothing is forecast
     whole = ingest.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": values}, models=["transformer_timeseries"]),
                                 timeout=10).job_ids

@@ -28,3 +28,28 @@ def test_checkpoint_to_deployed_model(tmp_path):
     config = repo.read_config(tmp_path / "repo" / "vae_timeseries")
     threshold = float(config.parameters["anomaly_threshold"].string_value)
     assert threshold == pytest.approx(saved["config"]["threshold"], rel=1e-5)
+
+
+def test_a_quantile_head_beside_a_trained_transformer_leaves_its_forecast_alone(tmp_path):
+    import numpy as np
+
+    from scripts.tsmodels import datasets
+
+    train.main(["--model", "transformer", "--steps", "3", "--batch", "8", "--out", str(tmp_path)])
+    base = convert_model.load_model(tmp_path / "transformer_timeseries.pt", None)
+    model, info = train.train_quantiles(tmp_path / "transformer_timeseries.pt", steps=3, batch=8, seed=5)
+    again, _ = train.train_quantiles(tmp_path / "transformer_timeseries.pt", steps=3, batch=8, seed=5)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())  # deterministic
+    assert info["quantiles"]["levels"] == (0.1, 0.5, 0.9) and info["quantiles"]["band_scale"] > 0
+    values, offsets, _, _ = datasets.forecast_batch(np.random.default_rng(3), 16, model.horizon)
+    with torch.no_grad():
+        (point,) = base(torch.from_numpy(values), torch.from_numpy(offsets))
+        forecast, quantiles = model(torch.from_numpy(values), torch.from_numpy(offsets))
+    assert torch.equal(forecast, point) and torch.equal(quantiles[:, 1], forecast)  # the median is the forecast
+    assert bool((quantiles[:, 0] <= quantiles[:, 1]).all() and (quantiles[:, 1] <= quantiles[:, 2]).all())
+    train.save(model, info, tmp_path / "q.pt")
+    assert convert_model.main(["--model-path", str(tmp_path / "q.pt"), "--model-name", "transformer_timeseries",
+                               "--repository", str(tmp_path / "repo")]) == 0
+    config = repo.read_config(tmp_path / "repo" / "transformer_timeseries")
+    assert config.parameters["quantile_levels"].string_value == "0.1,0.5,0.9"
+    assert [o.name for o in config.output] == ["forecast", "quantiles"]

@@ -32,9 +32,11 @@ def test_both_models_are_ready_and_describe_themselves(triton_client):
     assert index == {"vae_timeseries": "READY", "transformer_timeseries": "READY"}
     meta = triton_client.get_model_metadata("transformer_timeseries")
     assert [(i.name, i.datatype, list(i.shape)) for i in meta.inputs] == [("values", "FP32", [-1, -1])]
-    assert [(o.name, list(o.shape)) for o in meta.outputs] == [("forecast", [-1, 16])]
+    assert [(o.name, list(o.shape)) for o in meta.outputs] == [("forecast", [-1, 16]), ("quantiles", [-1, 3, 16])]
     config = triton_client.get_model_config("transformer_timeseries").config
     assert config.parameters["horizon"].string_value == "16"
+    assert config.parameters["quantile_levels"].string_value == "0.1,0.5,0.9"
+    assert config.parameters["output.quantiles"].string_value == "quantiles"
     assert config.dynamic_batching.max_queue_delay_microseconds > 0
     vae = triton_client.get_model_metadata("vae_timeseries")
     assert [o.name for o in vae.outputs] == ["reconstruction", "anomaly_scores", "anomaly_score", "anomaly_flag"]
