@@ -91,7 +91,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
             raise
         _answered("OK", span, request.models, job_ids)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("accepted", extra={"job_ids": job_ids} | ({"trace_id": traceparent[3:35]} if traceparent else {}))
+            log.debug("accepted", extra={"job_ids": job_ids, "trace_id": tracing.trace_id(traceparent)})
         return pb.SubmitSeriesResponse(job_ids=job_ids)
 
     async def StreamSeries(self, request_iterator, context):

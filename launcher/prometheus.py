@@ -31,21 +31,14 @@ class PrometheusSettings:
 
 def render(s: PrometheusSettings) -> str:
     config = {
+        # A scrape may take until the next one is due (Prometheus refuses a timeout past the interval).
         "global": {"scrape_interval": s.scrape_interval, "evaluation_interval": s.scrape_interval,
-                   "scrape_timeout": s.scrape_interval if _seconds(s.scrape_interval) < 10 else "10s"},
+                   "scrape_timeout": s.scrape_interval},
         "rule_files": list(s.rules),
         "scrape_configs": [{"job_name": job, "metrics_path": path, "static_configs": [{"targets": targets}]}
                            for job, (path, targets) in s.targets.items() if targets],
     }
     return "# Rendered by launcher/prometheus.py for this stack's ports.\n" + yaml.safe_dump(config, sort_keys=False)
-
-
-def _seconds(duration: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    for unit in sorted(units, key=len, reverse=True):
-        if duration.endswith(unit) and duration[: -len(unit)].replace(".", "", 1).isdigit():
-            return float(duration[: -len(unit)]) * units[unit]
-    raise ValueError(f"expected a duration like 5s or 1m, got {duration!r}")
 
 
 def binary() -> str:

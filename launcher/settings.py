@@ -16,6 +16,7 @@ from pathlib import Path
 from analysis_svc.settings import WORKER_METRICS_ADDR
 from launcher.envoy import EnvoySettings
 from launcher.triton_local import WORK_DIR, TritonSettings, free_port
+from satkit.metrics import wanted as serves_metrics
 from satkit.settings import (
     ANALYSIS_ADDR,
     ANALYSIS_METRICS_ADDR,
@@ -81,8 +82,8 @@ NAMES = ("redis", "triton", *SERVICES)  # start order; stop is the reverse
 
 STACK_VARS = [RUN_DIR, FLOWER_PORT, ENVOY_PORT, ENVOY_HOST, ENVOY_ADMIN_PORT, AUTH, TLS, TLS_CERT, TLS_KEY,
               RATE_LIMIT, RATE_BURST, WEB_PORT, CORS_ORIGINS, WORKER_CONCURRENCY,
-              PROMETHEUS_ADDR, SCRAPE_INTERVAL, TRITON_METRICS_ADDR, TRACE_URL, STARTUP_TIMEOUT, STOP_TIMEOUT, RESTART_LIMIT,
-              RESTART_WINDOW, REPLICAS, SIMULATOR_ARGS]
+              PROMETHEUS_ADDR, SCRAPE_INTERVAL, TRITON_METRICS_ADDR, TRACE_URL, STARTUP_TIMEOUT, STOP_TIMEOUT,
+              RESTART_LIMIT, RESTART_WINDOW, REPLICAS, SIMULATOR_ARGS]
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -197,7 +198,7 @@ class StackSettings:
         names = []
         for n in wanted:
             if not (n == "redis" and self.redis_url or n == "triton" and self.triton_url
-                    or n == "prometheus" and self.prometheus_addr.lower() in ("", "off")):
+                    or n == "prometheus" and not serves_metrics(self.prometheus_addr)):
                 names.append(n)
             if n == "orchestrator":
                 names += [f"orchestrator-{k}" for k in range(2, self.orchestrator_replicas + 1)]
@@ -231,12 +232,12 @@ class StackSettings:
         replicas = tuple(self.replica_addrs) or tuple(
             f"{first_host}:{first_port + 10 * k if first_port else 0}" for k in range(1, self.orchestrator_replicas))
         given += [split_addr(a)[1] for a in replicas]  # fixed ones are not handed out as free ports
-        metrics = [a if a.lower() != "off" else "" for a in (self.ingest_metrics_addr, self.orchestrator_metrics_addr,
-                                                             self.analysis_metrics_addr, self.worker_metrics_addr)]
+        metrics = [a if serves_metrics(a) else "" for a in (self.ingest_metrics_addr, self.orchestrator_metrics_addr,
+                                                    self.analysis_metrics_addr, self.worker_metrics_addr)]
         replica_metrics = tuple(self.replica_metrics_addrs) or tuple(_above(metrics[1], 10 * k)
                                                                      for k in range(1, self.orchestrator_replicas))
         given += [split_addr(a)[1] for a in (*metrics, *replica_metrics) if a]
-        prometheus = self.prometheus_addr if self.prometheus_addr.lower() != "off" else ""
+        prometheus = self.prometheus_addr if serves_metrics(self.prometheus_addr) else ""
         given += [split_addr(prometheus)[1]] if prometheus else []
         fixed = [p for p in given if p]
         if len(fixed) != len(set(fixed)):

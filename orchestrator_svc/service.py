@@ -90,6 +90,9 @@ class JobControl(jc_grpc.JobControlServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{admission.unfinished} jobs are unfinished, the most allowed "
                                 f"(ORCHESTRATOR_MAX_UNFINISHED) is {admission.limit}: try again later")
+        for s in request.submissions:  # one check at the door: the row, the worker and the spans trust it
+            if s.traceparent:
+                s.traceparent = tracing.valid(s.traceparent)
         spans = _creating(request.submissions) if tracing.enabled() else ()
         ids = None
         try:
@@ -123,7 +126,6 @@ def _creating(submissions) -> list[tuple[object, int]]:
     jobs carry it on. An unsampled one keeps the ingest's traceparent."""
     spans = []
     for i, s in enumerate(submissions):
-        s.traceparent = tracing.valid(s.traceparent)  # what the row and the worker get is well formed
         if s.traceparent and not tracing.sampled(s.traceparent):
             continue
         span = tracing.start("orchestrator.create", s.traceparent, "server", {

@@ -31,7 +31,7 @@ from orchestrator_svc.convert import job_to_proto, utc
 from orchestrator_svc.snapshots import Snapshots
 from orchestrator_svc.statements import SNAPSHOT, Hot, Now, Rare
 from satkit.queue import TaskJob  # what a worker needs to run one job; a message carries several
-from satkit.tracing import trace_id, valid
+from satkit.tracing import trace_id
 
 R = db.InferenceResult
 T = R.__table__
@@ -131,12 +131,11 @@ class JobStore:
             series, values, labels = s.series.SerializeToString(), s.series.values, s.series.labels
             labels_json = json.dumps(dict(labels)) if labels else "{}"
             ids = []
-            parent = valid(s.traceparent) or None if s.traceparent else None  # a column of 55 characters
             for model in s.models:
                 job_id = str(uuid.uuid4())
                 ids.append(job_id)
                 rows.append((job_id, model, s.series.series_id or None, len(values), labels_json, series, key or None,
-                             parent, s.horizon or None))
+                             s.traceparent or None, s.horizon or None))
                 dispatches.append(TaskJob(job_id=job_id, model_name=model, values=values, traceparent=s.traceparent,
                                           horizon=s.horizon))
                 job = job_pb2.Job(job_id=job_id, model_name=model, state=js.JOB_STATE_PENDING,

@@ -22,9 +22,14 @@ SECONDS = Histogram("grpc_server_handling_seconds", "Time from the start of an R
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
 
+def wanted(address: str) -> bool:
+    """A metrics address says where to serve; "off" or "" says not to."""
+    return bool(address) and address.lower() != "off"
+
+
 def serve(address: str, registry: CollectorRegistry = REGISTRY) -> int | None:
     """``/metrics`` on ``address`` (host:port; port 0: a free one); "off" or "" serves none. Returns the port."""
-    if not address or address.lower() == "off":
+    if not wanted(address):
         return None
     host, _, port = address.rpartition(":")
     server, _ = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)

@@ -29,7 +29,7 @@ def serve(address: str, directory: str) -> int | None:
     """The sum over the pool's processes on ``address``; without a multiprocess directory only this
     process's own (a pool's processes would be missing), so that is said."""
     if not directory:
-        if address and address.lower() != "off":
+        if metrics.wanted(address):
             log.warning("PROMETHEUS_MULTIPROC_DIR is not set: the worker's /metrics misses its pool processes' counts")
         return metrics.serve(address)
     registry = CollectorRegistry()
