@@ -90,7 +90,7 @@ convert: setup
 	bash scripts/convert_example.sh
 
 evaluate: setup
-	$(PY) -m scripts.evaluate --json bench-results/quality.json
+	$(PY) -m scripts.evaluate --json bench-results/quality.json --plot bench-results/quality.png
 
 # End to end on an isolated stack: offered-load sweep, 60 s at 1,200 jobs/s, then Triton alone and the
 # mesh's efficiency; JSON and PNG in bench-results/ (DATABASE_URL honoured).

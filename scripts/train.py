@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scripts.tsmodels import TimeSeriesTransformer, TimeSeriesVAE, datasets
+from scripts.tsmodels import TAIL_KNOTS, TAIL_STEP, TimeSeriesTransformer, TimeSeriesVAE, datasets, tail_log10
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoints"
 
@@ -118,14 +118,48 @@ def calibrate_band(model: TimeSeriesTransformer, rng: np.random.Generator, size:
     return (lo + hi) / 2
 
 
-def calibrate_threshold(model: TimeSeriesVAE, rng: np.random.Generator, size: int = 4000,
-                        quantile: float = 0.99) -> float:
-    """The flag threshold: this quantile of series scores on clean series."""
+def calibrate_detector(model: TimeSeriesVAE, rng: np.random.Generator, size: int = 20000) -> dict:
+    """Fills the VAE's tail tables from clean series of the training patterns (a seed of their own):
+    each statistic's value at tail probabilities 1 .. 10 ** -3.3, the same for the worst of the three,
+    and the per-point score that one clean point in a thousand passes."""
     series, _ = datasets.clean_batch(rng, size)
-    values, offsets = datasets.pack(series)
+    stats, points = [], []
     with torch.no_grad():
-        _, _, score, _ = model(torch.from_numpy(values), torch.from_numpy(offsets))
-    return float(np.quantile(score.numpy()[:, 0], quantile))
+        for i in range(0, size, 1000):
+            values, offsets = datasets.pack(series[i:i + 1000])
+            _, scores, mask, s = model.evidence(torch.from_numpy(values), torch.from_numpy(offsets))
+            stats.append(s.numpy().astype(np.float64))
+            points.append(scores.numpy()[mask.numpy() > 0])
+    stats = np.concatenate(stats)
+    levels = 1.0 - 10.0 ** (-TAIL_STEP * np.arange(TAIL_KNOTS))
+
+    def table(column: np.ndarray) -> tuple[np.ndarray, float]:
+        knots = np.maximum.accumulate(np.quantile(column, levels)) + 1e-6 * np.arange(TAIL_KNOTS)
+        decade = int(round(1 / TAIL_STEP))
+        return knots, 1.0 / max(knots[-1] - knots[-1 - decade], 1e-6)  # the last decade's fall, kept
+
+    tables = [table(stats[:, c]) for c in range(3)]
+    knots = torch.tensor(np.stack([k for k, _ in tables]), dtype=torch.float32)
+    slope = torch.tensor([s for _, s in tables], dtype=torch.float32)
+    with torch.no_grad():
+        each = -tail_log10(torch.tensor(stats, dtype=torch.float32), knots, slope)
+    worst_knots, worst_slope = table(each.max(dim=-1).values.numpy().astype(np.float64))
+    model.tail_knots.copy_(torch.cat([knots, torch.tensor(worst_knots, dtype=torch.float32)[None]]))
+    model.tail_slope.copy_(torch.cat([slope, torch.tensor([worst_slope], dtype=torch.float32)]))
+    model.point_threshold.fill_(float(np.quantile(np.concatenate(points), 0.999)))
+    return {"clean_series": size, "false_positive_rate": model.false_positive_rate,
+            "point_threshold": float(model.point_threshold)}
+
+
+def recalibrate_vae(checkpoint: Path, seed: int) -> tuple[TimeSeriesVAE, dict]:
+    """A trained VAE's network, kept, with the detector's tables made anew."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = TimeSeriesVAE(**saved["config"])
+    missing, unexpected = model.load_state_dict(saved["state_dict"], strict=False)
+    assert set(missing) <= {"tail_knots", "tail_slope", "point_threshold"} and set(unexpected) <= {"threshold"}
+    model.eval()
+    calibration = calibrate_detector(model, np.random.default_rng(seed + 1))
+    return model, {**saved.get("training", {}), "calibration": calibration}
 
 
 def train_vae(steps: int, batch: int, seed: int, lr: float = 1e-3) -> tuple[TimeSeriesVAE, dict]:
@@ -138,10 +172,8 @@ def train_vae(steps: int, batch: int, seed: int, lr: float = 1e-3) -> tuple[Time
         return model.elbo_loss(torch.from_numpy(values), torch.from_numpy(offsets))
 
     seconds = _fit("vae", model, steps, lr, batch_loss)
-    threshold = calibrate_threshold(model, np.random.default_rng(seed + 1))
-    model.threshold.fill_(threshold)
-    print(f"vae anomaly threshold (99th percentile of clean scores): {threshold:.3f}")
-    return model, {"steps": steps, "batch": batch, "seed": seed, "threshold_quantile": 0.99, "seconds": seconds}
+    calibration = calibrate_detector(model, np.random.default_rng(seed + 1))
+    return model, {"steps": steps, "batch": batch, "seed": seed, "seconds": seconds, "calibration": calibration}
 
 
 def save(model: torch.nn.Module, training: dict, path: Path) -> None:
@@ -153,8 +185,9 @@ def save(model: torch.nn.Module, training: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=("vae", "transformer", "all", "quantiles"), default="all",
-                        help="quantiles: a quantile head for the Transformer checkpoint in --out (its network kept)")
+    parser.add_argument("--model", choices=("vae", "transformer", "all", "quantiles", "vae-calibration"),
+                        default="all", help="quantiles: a quantile head for the Transformer checkpoint in --out "
+                        "(its network kept); vae-calibration: the VAE checkpoint's detector tables made anew")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 3000 vae, 4000 transformer)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1234)
@@ -164,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.model in ("vae", "all"):
         model, info = train_vae(args.steps or 3000, args.batch, args.seed)
+        save(model, info, args.out / "vae_timeseries.pt")
+    if args.model == "vae-calibration":
+        model, info = recalibrate_vae(args.out / "vae_timeseries.pt", args.seed)
         save(model, info, args.out / "vae_timeseries.pt")
     if args.model in ("transformer", "all"):
         model, info = train_transformer(args.steps or 4000, args.batch, args.seed)

@@ -67,24 +67,55 @@ def masked_median(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.gather(ordered, 1, (n - 1) // 2)
 
 
-class TimeSeriesVAE(nn.Module):
-    """Variational autoencoder over the most recent ``window`` points.
+TAIL_STEP = 0.1  # knots every tenth of a decade of tail probability
+TAIL_KNOTS = 34  # 1 down to 10 ** -3.3: the calibration sample holds ten series past the last
 
-    Outputs the reconstruction, a per-point anomaly score (the reconstruction residual divided
-    by the series' robust residual scale), the series' score (its highest point score) and a
-    flag: score above ``threshold``, calibrated on clean series after training.
+
+def tail_log10(stats: torch.Tensor, knots: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """log10 of the share of clean series whose statistic reaches ``stats`` ([B, C]).
+
+    ``knots[c, k]`` is the statistic at tail probability ``10 ** -(k * TAIL_STEP)`` on clean
+    series; between knots the log-probability is linear, past the last one it falls on with
+    ``slope`` per unit (an exponential tail). Written with clamps alone so it exports to ONNX.
     """
+    widths = (knots[:, 1:] - knots[:, :-1]).clamp(min=1e-6)
+    covered = (stats.unsqueeze(-1) - knots[:, :-1]).clamp(min=0.0)
+    covered = torch.minimum(covered, widths)
+    below = -(covered / widths).sum(-1) * TAIL_STEP
+    beyond = (stats - knots[:, -1]).clamp(min=0.0) * slope
+    return (below - beyond).clamp(max=0.0)
+
+
+class TimeSeriesVAE(nn.Module):
+    """Variational autoencoder over the most recent ``window`` points, and a calibrated detector.
+
+    Three statistics say how unusual a series is: the largest reconstruction residual (what the
+    VAE learned a normal series to be), the largest spike (a point that leaves both neighbours
+    the same way, whatever the shape around it) and how far the largest jump stands
+    out from the series' other jumps (a level shift). Each is a robust ratio, so it means the
+    same for a series in any units. Each becomes a tail probability on clean series, and the
+    smallest of the three is calibrated once more on the same clean series: ``anomaly_score`` is
+    -log10 of the share of clean series that look at least this unusual, comparable across
+    series and models. The flag fires past ``-log10(false_positive_rate)``. The per-point scores
+    are the larger of each point's residual and spike ratios.
+    """
+
+    # Floors on the robust scales, in units of the series' standard deviation: a nearly noiseless
+    # series would otherwise make any wiggle look enormous.
+    RESIDUAL_FLOOR = 0.5
+    STEP_FLOOR = 0.2
 
     def __init__(
         self,
         window: int = 128,
         latent: int = 48,
         hidden: int = 512,
-        threshold: float = float("inf"),
-        score_floor: float = 0.15,
+        false_positive_rate: float = 0.01,
+        **_retired,  # "threshold", "score_floor": checkpoints from before the calibrated score
     ):
         super().__init__()
-        self.window, self.latent, self.hidden, self.score_floor = window, latent, hidden, score_floor
+        self.window, self.latent, self.hidden = window, latent, hidden
+        self.false_positive_rate = false_positive_rate
         self.encoder = nn.Sequential(
             nn.Linear(2 * window, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU()
         )
@@ -94,11 +125,18 @@ class TimeSeriesVAE(nn.Module):
             nn.Linear(latent, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
             nn.Linear(hidden, window),
         )
-        self.register_buffer("threshold", torch.tensor(float(threshold)))
+        # Filled by scripts.train's calibration: the statistics' knots (three, then their combination).
+        self.register_buffer("tail_knots", torch.arange(TAIL_KNOTS, dtype=torch.float32).repeat(4, 1))
+        self.register_buffer("tail_slope", torch.ones(4))
+        self.register_buffer("point_threshold", torch.tensor(6.0))
+
+    @property
+    def threshold(self) -> float:
+        return -math.log10(self.false_positive_rate)
 
     def config(self) -> dict:
         return {"window": self.window, "latent": self.latent, "hidden": self.hidden,
-                "threshold": float(self.threshold), "score_floor": self.score_floor}
+                "false_positive_rate": self.false_positive_rate}
 
     def normalise(self, values, offsets):
         x, mask = ragged_window(values, offsets, self.window)
@@ -119,19 +157,42 @@ class TimeSeriesVAE(nn.Module):
         kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1) / self.window
         return (err + beta * kl).mean()
 
-    def score(self, values, offsets):
+    def evidence(self, values, offsets):
+        """Reconstruction, per-point scores, mask and the three series statistics [B, 3]."""
         z, mask, mean, std = self.normalise(values, offsets)
         mu, _ = self.encode(z, mask)
         rec = self.decoder(mu)
         resid = (z - rec).abs() * mask
-        scale = (masked_median(resid, mask) * 1.4826).clamp(min=self.score_floor)
-        scores = resid / scale
-        return rec * std + mean, scores, mask
+        resid = resid / (masked_median(resid, mask) * 1.4826).clamp(min=self.RESIDUAL_FLOOR)
+        # A spike leaves both neighbours the same way: the smaller of its two steps, against the
+        # series' typical step. A step of a staircase leaves one neighbour only and scores nothing.
+        pairs = mask[:, 1:] * mask[:, :-1]
+        steps = (z[:, 1:] - z[:, :-1]) * pairs
+        typical = (masked_median(steps.abs(), pairs) * 1.4826).clamp(min=self.STEP_FLOOR)
+        before, after = steps[:, :-1], -steps[:, 1:]
+        spike = torch.minimum(before.abs(), after.abs()) * (before * after > 0) / typical
+        zero = torch.zeros_like(mask[:, :1])
+        spike = torch.cat([zero, spike, zero], dim=-1)
+        # The largest jump against the largest one that is not next to it.
+        pairs = mask[:, 1:] * mask[:, :-1]
+        jumps = steps.abs()
+        top, where = jumps.max(dim=-1, keepdim=True)
+        near = (torch.arange(jumps.shape[1]).unsqueeze(0) - where).abs() <= 1
+        runner_up = jumps.masked_fill(near, 0.0).max(dim=-1, keepdim=True).values
+        stats = torch.cat([resid.max(dim=-1, keepdim=True).values, spike.max(dim=-1, keepdim=True).values,
+                           top / runner_up.clamp(min=0.02)], dim=-1)
+        return rec * std + mean, torch.maximum(resid, spike) * mask, mask, stats
+
+    def surprise(self, stats):
+        """-log10 tail probability of each series' statistics, combined and calibrated."""
+        each = -tail_log10(stats, self.tail_knots[:3], self.tail_slope[:3])
+        worst = each.max(dim=-1, keepdim=True).values
+        return -tail_log10(worst, self.tail_knots[3:], self.tail_slope[3:])
 
     def forward(self, values, offsets):
-        rec, scores, mask = self.score(values, offsets)
-        series_score = scores.max(dim=-1, keepdim=True).values
-        return rec * mask, scores, series_score, series_score > self.threshold
+        rec, scores, mask, stats = self.evidence(values, offsets)
+        score = self.surprise(stats)
+        return rec * mask, scores, score, score > self.threshold
 
     def triton_signature(self) -> TritonSignature:
         w = self.window
@@ -150,11 +211,15 @@ class TimeSeriesVAE(nn.Module):
     def serving_metadata(self) -> dict[str, str]:
         return {
             "task": "reconstruction",
-            "description": "VAE: reconstruction, per-point anomaly scores, series score and flag",
+            "description": "VAE: reconstruction, per-point anomaly scores, calibrated series score and flag",
             "window": str(self.window),
             "min_length": str(MIN_LENGTH),
             "max_length": str(MAX_LENGTH),
-            "anomaly_threshold": f"{float(self.threshold):.6g}",
+            # the series score is -log10 of a tail probability on clean series; the flag's threshold
+            # is the false-positive rate it was set for
+            "anomaly_threshold": f"{self.threshold:.6g}",
+            "anomaly_false_positive_rate": f"{self.false_positive_rate:g}",
+            "point_anomaly_threshold": f"{float(self.point_threshold):.6g}",
             "output.predictions": "reconstruction",
             "output.anomaly_scores": "anomaly_scores",
             "output.anomaly_score": "anomaly_score",

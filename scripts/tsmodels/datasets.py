@@ -43,11 +43,11 @@ class AnomalySet:
 
 
 def anomaly_set(rng: np.random.Generator, size: int, window: int, min_length: int = 16,
-                max_length: int = 512) -> AnomalySet:
-    """Half clean series, a quarter with a spike, a quarter with a level shift."""
+                max_length: int = 512, shapes: tuple[str, ...] = patterns.PATTERNS) -> AnomalySet:
+    """Half clean series, a quarter with a spike, a quarter with a level shift, the shapes in turn."""
     series, labels, kinds, positions, pats = [], [], [], [], []
     for i in range(size):
-        s = patterns.random_series(rng, length=patterns.random_length(rng, min_length, max_length))
+        s = patterns.generate(shapes[(i // 4) % len(shapes)], patterns.random_length(rng, min_length, max_length), rng)
         kind = "clean" if i % 2 == 0 else patterns.ANOMALY_KINDS[(i // 2) % 2]
         values, pos = s.values, -1
         if kind != "clean":

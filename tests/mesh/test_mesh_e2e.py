@@ -52,7 +52,8 @@ def test_200_series_of_mixed_lengths_through_both_models(clients):
     for r, n in zip(responses, lengths):
         vae, transformer = jobs[r.job_ids[0]], jobs[r.job_ids[1]]
         assert len(vae.result.predictions) == len(vae.result.anomaly_scores) == min(n, 128)
-        assert vae.result.anomaly_score > 0 and vae.model_name == "vae_timeseries"
+        assert vae.result.anomaly_score >= 0 and max(vae.result.anomaly_scores) > 0
+        assert vae.model_name == "vae_timeseries"
         assert len(transformer.result.predictions) == 16 and transformer.result.model_version == "1"
         assert transformer.timings.total_seconds >= transformer.timings.inference_seconds > 0
 

@@ -1,8 +1,11 @@
 """Model quality on held-out series (a seed training never saw), through the served models."""
 
+import numpy as np
 import pytest
 
 from scripts import evaluate
+from scripts.tsmodels import datasets
+from tools import patterns
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +21,7 @@ def anomalies(triton):
     client = grpcclient.InferenceServerClient(triton.settings.grpc_url)
     window = int(client.get_model_config("vae_timeseries").config.parameters["window"].string_value)
     return evaluate.anomaly_quality(evaluate.triton_predictor("vae_timeseries", triton.settings.grpc_url),
-                                    window, size=2000)
+                                    window, size=9000)
 
 
 def test_transformer_beats_the_naive_forecast_overall(forecast):
@@ -32,7 +35,16 @@ def test_transformer_is_never_much_worse_than_naive(forecast, pattern):
 
 
 def test_vae_tells_anomalous_series_from_clean_ones(anomalies):
-    assert anomalies["auroc"] >= 0.95, anomalies
+    # Half the set is shapes the VAE never saw (tools.patterns.HELD_OUT_SHAPES).
+    assert anomalies["auroc"] >= 0.97, anomalies
+
+
+@pytest.mark.parametrize("shape", patterns.PATTERNS + patterns.HELD_OUT_SHAPES)
+def test_vae_holds_on_every_shape(anomalies, shape):
+    # A staircase cut to 16-40 points is one to five steps, each a level shift to any eye: there the
+    # shape measures 0.90-0.93 (five seeds of 9,000), under the 0.93 of the rest; the floor says so.
+    floor = 0.88 if shape == "level_steps" else 0.93
+    assert anomalies[shape]["auroc"] >= floor, anomalies[shape]
 
 
 def test_vae_points_at_the_spike(anomalies):
@@ -41,6 +53,17 @@ def test_vae_points_at_the_spike(anomalies):
 
 def test_vae_flag_rarely_fires_on_clean_series(anomalies):
     assert anomalies["false_positive_rate"] <= 0.05, anomalies
+
+
+def test_vae_score_is_a_tail_probability_on_clean_series(triton):
+    # anomaly_score = -log10 of the share of clean series scoring at least as high: on clean series
+    # like the ones it was calibrated on (another seed), 10 % score past 1 and 1 % (the flag) past 2.
+    series, _ = datasets.clean_batch(np.random.default_rng(evaluate.HELD_OUT_SEED), 4000)
+    outputs = evaluate.triton_predictor("vae_timeseries", triton.settings.grpc_url)(series)
+    scores = np.array([float(o["anomaly_score"][0]) for o in outputs])
+    flags = np.array([bool(o["anomaly_flag"][0]) for o in outputs])
+    assert 0.07 <= (scores > 1).mean() <= 0.13 and 0.004 <= (scores > 2).mean() <= 0.02
+    assert np.array_equal(flags, scores > 2)
 
 
 def test_the_transformers_80_percent_interval_covers_80_percent_of_future_points(forecast):

@@ -26,8 +26,11 @@ def test_checkpoint_to_deployed_model(tmp_path):
     assert convert_model.main(["--model-path", str(checkpoint), "--model-name", "vae_timeseries",
                                "--repository", str(tmp_path / "repo")]) == 0
     config = repo.read_config(tmp_path / "repo" / "vae_timeseries")
-    threshold = float(config.parameters["anomaly_threshold"].string_value)
-    assert threshold == pytest.approx(saved["config"]["threshold"], rel=1e-5)
+    rate = float(config.parameters["anomaly_false_positive_rate"].string_value)
+    assert rate == saved["config"]["false_positive_rate"]
+    assert float(config.parameters["anomaly_threshold"].string_value) == pytest.approx(2.0)  # -log10(1 %)
+    knots = saved["state_dict"]["tail_knots"]
+    assert bool((knots[:, 1:] > knots[:, :-1]).all())  # the detector was calibrated, each table rising
 
 
 def test_a_quantile_head_beside_a_trained_transformer_leaves_its_forecast_alone(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 from tools import patterns
 
 
-@pytest.mark.parametrize("pattern", patterns.PATTERNS)
+@pytest.mark.parametrize("pattern", patterns.PATTERNS + patterns.HELD_OUT_SHAPES)
 def test_each_pattern_is_finite_and_deterministic(pattern):
     a = patterns.generate(pattern, 300, np.random.default_rng(7), horizon=16)
     b = patterns.generate(pattern, 300, np.random.default_rng(7), horizon=16)
@@ -52,3 +52,9 @@ def test_random_lengths_cover_the_range():
     lengths = [patterns.random_length(rng, 8, 4096) for _ in range(2000)]
     assert min(lengths) >= 8 and max(lengths) <= 4096
     assert min(lengths) < 12 and max(lengths) > 2000
+
+
+def test_training_never_sees_the_held_out_shapes():
+    rng = np.random.default_rng(5)
+    drawn = {patterns.random_series(rng, length=16).pattern for _ in range(500)}
+    assert drawn == set(patterns.PATTERNS) and not drawn & set(patterns.HELD_OUT_SHAPES)

@@ -11,6 +11,7 @@ from scripts.tsmodels import (  # noqa: E402
     datasets,  # noqa: E402
     masked_median,
     ragged_window,
+    tail_log10,
 )
 from tools import patterns  # noqa: E402
 
@@ -86,3 +87,34 @@ def test_constant_series_do_not_blow_up():
             outs = model(*map(torch.from_numpy, datasets.pack([np.full(40, 7.5), np.zeros(8)])))
         for out in outs:
             assert torch.isfinite(out.float()).all()
+
+
+def test_tail_tables_read_a_tenth_of_a_decade_per_knot_and_fall_on_past_the_last():
+    knots = torch.tensor([[0.0, 1.0, 3.0], [0.0, 2.0, 4.0]])
+    slope = torch.tensor([0.5, 2.0])
+    stats = torch.tensor([[-1.0, 0.0], [1.0, 3.0], [2.0, 6.0]])  # rows: series; columns: statistics
+    got = tail_log10(stats, knots, slope)
+    # below the first knot: probability 1; at knot k: 10 ** (-k / 10); between: linear in log
+    np.testing.assert_allclose(got.numpy(), [[0.0, 0.0], [-0.1, -0.15], [-0.15, -0.2 - 2.0 * 2.0]], atol=1e-6)
+
+
+def test_a_spike_scores_as_a_spike_and_a_staircase_step_does_not():
+    model = TimeSeriesVAE().eval()
+    t = np.arange(100, dtype=float)
+    rng = np.random.default_rng(0)
+    stairs = np.floor(t / 10) + rng.normal(0, 0.02, 100)
+    spiked = stairs.copy()
+    spiked[60] += 5.0
+    with torch.no_grad():
+        _, scores, _, stats = model.evidence(*map(torch.from_numpy, datasets.pack([stairs, spiked])))
+    assert float(stats[0, 1]) < 2.0 < 6.0 < float(stats[1, 1])  # the spike statistic: steps leave one neighbour
+    assert int(scores[1].argmax()) == model.window - 100 + 60  # right-aligned: the spike's own point
+
+
+def test_the_calibrated_score_is_the_same_for_a_series_in_any_units():
+    model = TimeSeriesVAE().eval()
+    series = _series(4, seed=9)
+    with torch.no_grad():
+        base = model(*map(torch.from_numpy, datasets.pack(series)))[2]
+        moved = model(*map(torch.from_numpy, datasets.pack([250.0 * s - 1.0e4 for s in series])))[2]
+    np.testing.assert_allclose(moved.numpy(), base.numpy(), rtol=1e-2, atol=1e-2)

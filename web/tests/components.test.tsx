@@ -126,7 +126,7 @@ describe("JobDetail", () => {
     const scores = Array.from({ length: 20 }, (_, i) => (i === 17 ? 9 : 0.5));
     const done = job("j1", JobState.SUCCEEDED, 4, {
       series: series(20),
-      result: { predictions: series(20).values, anomalyScores: scores, anomalyScore: 9, anomalyFlag: true },
+      result: { predictions: series(20).values, anomalyScores: scores, anomalyScore: 3.2, anomalyFlag: true },
       timings: { queueSeconds: 0.01, inferenceSeconds: 0.005, totalSeconds: 0.03 },
       traceId: "0af7651916cd43dd8448eb211c80319c",
     });
@@ -153,6 +153,8 @@ describe("JobDetail", () => {
     await waitFor(() => expect(within(timeline).getAllByRole("listitem").map((li) => li.textContent?.split(" ")[0])).toEqual(["PENDING", "QUEUED", "RUNNING", "SUCCEEDED"]));
     await waitFor(() => expect(screen.getAllByTestId("anomaly")).toHaveLength(1));
     expect(screen.getByText("anomalous")).toBeTruthy();
+    // one point past the point threshold (4.5), not past the series' (2, on the calibrated scale)
+    expect(screen.getByText(/1 clean series in 1,585 scores as high/)).toBeTruthy();
     expect(screen.getByRole("status").textContent).toBe("watch: ended");
     expect(screen.getByText("30.0 ms")).toBeTruthy();
     expect(screen.getByTestId("trace-id").textContent).toBe("0af7651916cd43dd8448eb211c80319c");

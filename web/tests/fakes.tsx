@@ -45,7 +45,8 @@ export const VAE: Model = create(ModelSchema, {
   minLength: 8,
   maxLength: 4096,
   backend: "onnxruntime",
-  parameters: { anomaly_threshold: "4.5" },
+  // the series score is calibrated (-log10 of a tail probability); points have their own threshold
+  parameters: { anomaly_threshold: "2", anomaly_false_positive_rate: "0.01", point_anomaly_threshold: "4.5" },
 });
 
 export const TRANSFORMER: Model = create(ModelSchema, {

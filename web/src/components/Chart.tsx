@@ -68,9 +68,14 @@ export function LineChart(props: { lines: Line[]; markers?: Marker[]; bands?: Ba
   );
 }
 
+/** The per-point score past which a point is marked: the model's own point threshold, where it
+ * gives one (the series score is then on another scale, a calibrated tail probability). */
 export function anomalyThreshold(model?: Model): number | undefined {
-  const t = Number(model?.parameters["anomaly_threshold"]);
-  return Number.isFinite(t) && t > 0 ? t : undefined;
+  for (const key of ["point_anomaly_threshold", "anomaly_threshold"]) {
+    const t = Number(model?.parameters[key]);
+    if (Number.isFinite(t) && t > 0) return t;
+  }
+  return undefined;
 }
 
 /**

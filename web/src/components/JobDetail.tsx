@@ -88,7 +88,9 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
               <ResultChart job={chartJob} model={models.find((m) => m.name === chartJob.modelName)} width={compact ? 420 : 640} height={compact ? 140 : 200} />
               {chartJob.result.anomalyScores.length > 0 && (
                 <p>
-                  anomaly score {chartJob.result.anomalyScore.toFixed(3)} {chartJob.result.anomalyFlag ? <span className="flag">anomalous</span> : "normal"} · model version{" "}
+                  anomaly score {chartJob.result.anomalyScore.toFixed(3)}
+                  {tailShare(models.find((m) => m.name === chartJob.modelName), chartJob.result.anomalyScore)}{" "}
+                  {chartJob.result.anomalyFlag ? <span className="flag">anomalous</span> : "normal"} · model version{" "}
                   {chartJob.result.modelVersion || "–"}
                 </p>
               )}
@@ -98,6 +100,14 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
       )}
     </section>
   );
+}
+
+// A model with a calibrated score (it states its flag's false-positive rate) scores -log10 of the
+// share of clean series that score as high: say that share in words.
+export function tailShare(model: Model | undefined, score: number): string {
+  if (!model?.parameters["anomaly_false_positive_rate"] || !(score >= 0)) return "";
+  const share = Math.pow(10, -score);
+  return share >= 0.01 ? ` (${(share * 100).toFixed(1)} % of clean series score as high)` : ` (1 clean series in ${Math.round(1 / share).toLocaleString("en")} scores as high)`;
 }
 
 // The model's p95 submit-to-done over the last minute, once (0 while unknown or unavailable).

@@ -199,14 +199,18 @@ export type JobResult = Message<"satlas.v1.JobResult"> & {
   anomalyScores: number[];
 
   /**
-   * One anomaly score for the series (VAE).
+   * One anomaly score for the series (VAE). Calibrated: -log10 of the share of
+   * clean series that score at least as high (2 = one in a hundred), so scores
+   * compare across series.
    *
    * @generated from field: double anomaly_score = 3;
    */
   anomalyScore: number;
 
   /**
-   * True when anomaly_score is past the model's calibrated threshold (VAE).
+   * True when anomaly_score is past the model's threshold, its parameter
+   * "anomaly_threshold" (VAE: set for the false-positive rate it states in
+   * "anomaly_false_positive_rate").
    *
    * @generated from field: bool anomaly_flag = 4;
    */
