@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orchestrator", default=ORCHESTRATOR_ADDR.read(),
                    help="OrchestratorService host:port, for --follow [ORCHESTRATOR_ADDR]")
     p.add_argument("--patterns", type=inputs.split_models, default=d.patterns,
-                   help=f"comma-separated; each series picks one (default: {','.join(patterns.PATTERNS)})")
+                   help=f"comma-separated; each series picks one (default: {','.join(patterns.PATTERNS)}; the "
+                        f"models never trained on {','.join(patterns.HELD_OUT_SHAPES)})")
     p.add_argument("--length", type=int, default=d.length, help="points per series (default 20)")
     p.add_argument("--models", type=inputs.split_models, default=d.models, help="comma-separated (default: both)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -291,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = build_parser()
     a = parser.parse_args(argv)
-    unknown = sorted(set(a.patterns) - set(patterns.PATTERNS))
-    problems = [f"unknown patterns {unknown}; known: {', '.join(patterns.PATTERNS)}"] * bool(unknown)
+    known = patterns.PATTERNS + patterns.HELD_OUT_SHAPES
+    unknown = sorted(set(a.patterns) - set(known))
+    problems = [f"unknown patterns {unknown}; known: {', '.join(known)}"] * bool(unknown)
     problems += ["--min-batch must be at least 1 and at most --max-batch"] * (not 1 <= a.min_batch <= a.max_batch)
     problems += ["--interval, --drain and --connect-timeout must not be negative"] * (
         min(a.interval, a.drain, a.connect_timeout) < 0)
