@@ -2,6 +2,7 @@
 
     python -m scripts.evaluate                        # the ONNX files in model_repository/, onnxruntime
     python -m scripts.evaluate --triton 127.0.0.1:8001  # the models served by a running Triton
+    python -m scripts.evaluate --ingest 127.0.0.1:50051 --orchestrator 127.0.0.1:50052  # through the whole mesh
 
 Forecast: mean absolute error of the transformer against the naive last-value forecast, each
 series' errors scaled by the mean absolute step of its own history (the MASE scaling of Hyndman
@@ -140,9 +141,66 @@ def triton_predictor(model_name: str, url: str, concurrency: int = 16) -> Predic
     return predict
 
 
+def mesh_predictor(model_name: str, ingest: str, orchestrator: str, concurrency: int = 16,
+                   timeout_s: float = 600.0) -> Predictor:
+    """Each series as a producer sends it (one StreamSeries stream) and its result as GetJob returns
+    it, under the output names the other predictors use: the mesh adds nothing and loses nothing."""
+    import time
+
+    import grpc
+    from satlas.v1 import ingest_service_pb2 as ipb
+    from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
+    from satlas.v1 import job_state_pb2 as js
+    from satlas.v1 import orchestrator_service_pb2 as opb
+    from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
+
+    from satkit import client
+
+    def outputs(result) -> dict[str, np.ndarray]:
+        predictions = np.array(result.predictions)
+        out = {"forecast": predictions, "reconstruction": predictions,
+               "anomaly_scores": np.array(result.anomaly_scores), "anomaly_score": np.array([result.anomaly_score]),
+               "anomaly_flag": np.array([result.anomaly_flag])}
+        if result.quantiles:
+            out["quantiles"] = np.array([q.values for q in sorted(result.quantiles, key=lambda q: q.level)])
+        return out
+
+    def predict(series: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        with client.channel(ingest) as ic, client.channel(orchestrator) as oc:
+            requests = (ipb.StreamSeriesRequest(submission=ipb.SubmitSeriesRequest(
+                series={"values": [float(v) for v in values]}, models=[model_name]), sequence=i)
+                for i, values in enumerate(series))
+            ids = [""] * len(series)
+            for r in ipb_grpc.IngestServiceStub(ic).StreamSeries(requests, timeout=timeout_s):
+                if r.HasField("error"):
+                    raise RuntimeError(f"series {r.sequence} refused: {r.error.message}")
+                ids[r.sequence] = r.job_ids[0]
+            stub = opb_grpc.OrchestratorServiceStub(oc)
+            deadline = time.monotonic() + timeout_s
+
+            def result(job_id: str) -> dict[str, np.ndarray]:
+                while True:
+                    job = stub.GetJob(opb.GetJobRequest(job_id=job_id), timeout=30, wait_for_ready=True).job
+                    if job.state == js.JOB_STATE_SUCCEEDED:
+                        return outputs(job.result)
+                    if job.state in (js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED) or time.monotonic() > deadline:
+                        raise RuntimeError(f"job {job_id}: {js.JobState.Name(job.state)} {job.error}")
+                    time.sleep(0.1)
+
+            try:
+                with ThreadPoolExecutor(concurrency) as pool:
+                    return list(pool.map(result, ids))
+            except grpc.RpcError as exc:
+                raise RuntimeError(f"the orchestrator at {orchestrator}: {exc.code().name} {exc.details()}") from exc
+
+    return predict
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--triton", metavar="HOST:PORT", help="evaluate through a running Triton (gRPC)")
+    parser.add_argument("--ingest", metavar="HOST:PORT", help="or through a running mesh: its ingest ...")
+    parser.add_argument("--orchestrator", metavar="HOST:PORT", help="... and its orchestrator")
     parser.add_argument("--size", type=int, default=2000, help="forecast series")
     parser.add_argument("--anomaly-size", type=int, default=9000, help="anomaly series (a thousand per shape)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
@@ -150,7 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, help="and a picture of it (PNG)")
     args = parser.parse_args(argv)
 
+    if bool(args.ingest) != bool(args.orchestrator):
+        parser.error("--ingest and --orchestrator go together")
+
     def predictor(name: str) -> Predictor:
+        if args.ingest:
+            return mesh_predictor(name, args.ingest, args.orchestrator)
         return triton_predictor(name, args.triton) if args.triton else onnx_predictor(name)
 
     window = int(_window("vae_timeseries"))
