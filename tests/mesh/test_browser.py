@@ -75,6 +75,9 @@ def test_every_view_loads_with_no_console_errors(mesh, page, ingest):
         page.locator("main .panel").first.wait_for(timeout=15_000)
         if view == "#/models":
             expect(page.locator(".models")).to_contain_text("transformer_timeseries")
+            # what the served models' parameters say they are calibrated to
+            expect(page.locator(".models")).to_contain_text("flag at 1 % false positives")
+            expect(page.locator(".models")).to_contain_text("quantiles 0.1, 0.5, 0.9")
         page.wait_for_timeout(500)
         # grpc-web errors arrive as HTTP 200: the page shows them in alert boxes.
         expect(page.get_by_role("alert")).to_have_count(0)

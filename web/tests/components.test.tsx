@@ -202,6 +202,8 @@ describe("Models", () => {
     expect(cells).toContain("ready");
     expect(cells).toContain("not ready");
     expect(cells).toContain("8–4096");
+    expect(cells).toContain("flag at 1 % false positives");
+    expect(cells).toContain("quantiles 0.1, 0.5, 0.9");
   });
 });
 

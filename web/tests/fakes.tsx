@@ -59,6 +59,7 @@ export const TRANSFORMER: Model = create(ModelSchema, {
   minLength: 8,
   maxLength: 4096,
   backend: "onnxruntime",
+  parameters: { quantile_levels: "0.1,0.5,0.9" },
 });
 
 /** Resolves after `ms`, or at once when the call is cancelled. */

@@ -21,6 +21,7 @@ export function Models({ models, error, reload }: { models?: Model[]; error?: un
               <th>window</th>
               <th>horizon</th>
               <th>backend</th>
+              <th>calibrated</th>
               <th>description</th>
             </tr>
           </thead>
@@ -37,6 +38,7 @@ export function Models({ models, error, reload }: { models?: Model[]; error?: un
                 <td>{m.window || "–"}</td>
                 <td>{m.horizon || "–"}</td>
                 <td>{m.backend}</td>
+                <td className="small">{calibration(m)}</td>
                 <td className="small">{m.description}</td>
               </tr>
             ))}
@@ -46,4 +48,15 @@ export function Models({ models, error, reload }: { models?: Model[]; error?: un
       {!models && !error && <p className="muted">loading…</p>}
     </section>
   );
+}
+
+/** What the model's outputs are calibrated to, from its parameters: the anomaly flag's stated
+ * false-positive rate, or the quantile levels of its forecast. */
+export function calibration(m: Model): string {
+  const parts: string[] = [];
+  const rate = Number(m.parameters["anomaly_false_positive_rate"]);
+  if (m.parameters["anomaly_false_positive_rate"] && Number.isFinite(rate)) parts.push(`flag at ${+(rate * 100).toPrecision(3)} % false positives`);
+  const levels = m.parameters["quantile_levels"];
+  if (levels) parts.push(`quantiles ${levels.split(",").join(", ")}`);
+  return parts.join("; ") || "–";
 }
