@@ -46,9 +46,8 @@ class ModelAdmin(pb_grpc.ModelAdminServiceServicer):
                 else grpc.StatusCode.FAILED_PRECONDITION  # the model is there but would not load
             await context.abort(code, f"Triton: {exc.code().name}: {details}")
 
-    async def _described(self, context, name: str):
-        """The model as Triton's repository now has it (fetched afresh), else NOT_FOUND."""
+    async def _described(self, context, name: str) -> None:
+        """NOT_FOUND unless Triton's repository, read afresh, has the model."""
         models = await self.analysis.from_catalogue(context, self.analysis.catalogue.get, True)
         if name not in models:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} is not in Triton's repository")
-        return models[name]

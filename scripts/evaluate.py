@@ -72,8 +72,7 @@ def forecast_quality(predict: Predictor, size: int = 1000, seed: int = HELD_OUT_
 
 def anomaly_quality(predict: Predictor, window: int, size: int = 2000, seed: int = HELD_OUT_SEED) -> dict:
     """The detector on the five training patterns and on shapes it never saw, in equal shares."""
-    shapes = patterns.PATTERNS + patterns.HELD_OUT_SHAPES
-    data = datasets.anomaly_set(np.random.default_rng(seed), size, window=window, shapes=shapes)
+    data = datasets.anomaly_set(np.random.default_rng(seed), size, window=window, shapes=patterns.ALL_SHAPES)
     outputs = predict(data.series)
     scores = np.array([float(o["anomaly_score"][0]) for o in outputs])
     flags = np.array([bool(o["anomaly_flag"][0]) for o in outputs])
@@ -99,7 +98,7 @@ def anomaly_quality(predict: Predictor, window: int, size: int = 2000, seed: int
               **summary(np.ones(size, dtype=bool)),
               "training_patterns": summary(np.isin(of, patterns.PATTERNS)),
               "held_out": summary(np.isin(of, patterns.HELD_OUT_SHAPES))}
-    for shape in shapes:
+    for shape in patterns.ALL_SHAPES:
         report[shape] = summary(of == shape)
     return report
 
@@ -141,13 +140,13 @@ def triton_predictor(model_name: str, url: str, concurrency: int = 16) -> Predic
     return predict
 
 
-def mesh_predictor(model_name: str, ingest: str, orchestrator: str, concurrency: int = 16,
-                   timeout_s: float = 600.0) -> Predictor:
-    """Each series as a producer sends it (one StreamSeries stream) and its result as GetJob returns
-    it, under the output names the other predictors use: the mesh adds nothing and loses nothing."""
+def mesh_predictor(model_name: str, ingest: str, orchestrator: str, timeout_s: float = 600.0) -> Predictor:
+    """Each series as a producer sends it (one StreamSeries stream) and its result as a watcher sees
+    it (one WatchJobs stream, opened first), under the output names the other predictors use: the
+    mesh adds nothing and loses nothing. A job whose event a slow watcher missed is read with GetJob."""
+    import threading
     import time
 
-    import grpc
     from satlas.v1 import ingest_service_pb2 as ipb
     from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
     from satlas.v1 import job_state_pb2 as js
@@ -155,8 +154,12 @@ def mesh_predictor(model_name: str, ingest: str, orchestrator: str, concurrency:
     from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
     from satkit import client
+    from satkit.jobs import TERMINAL_STATES
 
-    def outputs(result) -> dict[str, np.ndarray]:
+    def outputs(job) -> dict[str, np.ndarray]:
+        if job.state != js.JOB_STATE_SUCCEEDED:
+            raise RuntimeError(f"job {job.job_id}: {js.JobState.Name(job.state)} {job.error}")
+        result = job.result
         predictions = np.array(result.predictions)
         out = {"forecast": predictions, "reconstruction": predictions,
                "anomaly_scores": np.array(result.anomaly_scores), "anomaly_score": np.array([result.anomaly_score]),
@@ -167,6 +170,22 @@ def mesh_predictor(model_name: str, ingest: str, orchestrator: str, concurrency:
 
     def predict(series: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         with client.channel(ingest) as ic, client.channel(orchestrator) as oc:
+            stub = opb_grpc.OrchestratorServiceStub(oc)
+            watch = stub.WatchJobs(opb.WatchJobsRequest(model_names=[model_name], states=sorted(TERMINAL_STATES)))
+            watch.initial_metadata()  # subscribed before the first job exists
+            ended: dict[str, object] = {}
+            heard = [time.monotonic()]
+
+            def listen() -> None:
+                try:
+                    for event in watch:
+                        ended[event.job.job_id] = event.job
+                        heard[0] = time.monotonic()
+                except Exception:  # cancelled below
+                    pass
+
+            listener = threading.Thread(target=listen, daemon=True)
+            listener.start()
             requests = (ipb.StreamSeriesRequest(submission=ipb.SubmitSeriesRequest(
                 series={"values": [float(v) for v in values]}, models=[model_name]), sequence=i)
                 for i, values in enumerate(series))
@@ -175,23 +194,18 @@ def mesh_predictor(model_name: str, ingest: str, orchestrator: str, concurrency:
                 if r.HasField("error"):
                     raise RuntimeError(f"series {r.sequence} refused: {r.error.message}")
                 ids[r.sequence] = r.job_ids[0]
-            stub = opb_grpc.OrchestratorServiceStub(oc)
             deadline = time.monotonic() + timeout_s
-
-            def result(job_id: str) -> dict[str, np.ndarray]:
-                while True:
-                    job = stub.GetJob(opb.GetJobRequest(job_id=job_id), timeout=30, wait_for_ready=True).job
-                    if job.state == js.JOB_STATE_SUCCEEDED:
-                        return outputs(job.result)
-                    if job.state in (js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED) or time.monotonic() > deadline:
-                        raise RuntimeError(f"job {job_id}: {js.JobState.Name(job.state)} {job.error}")
+            # Until every job is heard of, or the stream has been quiet for 10 s (events dropped).
+            while any(i not in ended for i in ids) and time.monotonic() < min(deadline, heard[0] + 10):
+                time.sleep(0.05)
+            watch.cancel()
+            listener.join()
+            for job_id in (i for i in ids if i not in ended):
+                while (job := stub.GetJob(opb.GetJobRequest(job_id=job_id), timeout=30).job).state \
+                        not in TERMINAL_STATES and time.monotonic() < deadline:
                     time.sleep(0.1)
-
-            try:
-                with ThreadPoolExecutor(concurrency) as pool:
-                    return list(pool.map(result, ids))
-            except grpc.RpcError as exc:
-                raise RuntimeError(f"the orchestrator at {orchestrator}: {exc.code().name} {exc.details()}") from exc
+                ended[job_id] = job
+            return [outputs(ended[i]) for i in ids]
 
     return predict
 
@@ -236,7 +250,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     vae, fc = report["vae_timeseries"], report["transformer_timeseries"]
-    shapes = list(patterns.PATTERNS + patterns.HELD_OUT_SHAPES)
+    shapes = list(patterns.ALL_SHAPES)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colours = ["tab:blue" if s in patterns.PATTERNS else "tab:orange" for s in shapes]
     ax = axes[0]

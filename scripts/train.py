@@ -73,6 +73,16 @@ def train_transformer(steps: int, batch: int, seed: int, lr: float = 2e-3) -> tu
 QUANTILE_LEVELS = (0.1, 0.5, 0.9)
 
 
+def _extend(checkpoint: Path, cls, new: tuple[str, ...], retired: tuple[str, ...] = (), **config):
+    """A saved model's weights in ``cls`` built with ``config`` on top of the saved one: only the
+    parts named by ``new`` (prefixes) may be missing, only ``retired`` ones left over."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = cls(**{**saved["config"], **config})
+    missing, unexpected = model.load_state_dict(saved["state_dict"], strict=False)
+    assert all(k.startswith(new) for k in missing) and set(unexpected) <= set(retired), (missing, unexpected)
+    return model, saved
+
+
 def train_quantiles(checkpoint: Path, steps: int, batch: int, seed: int, lr: float = 3e-3
                     ) -> tuple[TimeSeriesTransformer, dict]:
     """The trained Transformer with a quantile head beside it: the network and its point forecast
@@ -80,10 +90,8 @@ def train_quantiles(checkpoint: Path, steps: int, batch: int, seed: int, lr: flo
     pattern alike), and a conformal scale then makes the interval cover its share of points on
     series of another seed."""
     rng = _seed(seed)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = TimeSeriesTransformer(**{**saved["config"], "quantile_levels": QUANTILE_LEVELS})
-    missing, unexpected = model.load_state_dict(saved["state_dict"], strict=False)
-    assert not unexpected and all(k.startswith(("quantile_head.", "band_scale")) for k in missing), missing
+    model, saved = _extend(checkpoint, TimeSeriesTransformer, ("quantile_head.", "band_scale"),
+                           quantile_levels=QUANTILE_LEVELS)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("quantile_head."))
 
@@ -153,10 +161,8 @@ def calibrate_detector(model: TimeSeriesVAE, rng: np.random.Generator, size: int
 
 def recalibrate_vae(checkpoint: Path, seed: int) -> tuple[TimeSeriesVAE, dict]:
     """A trained VAE's network, kept, with the detector's tables made anew."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = TimeSeriesVAE(**saved["config"])
-    missing, unexpected = model.load_state_dict(saved["state_dict"], strict=False)
-    assert set(missing) <= {"tail_knots", "tail_slope", "point_threshold"} and set(unexpected) <= {"threshold"}
+    model, saved = _extend(checkpoint, TimeSeriesVAE, ("tail_knots", "tail_slope", "point_threshold"),
+                           retired=("threshold",))
     model.eval()
     calibration = calibrate_detector(model, np.random.default_rng(seed + 1))
     return model, {**saved.get("training", {}), "calibration": calibration}

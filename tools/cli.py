@@ -233,7 +233,7 @@ def add_series_options(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--values", help="comma-separated numbers, e.g. 1,2,3 (--values=-1,2 when the first is negative)")
     source.add_argument("--file", help="numbers, one per line or comma-separated; '-' reads stdin")
-    source.add_argument("--pattern", choices=patterns.PATTERNS + patterns.HELD_OUT_SHAPES,
+    source.add_argument("--pattern", choices=patterns.ALL_SHAPES,
                         help="a synthetic series from tools.patterns (the last four: shapes no model was trained on)")
     p.add_argument("--length", type=int, default=128, help="points of a --pattern series (default 128)")
     p.add_argument("--seed", type=int, default=None, help="seed of a --pattern series (default: random)")
@@ -267,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_series_options(p)
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: both models)")
     p.add_argument("--idempotency-key", help="a retry with the same key returns the first job ids")
-    p.add_argument("--horizon", type=inputs.parse_horizon, default=0, help="forecast points from forecasting models (default: "
-                                                          "each model's whole horizon)")
+    p.add_argument("--horizon", type=inputs.parse_horizon, default=0,
+                   help="forecast points from forecasting models (default: each model's whole horizon)")
     p.add_argument("--watch", action="store_true", help="follow the jobs until they end")
     p.set_defaults(func=cmd_submit)
 

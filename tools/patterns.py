@@ -21,6 +21,7 @@ ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift")
 # tried and left out: its resets are 3.5 standard deviations, the size of the injected anomalies
 # themselves, so no shape-blind detector can tell them apart.)
 HELD_OUT_SHAPES: tuple[str, ...] = ("piecewise_trend", "level_steps", "bursts", "damped_oscillation")
+ALL_SHAPES: tuple[str, ...] = PATTERNS + HELD_OUT_SHAPES  # what generate() knows
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _signal(pattern: str, n: int, rng: np.random.Generator) -> np.ndarray:
     elif pattern in HELD_OUT_SHAPES:
         return _held_out_signal(pattern, n, rng)
     else:
-        raise ValueError(f"unknown pattern {pattern!r}; expected one of {', '.join(PATTERNS + HELD_OUT_SHAPES)}")
+        raise ValueError(f"unknown pattern {pattern!r}; expected one of {', '.join(ALL_SHAPES)}")
     amplitude = max(float(np.std(sig)), 1e-3)
     return sig + rng.normal(0.0, noise * amplitude, n)
 

@@ -292,9 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = build_parser()
     a = parser.parse_args(argv)
-    known = patterns.PATTERNS + patterns.HELD_OUT_SHAPES
-    unknown = sorted(set(a.patterns) - set(known))
-    problems = [f"unknown patterns {unknown}; known: {', '.join(known)}"] * bool(unknown)
+    unknown = sorted(set(a.patterns) - set(patterns.ALL_SHAPES))
+    problems = [f"unknown patterns {unknown}; known: {', '.join(patterns.ALL_SHAPES)}"] * bool(unknown)
     problems += ["--min-batch must be at least 1 and at most --max-batch"] * (not 1 <= a.min_batch <= a.max_batch)
     problems += ["--interval, --drain and --connect-timeout must not be negative"] * (
         min(a.interval, a.drain, a.connect_timeout) < 0)

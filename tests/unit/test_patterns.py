@@ -4,7 +4,7 @@ import pytest
 from tools import patterns
 
 
-@pytest.mark.parametrize("pattern", patterns.PATTERNS + patterns.HELD_OUT_SHAPES)
+@pytest.mark.parametrize("pattern", patterns.ALL_SHAPES)
 def test_each_pattern_is_finite_and_deterministic(pattern):
     a = patterns.generate(pattern, 300, np.random.default_rng(7), horizon=16)
     b = patterns.generate(pattern, 300, np.random.default_rng(7), horizon=16)

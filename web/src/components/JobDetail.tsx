@@ -25,6 +25,7 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
       (e) => setCancelError(e),
     );
   const chartJob = full && job && full.state === job.state ? full : undefined;
+  const chartModel = chartJob && models.find((m) => m.name === chartJob.modelName);
   const p95 = useModelP95(job && TERMINAL.has(job.state) ? job.modelName : "");
   const why = job && explain(job, p95);
   const traceUrl = useTraceUrl();
@@ -85,11 +86,11 @@ export function JobDetail({ jobId, models = [], compact = false }: { jobId: stri
           )}
           {chartJob?.result && (
             <>
-              <ResultChart job={chartJob} model={models.find((m) => m.name === chartJob.modelName)} width={compact ? 420 : 640} height={compact ? 140 : 200} />
+              <ResultChart job={chartJob} model={chartModel} width={compact ? 420 : 640} height={compact ? 140 : 200} />
               {chartJob.result.anomalyScores.length > 0 && (
                 <p>
                   anomaly score {chartJob.result.anomalyScore.toFixed(3)}
-                  {tailShare(models.find((m) => m.name === chartJob.modelName), chartJob.result.anomalyScore)}{" "}
+                  {tailShare(chartModel, chartJob.result.anomalyScore)}{" "}
                   {chartJob.result.anomalyFlag ? <span className="flag">anomalous</span> : "normal"} · model version{" "}
                   {chartJob.result.modelVersion || "–"}
                 </p>
