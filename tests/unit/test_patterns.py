@@ -58,3 +58,13 @@ def test_training_never_sees_the_held_out_shapes():
     rng = np.random.default_rng(5)
     drawn = {patterns.random_series(rng, length=16).pattern for _ in range(500)}
     assert drawn == set(patterns.PATTERNS) and not drawn & set(patterns.HELD_OUT_SHAPES)
+
+
+def test_a_short_staircase_still_has_three_levels():
+    # One step would be a clean level shift, the very anomaly the held-out set tells apart from clean.
+    rng = np.random.default_rng(11)
+    steps = []
+    for _ in range(300):
+        jumps = np.abs(np.diff(patterns.generate("level_steps", 16, rng).values))
+        steps.append(int(np.sum(jumps > 4 * np.median(jumps))))
+    assert np.mean(np.array(steps) >= 2) >= 0.95, np.bincount(steps)
