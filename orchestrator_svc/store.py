@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, defer
 
 from orchestrator_svc import db
 from orchestrator_svc.convert import job_to_proto, utc
+from orchestrator_svc.held import HeldConnections
 from orchestrator_svc.snapshots import Snapshots
 from orchestrator_svc.statements import SNAPSHOT, Hot, Now, Rare
 from satkit.queue import TaskJob  # what a worker needs to run one job; a message carries several
@@ -57,6 +58,7 @@ class JobStore:
         self.snapshots = Snapshots()
         # SQLite has one writer; taking turns here avoids "database is locked" on upgrade.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._held = HeldConnections(engine) if engine.dialect.name == "postgresql" else None
 
     @contextmanager
     def transaction(self, durable: bool = True):
@@ -72,6 +74,16 @@ class JobStore:
         else:
             with self._write_lock, self.engine.begin() as conn:
                 yield conn
+
+    def group_transaction(self, durable: bool = True):
+        """``transaction`` for the group writer's thread only: on PostgreSQL on connections it holds
+        (orchestrator_svc.held), which spares every group the pool's round trips."""
+        return self.transaction(durable) if self._held is None else self._held.transaction(durable)
+
+    def release(self) -> None:
+        """Closes what ``group_transaction`` holds (from the writer's thread)."""
+        if self._held is not None:
+            self._held.close()
 
     @staticmethod
     def _cursor(conn):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from satlas.internal.v1 import job_control_service_pb2 as jc
 from satlas.v1 import job_pb2
 
+from orchestrator_svc.held import ConnectionLost
 from orchestrator_svc.store import JobStore
 from satkit.queue import TaskJob
 
@@ -58,6 +59,14 @@ class Applied:
 
 def apply_group(store: JobStore, ops: Sequence[Op]) -> Applied:
     """Every op in one transaction (runs in the writer's thread)."""
+    try:
+        return _apply_group(store, ops)
+    except ConnectionLost as exc:  # nothing of it applied: once more, on a new connection
+        log.warning("the database connection was lost (%s); applying the group again", exc)
+        return _apply_group(store, ops)
+
+
+def _apply_group(store: JobStore, ops: Sequence[Op]) -> Applied:
     out = Applied([None] * len(ops), [], [])
     by_kind: dict[str, list[int]] = {}
     for i, op in enumerate(ops):
@@ -65,7 +74,7 @@ def apply_group(store: JobStore, ops: Sequence[Op]) -> Applied:
     # New jobs, cancels and results must be on disk before anyone hears of them (PostgreSQL): a
     # result announced and then lost in a crash was run again and announced again, SUCCEEDED
     # twice in two versions (the chaos soak saw 15 in an hour of PostgreSQL restarts).
-    with store.transaction(durable=any(op.kind in DURABLE for op in ops)) as conn:
+    with store.group_transaction(durable=any(op.kind in DURABLE for op in ops)) as conn:
         for kind in ORDER:
             slots = by_kind.get(kind, [])
             if slots:
@@ -177,7 +186,10 @@ class Writer:
             self._task = None
 
     def close(self) -> None:
-        self.thread.shutdown(wait=True)
+        try:
+            self.thread.submit(self.store.release).result()  # the thread that holds them closes them
+        finally:
+            self.thread.shutdown(wait=True)
 
     async def _submit(self, kind: str, *args):
         future = asyncio.get_running_loop().create_future()

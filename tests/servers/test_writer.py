@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -175,34 +176,70 @@ async def test_queued_marks_wait_to_share_a_commit_and_keep_their_broker_time(st
     writer.close()
 
 
-async def test_starts_and_marks_do_not_wait_for_the_disk_but_results_do(store):
+def postgresql_only(store) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: no asynchronous commit, and the writer holds no connection of its own")
+
+
+def spy_on_groups(store, monkeypatch) -> list[tuple[str, int]]:
+    """(synchronous_commit, the backend's pid) in each group transaction, as it runs."""
+    seen, real = [], store.group_transaction
+
+    @contextmanager
+    def spied(durable=True):
+        with real(durable) as conn:
+            seen.append(tuple(conn.exec_driver_sql("SELECT current_setting('synchronous_commit'), "
+                                                   "pg_backend_pid()").one()))
+            yield conn
+
+    monkeypatch.setattr(store, "group_transaction", spied)
+    return seen
+
+
+async def test_starts_and_marks_do_not_wait_for_the_disk_but_results_do(store, monkeypatch):
     """PostgreSQL: a group of starts or marks commits without waiting for the WAL flush (a crash
     may lose them; the reconciler runs those jobs again); one with creates, results or a cancel
     waits (a result announced and then lost would be announced twice)."""
-    if store.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no asynchronous commit")
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, *_):
-        if "synchronous_commit" in statement:
-            seen.append(statement)
-
-    sa.event.listen(store.engine, "before_cursor_execute", record)
-    try:
-        rec = Recorder()
-        writer = await started_writer(store, rec)
-        (ids,) = await writer.create_jobs([submission()])
-        assert seen == []
-        await writer.start_jobs(ids, "w1")
-        assert seen == ["SET LOCAL synchronous_commit TO OFF"]
-        await writer.report_results([jc.JobOutcome(job_id=ids[1], result=job_pb2.JobResult())])
-        await writer.cancel(ids[0])
-        assert len(seen) == 1
-        await writer.stop()
-        writer.close()
-    finally:
-        sa.event.remove(store.engine, "before_cursor_execute", record)
+    postgresql_only(store)
+    seen = spy_on_groups(store, monkeypatch)
+    rec = Recorder()
+    writer = await started_writer(store, rec)
+    (ids,) = await writer.create_jobs([submission()])
+    await writer.start_jobs(ids, "w1")
+    await writer.mark_queued(ids)
+    await writer.report_results([jc.JobOutcome(job_id=ids[1], result=job_pb2.JobResult())])
+    await writer.cancel(ids[0])
+    assert [on for on, _ in seen] == ["on", "off", "off", "on", "on"]
+    # Two connections held from group to group: no pool checkout (and its liveness check) each time.
+    assert len({pid for _, pid in seen}) == 2
+    await writer.stop()
+    writer.close()
+    assert store.engine.pool.checkedout() == 0
+    # The session that skips the flush was closed, not pooled: every pooled transaction waits for it.
+    with store.engine.connect() as a, store.engine.connect() as b:
+        assert {c.exec_driver_sql("SHOW synchronous_commit").scalar() for c in (a, b)} == {"on"}
     with store.transaction(durable=False) as conn:
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
     with store.transaction() as conn:
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+
+
+@pytest.mark.parametrize("idle", [False, True])
+async def test_a_write_goes_through_when_the_writers_connection_was_killed(store, monkeypatch, idle):
+    """The server ends the writer's held connection (a restart, an administrator): the next write
+    still commits, on a new connection, and is applied once. Idle: the liveness check after an
+    unused moment finds it gone; busy: the group's first statement does, and the group runs again."""
+    postgresql_only(store)
+    monkeypatch.setattr(store._held, "idle_check_s", 0.05 if idle else 60.0)
+    seen = spy_on_groups(store, monkeypatch)
+    writer = await started_writer(store, Recorder())
+    (ids,) = await writer.create_jobs([submission()])
+    with store.engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": seen[-1][1]}).scalar()
+    await asyncio.sleep(0.2)
+    (more,) = await writer.create_jobs([submission()])
+    assert seen[-1][1] != seen[0][1]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM inference_results")).scalar() == len(ids) + len(more) == 4
+    await writer.stop()
+    writer.close()
