@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ingest", metavar="HOST:PORT", help="or through a running mesh: its ingest ...")
     parser.add_argument("--orchestrator", metavar="HOST:PORT", help="... and its orchestrator")
     parser.add_argument("--size", type=int, default=2000, help="forecast series")
-    parser.add_argument("--anomaly-size", type=int, default=9000, help="anomaly series (a thousand per shape)")
+    parser.add_argument("--anomaly-size", type=int, default=11000, help="anomaly series (a thousand per shape)")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--plot", type=Path, help="and a picture of it (PNG)")

@@ -20,7 +20,10 @@ ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift")
 # it learned what a normal series is, or only what the five patterns look like. (A sawtooth was
 # tried and left out: its resets are 3.5 standard deviations, the size of the injected anomalies
 # themselves, so no shape-blind detector can tell them apart.)
-HELD_OUT_SHAPES: tuple[str, ...] = ("piecewise_trend", "level_steps", "bursts", "damped_oscillation")
+# The last two were written after the detector was finished and measured once before they joined
+# the set (AUROC 0.993 and 1.000 on 2,000 series each): a check of it on shapes it was not shaped by.
+HELD_OUT_SHAPES: tuple[str, ...] = ("piecewise_trend", "level_steps", "bursts", "damped_oscillation",
+                                    "ar_process", "growing_season")
 ALL_SHAPES: tuple[str, ...] = PATTERNS + HELD_OUT_SHAPES  # what generate() knows
 
 
@@ -100,6 +103,20 @@ def _held_out_signal(shape: str, n: int, rng: np.random.Generator) -> np.ndarray
         since = t % every
         sig = np.exp(-since / rng.uniform(0.5, 2.0) / period) * np.sin(2 * np.pi * since / period)
         noise = rng.uniform(0.02, 0.1)
+    elif shape == "ar_process":  # stationary AR(2) noise that rings at a period of 8-40 points
+        period, r = rng.uniform(8.0, 40.0), rng.uniform(0.85, 0.97)
+        a1, a2 = 2.0 * r * np.cos(2 * np.pi / period), -r * r
+        shocks = rng.normal(0.0, 1.0, n + 50)  # 50 points to forget the zero start
+        x = np.zeros(n + 50)
+        for i in range(2, n + 50):
+            x[i] = a1 * x[i - 1] + a2 * x[i - 2] + shocks[i]
+        sig = x[50:]
+        noise = 0.0
+    elif shape == "growing_season":  # a seasonal swing that grows with an exponential trend
+        period = rng.uniform(6.0, 48.0)
+        level = np.exp(np.log(rng.uniform(2.0, 10.0)) * t / max(n, 16))
+        sig = level * (1.0 + rng.uniform(0.1, 0.4) * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)))
+        noise = rng.uniform(0.01, 0.05)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     amplitude = max(float(np.std(sig)), 1e-3)

@@ -21,7 +21,7 @@ def anomalies(triton):
     client = grpcclient.InferenceServerClient(triton.settings.grpc_url)
     window = int(client.get_model_config("vae_timeseries").config.parameters["window"].string_value)
     return evaluate.anomaly_quality(evaluate.triton_predictor("vae_timeseries", triton.settings.grpc_url),
-                                    window, size=9000)
+                                    window, size=11000)
 
 
 def test_transformer_beats_the_naive_forecast_overall(forecast):
