@@ -71,7 +71,8 @@ def run_step(args, completions: Completions, cpu: CpuMeter | None, load: float, 
                                 cpu=cpu))
         print(row(runs[-1]), flush=True)
         if runs[-1].cpu_ms_per_job:
-            print("  cpu ms/job: " + ", ".join(f"{n} {v:.2f}" for n, v in runs[-1].cpu_ms_per_job.items()), flush=True)
+            print("  cpu ms/job: " + ", ".join(f"{'mesh total' if n == 'total' else n} {v:.2f}"
+                                                for n, v in runs[-1].cpu_ms_per_job.items()), flush=True)
     return Step(load, seconds, runs)
 
 
