@@ -234,7 +234,8 @@ def add_series_options(p: argparse.ArgumentParser) -> None:
     source.add_argument("--values", help="comma-separated numbers, e.g. 1,2,3 (--values=-1,2 when the first is negative)")
     source.add_argument("--file", help="numbers, one per line or comma-separated; '-' reads stdin")
     source.add_argument("--pattern", choices=patterns.ALL_SHAPES,
-                        help="a synthetic series from tools.patterns (the last four: shapes no model was trained on)")
+                        help="a synthetic series from tools.patterns (the last "
+                        f"{len(patterns.HELD_OUT_SHAPES)}: shapes no model was trained on)")
     p.add_argument("--length", type=int, default=128, help="points of a --pattern series (default 128)")
     p.add_argument("--seed", type=int, default=None, help="seed of a --pattern series (default: random)")
     p.add_argument("--series-id", help="your name for the series")
