@@ -223,6 +223,10 @@ def test_the_benchmark_measures_what_it_sends(mesh, shared_processes, tmp_path):
     assert all(cpu[n] > 0 for n in ("orchestrator", "worker", "ingest", "triton", "bench client"))
     # The mesh's total: every process but the load generator's own.
     assert cpu["total"] == pytest.approx(sum(v for n, v in cpu.items() if n not in ("total", "bench client")), abs=0.1)
+    # Where the latency went: every stage of every job, from the timestamps on its event.
+    stages = run.stages_ms
+    assert set(stages) == set(bench_measure.STAGES)
+    assert all(-5 <= v["p50"] <= v["p95"] < 10_000 for v in stages.values())  # wall clocks of one machine
     lines = shown.getvalue().splitlines()
     assert lines and "\r" not in shown.getvalue() and all(line.startswith("40 jobs/s ") for line in lines)
     assert "/2 s  submitted " in lines[0] and " failed 0 " in lines[-1] and lines[-1].endswith(" done/s")
@@ -234,6 +238,7 @@ def test_the_benchmark_measures_what_it_sends(mesh, shared_processes, tmp_path):
     report = json.loads(out.read_text())
     (step,) = report["steps"]
     assert len(step["runs"]) == 2 and step["summary"]["success_rate_min"] == 1.0
+    assert set(step["summary"]["stages_ms"]) == set(report["stages"]) == set(bench_measure.STAGES)
     done = step["summary"]["throughput_jobs_s"]
     assert done["min"] <= done["median"] <= done["max"]
     triton = report["triton"]

@@ -51,14 +51,33 @@ class Run:
     # (growth in jobs/s, a straight line fitted over the second half) means the mesh is behind.
     backlog: list[int] = field(default_factory=list)
     backlog_growth_jobs_s: float = 0.0
+    # Where the latency went: p50 and p95 ms of each stage of the SUCCEEDED jobs (see STAGES).
+    stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
         return self.succeeded / self.jobs if self.jobs else 0.0
 
 
+# A job's way from the producer to its event, cut by the timestamps the orchestrator stamps on it
+# (wall clocks: the first and last stage include any skew between this machine and the stack's).
+STAGES = {
+    "ingest": "sent -> created: the stream, the ingest's batching, CreateJobs and its commit",
+    "dispatch": "created -> queued: waiting for a Celery message to fill or for the gap, the publish",
+    "broker": "queued -> started: on the broker until a worker's StartJobs committed",
+    "run": "started -> ended: the worker's Triton requests, ReportResults and its commit",
+    "triton": "the job's own Triton request (its inference_seconds; it may begin before the start commits)",
+    "event": "ended -> its WatchJobs event here",
+}
+
+
+def _seconds(ts) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
 class Completions:
-    """Terminal events from WatchJobs: job_id -> (arrival time, state)."""
+    """Terminal events from WatchJobs: job_id -> (arrival time, state); for SUCCEEDED jobs also
+    their timestamps (``stamps``: arrival, created, queued, started, ended, wall clock; inference s)."""
 
     def __init__(self, address: str, door: dict | None = None):
         """``door``: client.channel's ``token`` and ``ca`` (through Envoy), else the defaults."""
@@ -66,6 +85,7 @@ class Completions:
         stub = opb_grpc.OrchestratorServiceStub(self.channel)
         self.call = stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL_STATES)))
         self.done: dict[str, tuple[float, int]] = {}
+        self.stamps: dict[str, tuple[float, ...]] = {}
         self.call.initial_metadata()  # subscribed from here on
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -73,7 +93,14 @@ class Completions:
     def _read(self) -> None:
         try:
             for event in self.call:
-                self.done.setdefault(event.job.job_id, (time.perf_counter(), event.job.state))
+                job = event.job
+                if job.job_id in self.done:
+                    continue
+                self.done[job.job_id] = (time.perf_counter(), job.state)
+                if job.state == js.JOB_STATE_SUCCEEDED:
+                    self.stamps[job.job_id] = (time.time(), _seconds(job.create_time), _seconds(job.queue_time),
+                                               _seconds(job.start_time), _seconds(job.end_time),
+                                               job.timings.inference_seconds)
         except grpc.RpcError:
             pass
 
@@ -249,7 +276,27 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
     ends = {j: completions.done[j] for j in job_sent if j in completions.done}
     cpu_used = CpuMeter.per_job(cpu_before, cpu.read(), len(ends)) if cpu else {}
     first = min(sent_at.values(), default=start)
-    return _run(jobs_per_s, seconds, job_sent, ends, first, rejected[0], cpu_used, backlog)
+    run = _run(jobs_per_s, seconds, job_sent, ends, first, rejected[0], cpu_used, backlog)
+    run.stages_ms = stage_latencies(job_sent, completions.stamps, time.time() - time.perf_counter())
+    return run
+
+
+def stage_latencies(job_sent: dict[str, float], stamps: dict[str, tuple[float, ...]],
+                    wall_offset: float) -> dict[str, dict[str, float]]:
+    """p50 and p95 ms of each of STAGES over the jobs in both (``job_sent``: perf_counter times;
+    ``wall_offset``: time.time() - time.perf_counter())."""
+    rows = [(wall_offset + sent, *stamps[j]) for j, sent in job_sent.items() if j in stamps]
+    if not rows:
+        return {}
+    sent, arrived, created, queued, started, ended, inference = np.array(rows).T
+    spans = {"ingest": created - sent, "dispatch": queued - created, "broker": started - queued,
+             "run": ended - started, "triton": inference, "event": arrived - ended}
+    return {name: {"p50": float(np.percentile(v, 50) * 1000), "p95": float(np.percentile(v, 95) * 1000)}
+            for name, v in spans.items()}
+
+
+def stages_line(stages: dict[str, dict[str, float]]) -> str:
+    return ", ".join(f"{name} {v['p50']:.1f}/{v['p95']:.1f}" for name, v in stages.items())
 
 
 def drain(completions: Completions, job_sent: dict[str, float], drain_s: float) -> None:

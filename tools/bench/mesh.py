@@ -10,7 +10,8 @@ at the sustained rate, each step ``--repeat`` times (median and spread); then Tr
 same series, at the same time for both models (the mesh's mix), in two layouts (one series per
 request, and ``jobs per message`` series as the rows of one request), each repeated, and the
 mesh's efficiency: its best median done/s over Triton's best median jobs/s. Prints a table,
-writes JSON and a PNG. Ctrl-C or SIGTERM stops it, and the stack it started, at once. With a
+where the CPU went (per process) and where the latency went (per stage, from the timestamps on
+each job's event: measure.STAGES), writes JSON and a PNG. Ctrl-C or SIGTERM stops it, and the stack it started, at once. With a
 PostgreSQL DATABASE_URL the run gets a fresh database on that server (tools.bench.database).
 """
 
@@ -33,7 +34,18 @@ from orchestrator_svc.settings import JOBS_PER_MESSAGE
 from satkit.settings import DATABASE_URL, TRITON_URL
 from tools.bench import triton as bench_triton
 from tools.bench.database import fresh_database, vacuum_if_no_autovacuum
-from tools.bench.measure import MODELS, STOP, Completions, CpuMeter, Progress, Run, make_series, offered_run
+from tools.bench.measure import (
+    MODELS,
+    STAGES,
+    STOP,
+    Completions,
+    CpuMeter,
+    Progress,
+    Run,
+    make_series,
+    offered_run,
+    stages_line,
+)
 
 SUMMARISED = ("throughput_jobs_s", "p50_ms", "p95_ms", "p99_ms", "backlog_growth_jobs_s")
 
@@ -54,6 +66,9 @@ class Step:
         out = {k: spread([getattr(r, k) for r in self.runs]) for k in SUMMARISED}
         out["cpu_ms_per_job"] = spread([r.cpu_ms_per_job.get("total", 0.0) for r in self.runs])
         out["success_rate_min"] = min(r.success_rate for r in self.runs)
+        staged = [r.stages_ms for r in self.runs if r.stages_ms]
+        out["stages_ms"] = {name: {q: statistics.median(r[name][q] for r in staged) for q in ("p50", "p95")}
+                            for name in staged[0]} if staged else {}
         return out
 
     @property
@@ -73,6 +88,8 @@ def run_step(args, completions: Completions, cpu: CpuMeter | None, load: float, 
         if runs[-1].cpu_ms_per_job:
             print("  cpu ms/job: " + ", ".join(f"{'mesh total' if n == 'total' else n} {v:.2f}"
                                                 for n, v in runs[-1].cpu_ms_per_job.items()), flush=True)
+        if runs[-1].stages_ms:
+            print("  latency ms p50/p95 by stage: " + stages_line(runs[-1].stages_ms), flush=True)
     return Step(load, seconds, runs)
 
 
@@ -112,6 +129,20 @@ def table(steps: list[Step], triton: dict | None) -> str:
             j = lay["jobs_s"]
             lines.append(f"Triton alone, {name}: {j['median']:.1f} jobs/s ({j['min']:.1f}-{j['max']:.1f})"
                          + ("  <- best" if name == triton["best_layout"] else ""))
+    return "\n".join(lines)
+
+
+def stages_table(steps: list[Step]) -> str:
+    """Where the latency went: each stage's p50/p95 ms per step (medians over the runs)."""
+    staged = [(s, s.summary()["stages_ms"]) for s in steps]
+    staged = [(s, m) for s, m in staged if m]
+    if not staged:
+        return ""
+    lines = ["where the latency went, ms p50/p95 (medians of the runs):",
+             f"{'offered/s':>9} " + " ".join(f"{name:>13}" for name in STAGES)]
+    for s, m in staged:
+        lines.append(f"{s.offered_jobs_s:9.0f} " + " ".join(f"{m[n]['p50']:6.1f}/{m[n]['p95']:<6.1f}" for n in STAGES))
+    lines += [f"  {name}: {what}" for name, what in STAGES.items()]
     return "\n".join(lines)
 
 
@@ -273,6 +304,7 @@ def report(args, argv, stack, steps: list[Step], sustained: Step | None, triton:
     if ratio is not None:
         print(f"efficiency: mesh best median {max(s.done_s for s in everything):.1f} done/s / Triton alone "
               f"({triton['best_layout']}) {triton['jobs_s']:.1f} jobs/s = {100 * ratio:.1f} %")
+    print(stages_table(everything))
     out = {
         "command": "python -m tools.bench.mesh " + " ".join(argv or []),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -281,6 +313,7 @@ def report(args, argv, stack, steps: list[Step], sustained: Step | None, triton:
         "length": args.length, "models": list(MODELS), "repeat": args.repeat,
         "steps": [step_report(s) for s in steps], "sustained": step_report(sustained), "triton": triton,
         "mesh_max_jobs_s": max((s.done_s for s in everything), default=0.0), "efficiency": ratio,
+        "stages": STAGES,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))

@@ -1,0 +1,37 @@
+"""The mesh benchmark's latency by stage, from the timestamps a job's event carries."""
+
+import pytest
+
+from tools.bench import measure
+from tools.bench.mesh import Step, stages_table
+
+
+def test_each_stage_is_the_gap_between_two_timestamps_of_the_same_job():
+    # sent at perf 10.0 (wall 1000.0); created +5 ms, queued +25, started +35, ended +40, event +42
+    job_sent = {"a": 10.0, "b": 20.0, "lost": 30.0}
+    stamps = {
+        "a": (1000.042, 1000.005, 1000.025, 1000.035, 1000.040, 0.004),
+        "b": (1010.084, 1010.010, 1010.050, 1010.070, 1010.080, 0.008),
+        "other": (0, 0, 0, 0, 0, 0),  # another producer's job: not this run's
+    }
+    stages = measure.stage_latencies(job_sent, stamps, wall_offset=990.0)
+    assert list(stages) == list(measure.STAGES)
+    assert stages["ingest"]["p50"] == pytest.approx(7.5)  # 5 and 10 ms
+    assert stages["dispatch"]["p50"] == pytest.approx(30.0)  # 20 and 40
+    assert stages["broker"]["p95"] == pytest.approx(19.5)  # 10 and 20
+    assert stages["run"]["p50"] == pytest.approx(7.5)  # 5 and 10
+    assert stages["triton"]["p50"] == pytest.approx(6.0)  # 4 and 8
+    assert stages["event"]["p50"] == pytest.approx(3.0)  # 2 and 4
+    assert measure.stage_latencies(job_sent, {}, 990.0) == {}
+
+
+def test_the_summary_takes_the_median_of_the_runs_and_the_table_names_each_stage():
+    def run(p50: float) -> measure.Run:
+        return measure.Run(100, 10, 1000, 1000, 0, 0, 0, 100.0, 1, 2, 3, 4,
+                           stages_ms={name: {"p50": p50, "p95": 2 * p50} for name in measure.STAGES})
+
+    step = Step(100, 10, [run(1.0), run(5.0), run(3.0)])
+    assert step.summary()["stages_ms"]["broker"] == {"p50": 3.0, "p95": 6.0}
+    text = stages_table([step])
+    assert all(name in text for name in measure.STAGES) and "3.0/6.0" in text
+    assert stages_table([Step(100, 10, [measure.Run(100, 10, 0, 0, 0, 0, 0, 0.0, 0, 0, 0, 0)])]) == ""
