@@ -1,6 +1,7 @@
-"""Gathers concurrent submissions into one CreateJobs call (one transaction, one round trip):
-a submission waits at most ``max_wait_s`` for company, and while calls are in flight the
-next batch fills up by itself.
+"""Gathers concurrent submissions into one CreateJobs call (one transaction, one round trip).
+A batch is gathered once a call may start: while ``max_in_flight`` calls are out, submissions
+queue and the next batch takes them all, so batches fill up by themselves under load, and an idle
+ingest sends a submission at once (``max_wait_s``, default 0, makes it wait for company).
 
 Deadlines travel on: the call gets the latest deadline of the submissions in it (capped), and a
 submission whose caller has gone (deadline passed, call cancelled) is left out of the batch.
@@ -66,7 +67,13 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first, self._held = self._held or await self.queue.get(), None
+            # The slot first: what arrives while every call is out joins the next batch, not the one after.
+            await self.slots.acquire()
+            try:
+                first, self._held = self._held or await self.queue.get(), None
+            except BaseException:
+                self.slots.release()
+                raise
             batch, size = [first], first[0].ByteSize()
             deadline = loop.time() + self.max_wait_s
             while len(batch) < self.max_batch:
@@ -85,7 +92,6 @@ class Batcher:
                     self._held = item  # first of the next batch
                     break
                 batch.append(item)
-            await self.slots.acquire()
             call = asyncio.create_task(self._send(batch))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)

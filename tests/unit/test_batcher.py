@@ -98,3 +98,23 @@ async def test_a_batch_stays_under_its_byte_limit_and_nothing_is_dropped():
     assert [await f for f in futures] == [[f"id-{i}"] for i in range(7)]
     assert [keys for keys, _ in recorder.calls] == [["0", "1"], ["2", "3"], ["4", "5"], ["6"]]
     await batcher.stop()
+
+
+async def test_idle_a_submission_goes_at_once_and_what_comes_while_the_call_is_out_shares_the_next():
+    recorder = Recorder(delay=0.2)
+    batcher = await started(recorder, max_wait_s=0.0, max_in_flight=1, max_batch=16)
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        first = batcher.submit(sub("a"))
+        await asyncio.sleep(0.02)
+        assert [keys for keys, _ in recorder.calls] == [["a"]]  # no wait for company when idle
+        rest = []
+        for k in "bcd":  # one at a time while "a" is out
+            rest.append(batcher.submit(sub(k)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(first, *rest)
+        assert [keys for keys, _ in recorder.calls] == [["a"], ["b", "c", "d"]]  # one call, not one for "b" first
+        assert loop.time() - t0 < 1.0
+    finally:
+        await batcher.stop()
