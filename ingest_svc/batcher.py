@@ -65,36 +65,42 @@ class Batcher:
         await asyncio.gather(*self._calls, return_exceptions=True)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             # The slot first: what arrives while every call is out joins the next batch, not the one after.
             await self.slots.acquire()
             try:
-                first, self._held = self._held or await self.queue.get(), None
-            except BaseException:
+                batch = await self._gather()
+            except BaseException:  # stopped while gathering: the slot goes back (_send releases it otherwise)
                 self.slots.release()
                 raise
-            batch, size = [first], first[0].ByteSize()
-            deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch:
-                if self.queue.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                else:
-                    item = self.queue.get_nowait()
-                size += item[0].ByteSize()
-                if size > self.max_batch_bytes:
-                    self._held = item  # first of the next batch
-                    break
-                batch.append(item)
             call = asyncio.create_task(self._send(batch))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
+
+    async def _gather(self) -> list:
+        """The next submission and what joins it: all that is queued, up to the batch and byte limits,
+        and what arrives within ``max_wait_s``."""
+        loop = asyncio.get_running_loop()
+        first, self._held = self._held or await self.queue.get(), None
+        batch, size = [first], first[0].ByteSize()
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if self.queue.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                item = self.queue.get_nowait()
+            size += item[0].ByteSize()
+            if size > self.max_batch_bytes:
+                self._held = item  # first of the next batch
+                break
+            batch.append(item)
+        return batch
 
     async def _send(self, batch) -> None:
         loop = asyncio.get_running_loop()

@@ -71,10 +71,6 @@ STAGES = {
 }
 
 
-def _seconds(ts) -> float:
-    return ts.seconds + ts.nanos / 1e9
-
-
 class Completions:
     """Terminal events from WatchJobs: job_id -> (arrival time, state); for SUCCEEDED jobs also
     their timestamps (``stamps``: arrival, created, queued, started, ended, wall clock; inference s)."""
@@ -98,9 +94,10 @@ class Completions:
                     continue
                 self.done[job.job_id] = (time.perf_counter(), job.state)
                 if job.state == js.JOB_STATE_SUCCEEDED:
-                    self.stamps[job.job_id] = (time.time(), _seconds(job.create_time), _seconds(job.queue_time),
-                                               _seconds(job.start_time), _seconds(job.end_time),
-                                               job.timings.inference_seconds)
+                    self.stamps[job.job_id] = (
+                        time.time(), *(t.ToNanoseconds() / 1e9 for t in (job.create_time, job.queue_time,
+                                                                        job.start_time, job.end_time)),
+                        job.timings.inference_seconds)
         except grpc.RpcError:
             pass
 

@@ -11,8 +11,9 @@ same series, at the same time for both models (the mesh's mix), in two layouts (
 request, and ``jobs per message`` series as the rows of one request), each repeated, and the
 mesh's efficiency: its best median done/s over Triton's best median jobs/s. Prints a table,
 where the CPU went (per process) and where the latency went (per stage, from the timestamps on
-each job's event: measure.STAGES), writes JSON and a PNG. Ctrl-C or SIGTERM stops it, and the stack it started, at once. With a
-PostgreSQL DATABASE_URL the run gets a fresh database on that server (tools.bench.database).
+each job's event: measure.STAGES), writes JSON and a PNG. Ctrl-C or SIGTERM stops it, and the
+stack it started, at once. With a PostgreSQL DATABASE_URL the run gets a fresh database on that
+server (tools.bench.database).
 """
 
 from __future__ import annotations
@@ -134,8 +135,7 @@ def table(steps: list[Step], triton: dict | None) -> str:
 
 def stages_table(steps: list[Step]) -> str:
     """Where the latency went: each stage's p50/p95 ms per step (medians over the runs)."""
-    staged = [(s, s.summary()["stages_ms"]) for s in steps]
-    staged = [(s, m) for s, m in staged if m]
+    staged = [(s, m) for s in steps if (m := s.summary()["stages_ms"])]
     if not staged:
         return ""
     lines = ["where the latency went, ms p50/p95 (medians of the runs):",
