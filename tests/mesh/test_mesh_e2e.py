@@ -245,6 +245,8 @@ def test_the_benchmark_measures_what_it_sends(mesh, shared_processes, tmp_path):
     assert set(triton["layouts"]) == {"one series per request", "batched"}
     assert all(lay["errors"] == 0 and len(lay["cells"]) == 2 for lay in triton["layouts"].values())
     assert triton["layouts"]["one series per request"]["concurrency"] == 4  # 8 requests: 4 per model
+    # A message's series per model (128 at 256 jobs a message), cut to what one request may carry.
+    assert triton["layouts"]["batched"]["rows"] == 64  # the models' max_batch_size
     assert triton["jobs_s"] == max(lay["jobs_s"]["median"] for lay in triton["layouts"].values()) > 100
     assert report["efficiency"] == pytest.approx(report["mesh_max_jobs_s"] / triton["jobs_s"])
     assert 0 < report["efficiency"] < 1

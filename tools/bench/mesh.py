@@ -8,12 +8,12 @@ rate, paced open-loop so a slow mesh cannot slow the producer down; a WatchJobs 
 each job's terminal event (tools.bench.measure). A sweep over offered loads, then a long run
 at the sustained rate, each step ``--repeat`` times (median and spread); then Triton alone on the
 same series, at the same time for both models (the mesh's mix), in two layouts (one series per
-request, and ``jobs per message`` series as the rows of one request), each repeated, and the
-mesh's efficiency: its best median done/s over Triton's best median jobs/s. Prints a table,
-where the CPU went (per process) and where the latency went (per stage, from the timestamps on
-each job's event: measure.STAGES), writes JSON and a PNG. Ctrl-C or SIGTERM stops it, and the
-stack it started, at once. With a PostgreSQL DATABASE_URL the run gets a fresh database on that
-server (tools.bench.database).
+request; a message's series as the rows of one request, at most the models' max_batch_size), each
+repeated, and the mesh's efficiency: its best median done/s over Triton's best median jobs/s.
+Prints a table, where the CPU went (per process) and where the latency went (per stage, from the
+timestamps on each job's event: measure.STAGES), writes JSON and a PNG. Ctrl-C or SIGTERM stops
+it, and the stack it started, at once. With a PostgreSQL DATABASE_URL the run gets a fresh
+database on that server (tools.bench.database).
 """
 
 from __future__ import annotations
@@ -207,6 +207,17 @@ def triton_ready(url: str) -> bool:
         client.close()
 
 
+def max_batch(url: str) -> int:
+    """The most series one request may carry to every model (its config's max_batch_size)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        return min(max(1, client.get_model_config(m, client_timeout=5).config.max_batch_size) for m in MODELS)
+    finally:
+        client.close()
+
+
 def _interrupted(signum, _frame) -> None:
     """Ctrl-C or SIGTERM: end the paced runs and unwind to the stack's stop (once: a second
     signal while stopping is ignored, so the stop completes)."""
@@ -278,8 +289,9 @@ def measure(args, stack, workers: int, per_message: int) -> tuple[list[Step], St
     completions.close()
     if args.triton_seconds > 0 and triton_ready(args.triton):
         in_flight = args.triton_in_flight or workers * per_message
-        layouts = {"one series per request": (max(1, in_flight // len(MODELS)), 1),
-                   "batched": (workers, max(1, per_message // len(MODELS)))}
+        # As the worker sends them: a message's series per model, as many per request as the models take.
+        rows = max(1, min(per_message // len(MODELS), max_batch(args.triton)))
+        layouts = {"one series per request": (max(1, in_flight // len(MODELS)), 1), "batched": (workers, rows)}
         triton = triton_alone(args.triton, args.length, layouts, args.triton_seconds, args.repeat)
     elif args.triton_seconds > 0:
         print(f"Triton at {args.triton} is not ready with {', '.join(MODELS)}: no Triton figure", flush=True)
