@@ -9,7 +9,8 @@ from satkit.settings import ANALYSIS_ADDR, INGEST_ADDR, INGEST_METRICS_ADDR, ORC
 MAX_BATCH = Var("INGEST_MAX_BATCH", 256, "submissions per CreateJobs call")
 MAX_WAIT_S = Var("INGEST_MAX_WAIT_S", 0.0, "how long a submission waits for company before its batch goes "
                  "(0: none; under load batches fill while the call before is out)")
-MAX_IN_FLIGHT = Var("INGEST_MAX_IN_FLIGHT", 1, "CreateJobs calls at once (the next batch fills meanwhile)")
+MAX_IN_FLIGHT = Var("INGEST_MAX_IN_FLIGHT", 2, "CreateJobs calls at once (the next batch fills meanwhile); "
+                    "past the first only when a whole batch is waiting")
 MAX_PENDING = Var("INGEST_MAX_PENDING", 20_000, "backlog of submissions past which requests get RESOURCE_EXHAUSTED")
 QUOTA = Var("INGEST_QUOTA_JOBS_PER_S", 5000.0, "jobs per second each token may submit (one series for two "
             "models is two jobs), past it RESOURCE_EXHAUSTED; 0: no quota; calls without a token are not counted")

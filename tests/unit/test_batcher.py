@@ -118,3 +118,50 @@ async def test_idle_a_submission_goes_at_once_and_what_comes_while_the_call_is_o
         assert loop.time() - t0 < 1.0
     finally:
         await batcher.stop()
+
+
+async def test_a_second_call_goes_while_one_is_out_only_for_a_whole_batch():
+    recorder = Recorder(delay=0.3)
+    batcher = await started(recorder, max_wait_s=0.0, max_in_flight=2, max_batch=4)
+    try:
+        first = batcher.submit(sub("a"))
+        await asyncio.sleep(0.02)
+        some = [batcher.submit(sub(k)) for k in "bcd"]  # three waiting: less than a batch
+        await asyncio.sleep(0.05)
+        assert [keys for keys, _ in recorder.calls] == [["a"]]  # they wait for "a"'s call, as with one slot
+        more = [batcher.submit(sub(k)) for k in "ef"]  # now five waiting: a whole batch goes at once
+        await asyncio.sleep(0.05)
+        assert [keys for keys, _ in recorder.calls] == [["a"], ["b", "c", "d", "e"]]
+        await asyncio.gather(first, *some, *more)
+        assert [keys for keys, _ in recorder.calls] == [["a"], ["b", "c", "d", "e"], ["f"]]
+        assert batcher.in_flight == 0
+    finally:
+        await batcher.stop()
+
+
+async def test_after_the_orchestrator_refuses_for_being_full_new_submissions_are_refused_here_for_a_moment(
+        monkeypatch):
+    from ingest_svc import batcher as module
+
+    monkeypatch.setattr(module, "SHED_S", 0.2)
+    calls = []
+
+    async def full(request, timeout):
+        calls.append(len(request.submissions))
+        if len(calls) == 1:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                       details="4000 jobs are unfinished")
+        return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=["id"]) for _ in request.submissions])
+
+    batcher = await started(full, max_wait_s=0.0)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await batcher.submit(sub("a"))
+        with pytest.raises(module.Refused, match="orchestrator: RESOURCE_EXHAUSTED: 4000 jobs are unfinished"):
+            batcher.submit(sub("b"))  # not sent: the same answer, at once
+        assert calls == [1] and batcher.backlog == 0
+        await asyncio.sleep(0.25)
+        assert await batcher.submit(sub("c")) == ["id"]  # asked again once the moment passed
+        assert calls == [1, 1]
+    finally:
+        await batcher.stop()
