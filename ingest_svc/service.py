@@ -12,7 +12,7 @@ from satlas.v1 import ingest_service_pb2 as pb
 from satlas.v1 import ingest_service_pb2_grpc as pb_grpc
 
 from ingest_svc import metrics
-from ingest_svc.batcher import Batcher, Overloaded, Refused
+from ingest_svc.batcher import Batcher, Overloaded
 from ingest_svc.models import ModelDirectory
 from ingest_svc.quota import Quota, token_key
 from satkit import tracing
@@ -71,8 +71,6 @@ class Ingest(pb_grpc.IngestServiceServicer):
             return self.batcher.submit(submission, time_remaining)
         except Overloaded as exc:
             raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f"ingest is overloaded ({exc}); retry later") from exc
-        except Refused as exc:  # as the orchestrator answered a moment ago (ingest_svc.batcher)
-            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from exc
 
     async def SubmitSeries(self, request, context):
         metadata = context.invocation_metadata()

@@ -195,25 +195,18 @@ def plot(steps: list[Step], sustained: Step | None, triton: dict | None, length:
     fig.savefig(path, dpi=110)
 
 
-def triton_ready(url: str) -> bool:
+def triton_max_batch(url: str) -> int | None:
+    """The most series one request may carry to every model (their configs' max_batch_size), or
+    None when Triton there is not ready with them."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
     try:
-        return all(client.is_model_ready(m, client_timeout=5) for m in MODELS)
-    except Exception:  # unreachable, or an older server without the models
-        return False
-    finally:
-        client.close()
-
-
-def max_batch(url: str) -> int:
-    """The most series one request may carry to every model (its config's max_batch_size)."""
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    try:
+        if not all(client.is_model_ready(m, client_timeout=5) for m in MODELS):
+            return None
         return min(max(1, client.get_model_config(m, client_timeout=5).config.max_batch_size) for m in MODELS)
+    except Exception:  # unreachable, or an older server without the models
+        return None
     finally:
         client.close()
 
@@ -287,10 +280,11 @@ def measure(args, stack, workers: int, per_message: int) -> tuple[list[Step], St
     if args.sustain:
         sustained = run_step(args, completions, cpu, args.sustain, args.sustain_seconds, series)
     completions.close()
-    if args.triton_seconds > 0 and triton_ready(args.triton):
+    most = triton_max_batch(args.triton) if args.triton_seconds > 0 else None
+    if most:
         in_flight = args.triton_in_flight or workers * per_message
         # As the worker sends them: a message's series per model, as many per request as the models take.
-        rows = max(1, min(per_message // len(MODELS), max_batch(args.triton)))
+        rows = max(1, min(per_message // len(MODELS), most))
         layouts = {"one series per request": (max(1, in_flight // len(MODELS)), 1), "batched": (workers, rows)}
         triton = triton_alone(args.triton, args.length, layouts, args.triton_seconds, args.repeat)
     elif args.triton_seconds > 0:
