@@ -16,7 +16,6 @@ import base64
 import datetime as dt
 import json
 import threading
-import uuid
 from collections.abc import Sequence
 from contextlib import contextmanager
 
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session, defer
 from orchestrator_svc import db
 from orchestrator_svc.convert import job_to_proto, utc
 from orchestrator_svc.held import HeldConnections
+from orchestrator_svc.ids import new_ids
 from orchestrator_svc.snapshots import Snapshots
 from orchestrator_svc.statements import SNAPSHOT, Hot, Now, Rare
 from satkit.queue import TaskJob  # what a worker needs to run one job; a message carries several
@@ -135,6 +135,7 @@ class JobStore:
                                              .where(db.Submission.idempotency_key.in_(keys))):
                 known[key] = list(job_ids)
         ids_per_submission, rows, dispatches, snaps, new_keys = [], [], [], [], []
+        fresh = iter(new_ids(sum(len(s.models) for s in submissions)))
         for s in submissions:
             key = s.idempotency_key
             if key and key in known:
@@ -144,7 +145,7 @@ class JobStore:
             labels_json = json.dumps(dict(labels)) if labels else "{}"
             ids = []
             for model in s.models:
-                job_id = str(uuid.uuid4())
+                job_id = next(fresh)
                 ids.append(job_id)
                 rows.append((job_id, model, s.series.series_id or None, len(values), labels_json, series, key or None,
                              s.traceparent or None, s.horizon or None))
