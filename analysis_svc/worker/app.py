@@ -22,6 +22,7 @@ from satkit.settings import load
 log = logging.getLogger(__name__)
 settings = load(Settings)
 app = make_celery(settings.broker_url, "satlas-analysis")
+app.conf.worker_consumer = "analysis_svc.worker.consumer:Consumer"  # task events in batches
 REQUEUE_DELAY_S = 5.0
 MAX_ORCHESTRATOR_RETRIES = 12  # a minute of an unreachable orchestrator; then the reconciler's turn
 _runner: tuple[int, Runner] | None = None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import random
 import signal
 import struct
 import threading
 import time
+import urllib.request
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +62,21 @@ def wait_terminal(orchestrator, job_ids, timeout=180.0):
     stuck = Counter((js.JobState.Name(last[j].state), last[j].attempts, last[j].worker) for j in pending if j in last)
     assert not pending, f"{len(pending)} jobs never finished: {dict(stuck)}"
     return jobs
+
+
+def flower_saw_tasks_succeed(flower_url: str, timeout: float = 20.0) -> None:
+    """Until Flower lists a ``satlas.run_jobs`` task in SUCCESS (task events reach it in batches,
+    analysis_svc.worker.consumer)."""
+    url = (flower_url + "/tasks/datatable?draw=1&start=0&length=50&order%5B0%5D%5Bcolumn%5D=0"
+           "&columns%5B0%5D%5Bdata%5D=started&order%5B0%5D%5Bdir%5D=desc")
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(url, timeout=10) as page:
+            tasks = json.load(page)["data"]
+        if any(t.get("name") == "satlas.run_jobs" and t.get("state") == "SUCCESS" for t in tasks):
+            return
+        assert time.monotonic() < deadline, tasks[:3]
+        time.sleep(0.5)
 
 
 def query(database_url: str, sql: sa.TextClause, params: dict | None = None) -> list[sa.Row]:

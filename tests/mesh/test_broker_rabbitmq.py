@@ -3,7 +3,6 @@ Redis still carries the job events; only the queue moves."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import urllib.request
@@ -11,7 +10,7 @@ from collections import Counter
 
 import pytest
 from kombu import Connection
-from mesh_helpers import clients_of, paused, stream_submit, table_rows, wait_terminal
+from mesh_helpers import clients_of, flower_saw_tasks_succeed, paused, stream_submit, table_rows, wait_terminal
 from satlas.v1 import job_state_pb2 as js
 
 from launcher.stack import Stack, StackSettings
@@ -60,16 +59,7 @@ def test_flower_shows_the_worker_and_its_tasks(mesh, clients):
     wait_terminal(orchestrator, stream_submit(ingest, [32] * 4))
     with urllib.request.urlopen(mesh.flower_url + "/workers", timeout=10) as page:
         assert "worker1@" in page.read().decode()
-    deadline = time.monotonic() + 20
-    while True:  # task events reach Flower asynchronously
-        url = (mesh.flower_url + "/tasks/datatable?draw=1&start=0&length=50&order%5B0%5D%5Bcolumn%5D=0"
-               "&columns%5B0%5D%5Bdata%5D=started&order%5B0%5D%5Bdir%5D=desc")
-        with urllib.request.urlopen(url, timeout=10) as page:
-            tasks = json.load(page)["data"]
-        if any(t.get("name") == "satlas.run_jobs" and t.get("state") == "SUCCESS" for t in tasks):
-            break
-        assert time.monotonic() < deadline, tasks[:3]
-        time.sleep(0.5)
+    flower_saw_tasks_succeed(mesh.flower_url)
 
 
 def kill_worker_holding_jobs(mesh, job_ids) -> list[str]:

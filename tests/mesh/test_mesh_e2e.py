@@ -13,7 +13,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from mesh_helpers import MODELS, series, total_jobs, wait_terminal
+from mesh_helpers import MODELS, flower_saw_tasks_succeed, series, stream_submit, total_jobs, wait_terminal
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2 as ipb
@@ -181,9 +181,12 @@ def test_every_service_lists_and_answers_through_reflection(mesh):
     assert '"totals"' in stats.stdout, stats.stderr
 
 
-def test_flower_runs_with_the_stack_and_sees_the_worker(mesh):
+def test_flower_runs_with_the_stack_and_sees_the_worker_and_its_tasks(mesh, clients):
     with urllib.request.urlopen(mesh.flower_url + "/workers", timeout=10) as page:
         assert "worker1@" in page.read().decode()
+    ingest, orchestrator, _ = clients
+    wait_terminal(orchestrator, stream_submit(ingest, [32] * 4))
+    flower_saw_tasks_succeed(mesh.flower_url)
 
 
 def test_get_stats_is_computed_once_a_second_and_then_fresh(mesh, clients):
