@@ -17,14 +17,15 @@ FLUSH_S = 0.2
 
 
 class Consumer(CeleryConsumer):
-    _flush_timer = None
+    _flush_pending = False
 
     def on_send_event_buffered(self) -> None:
-        if self.hub and self._flush_timer is None:
-            self._flush_timer = self.hub.call_later(FLUSH_S, self._flush_buffered)
+        if self.hub and not self._flush_pending:
+            self._flush_pending = True
+            self.hub.call_later(FLUSH_S, self._flush_buffered)
 
     def _flush_buffered(self) -> None:
-        self._flush_timer = None
+        self._flush_pending = False
         self._flush_events()
 
     def shutdown(self) -> None:
