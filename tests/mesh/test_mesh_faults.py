@@ -104,7 +104,8 @@ def test_worker_sigkilled_with_100_jobs_in_flight(mesh, clients):
 def test_orchestrator_sigkilled_and_restarted_mid_run(mesh, clients):
     ingest, orchestrator = clients
     with EventLog(mesh.orchestrator) as events:
-        job_ids = stream_submit(ingest, [64] * 300)
+        # Every other series long (slower batches): a fast mesh could finish 300 short ones by the kill.
+        job_ids = stream_submit(ingest, [64 if i % 2 else 1500 + 7 * (i // 2) for i in range(300)])
         wait_for(lambda: events.terminal_counts(job_ids), 60, "a job to finish")
         mesh.kill("orchestrator", signal.SIGKILL)
         at_kill = {r.job_id: r.status for r in table_rows(mesh.database_url, job_ids)}
