@@ -36,7 +36,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[Ingest]:
 
     batcher = Batcher(create_jobs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_s,
                       max_in_flight=settings.max_in_flight, max_pending=settings.max_pending,
-                      max_timeout_s=CREATE_TIMEOUT_S)
+                      max_timeout_s=CREATE_TIMEOUT_S, gap_s=settings.gap_s)
     await batcher.start()
     models = ModelDirectory(apb_grpc.AnalysisServiceStub(analysis), settings.models_ttl_s)
     try:

@@ -9,6 +9,8 @@ from satkit.settings import ANALYSIS_ADDR, INGEST_ADDR, INGEST_METRICS_ADDR, ORC
 MAX_BATCH = Var("INGEST_MAX_BATCH", 256, "submissions per CreateJobs call")
 MAX_WAIT_S = Var("INGEST_MAX_WAIT_S", 0.0, "how long a submission waits for company before its batch goes "
                  "(0: none; under load batches fill while the call before is out)")
+GAP_S = Var("INGEST_GAP_S", 0.01, "a CreateJobs call goes no sooner than this after the last one began; "
+            "a submission after a quieter spell goes at once (0: no pacing)")
 MAX_IN_FLIGHT = Var("INGEST_MAX_IN_FLIGHT", 2, "CreateJobs calls at once (the next batch fills meanwhile); "
                     "past the first only when a whole batch is waiting")
 MAX_PENDING = Var("INGEST_MAX_PENDING", 20_000, "backlog of submissions past which requests get RESOURCE_EXHAUSTED")
@@ -26,6 +28,7 @@ class Settings:
     analysis_addr: str = setting(ANALYSIS_ADDR)  # where the model list comes from
     max_batch: int = setting(MAX_BATCH)
     max_wait_s: float = setting(MAX_WAIT_S)
+    gap_s: float = setting(GAP_S)
     max_in_flight: int = setting(MAX_IN_FLIGHT)
     max_pending: int = setting(MAX_PENDING)
     max_message_bytes: int = setting(MAX_MESSAGE_BYTES)

@@ -120,6 +120,34 @@ async def test_idle_a_submission_goes_at_once_and_what_comes_while_the_call_is_o
         await batcher.stop()
 
 
+async def test_calls_go_at_most_one_per_gap_and_at_once_after_a_quiet_spell():
+    recorder = Recorder()  # answers at once: only the gap holds a submission back
+    batcher = await started(recorder, max_wait_s=0.0, max_in_flight=1, max_batch=16, gap_s=0.2)
+    try:
+        loop = asyncio.get_running_loop()
+        await batcher.submit(sub("a"))  # quiet before: at once
+        t0 = loop.time()
+        rest = []
+        for k in "bcd":  # within the gap: they wait for it, together
+            rest.append(batcher.submit(sub(k)))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        assert [keys for keys, _ in recorder.calls] == [["a"]]
+        await asyncio.gather(*rest)
+        assert [keys for keys, _ in recorder.calls] == [["a"], ["b", "c", "d"]]
+        assert loop.time() - t0 >= 0.15
+        await asyncio.sleep(0.25)  # a quiet spell longer than the gap
+        t1 = loop.time()
+        await batcher.submit(sub("e"))
+        assert loop.time() - t1 < 0.1 and recorder.calls[-1][0] == ["e"]
+        whole = [batcher.submit(sub(str(i))) for i in range(16)]  # a whole batch does not wait for the gap
+        await asyncio.sleep(0.05)
+        assert recorder.calls[-1][0] == [str(i) for i in range(16)]
+        await asyncio.gather(*whole)
+    finally:
+        await batcher.stop()
+
+
 async def test_a_second_call_goes_while_one_is_out_only_for_a_whole_batch():
     recorder = Recorder(delay=0.3)
     batcher = await started(recorder, max_wait_s=0.0, max_in_flight=2, max_batch=4)
