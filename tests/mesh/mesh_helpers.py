@@ -115,6 +115,47 @@ def paused(mesh, name: str):
         mesh.kill(name, signal.SIGCONT)
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def group_gone(pgid: int) -> bool:
+    """No process of the group is left (orphaned pool processes, once init has reaped them)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def kill_worker_holding_jobs(mesh, clients, lengths: list[int]) -> tuple[list[str], dict[str, str]]:
+    """Submit one series per length and SIGKILL the worker while it holds some of their jobs; a
+    fresh worker starts once the dead one's pool processes are gone. Returns the job ids and their
+    statuses at the kill.
+
+    Triton hangs from before the submission, so no job can finish before the kill (a message of
+    batched requests is otherwise over in milliseconds, and a fast mesh finished every job before
+    the submission returned), and goes on before the fresh worker starts (this process's fork, in
+    Popen, once waited forever in gRPC's fork handler while it hung). A submission first, so that
+    the ingest knows the models: it does not ask the hanging Triton."""
+    ingest, orchestrator = clients
+    wait_terminal(orchestrator, stream_submit(ingest, [32]))
+    worker = mesh.processes["worker"]
+    with paused(mesh, "triton"):
+        job_ids = stream_submit(ingest, lengths)
+        wait_for(lambda: any(r.status == "running" for r in table_rows(mesh.database_url, job_ids)), 60,
+                 "a job to start")
+        time.sleep(0.5)  # every worker process has claimed its message
+        mesh.kill("worker", signal.SIGKILL)
+        at_kill = {r.job_id: r.status for r in table_rows(mesh.database_url, job_ids)}
+    wait_for(lambda: group_gone(worker.pid), 10, "the worker's pool processes to go")
+    mesh.restart("worker")
+    return job_ids, at_kill
+
+
 def rpc_error_within(call, *args, **kwargs) -> tuple[grpc.RpcError, float]:
     """The error ``call`` raises and the seconds it took (AssertionError if it succeeds)."""
     t0 = time.monotonic()

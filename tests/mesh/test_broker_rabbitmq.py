@@ -3,14 +3,18 @@ Redis still carries the job events; only the queue moves."""
 
 from __future__ import annotations
 
-import signal
-import time
 import urllib.request
-from collections import Counter
 
 import pytest
 from kombu import Connection
-from mesh_helpers import clients_of, flower_saw_tasks_succeed, paused, stream_submit, table_rows, wait_terminal
+from mesh_helpers import (
+    clients_of,
+    flower_saw_tasks_succeed,
+    kill_worker_holding_jobs,
+    stream_submit,
+    table_rows,
+    wait_terminal,
+)
 from satlas.v1 import job_state_pb2 as js
 
 from launcher.stack import Stack, StackSettings
@@ -62,32 +66,11 @@ def test_flower_shows_the_worker_and_its_tasks(mesh, clients):
     flower_saw_tasks_succeed(mesh.flower_url)
 
 
-def kill_worker_holding_jobs(mesh, submit) -> tuple[list[str], list[str]]:
-    """Submit (``submit()`` returns the job ids) and SIGKILL the worker while it holds some of
-    them; returns them and the ones it held. Triton hangs from before the submission, so no job can
-    finish before the kill (a message of batched requests is otherwise over in milliseconds, and a
-    fast mesh finished every job before the submission returned); it goes on before the fresh
-    worker starts. The ingest must know the models already: it does not ask a hanging Triton."""
-    with paused(mesh, "triton"):
-        job_ids = submit()
-        deadline = time.monotonic() + 60
-        while not any(r.status == "running" for r in table_rows(mesh.database_url, job_ids)):
-            assert time.monotonic() < deadline, ("no job started", Counter(
-                r.status for r in table_rows(mesh.database_url, job_ids)))
-            time.sleep(0.01)
-        time.sleep(0.5)  # every worker process has claimed its message
-        mesh.kill("worker", signal.SIGKILL)
-        held = [r.job_id for r in table_rows(mesh.database_url, job_ids) if r.status == "running"]
-    # Not while Triton hangs: this process's fork (Popen) waited forever in gRPC's fork handler once.
-    mesh.restart("worker")
-    assert held
-    return job_ids, held
-
-
 def test_rabbitmq_redelivers_a_killed_workers_messages_at_once(mesh, clients):
     ingest, orchestrator = clients
-    wait_terminal(orchestrator, stream_submit(ingest, [32]))  # the ingest knows the models
-    job_ids, held = kill_worker_holding_jobs(mesh, lambda: stream_submit(ingest, [4000] * 50))
+    job_ids, at_kill = kill_worker_holding_jobs(mesh, clients, [4000] * 50)
+    held = [j for j, s in at_kill.items() if s == "running"]
+    assert held
     jobs = wait_terminal(orchestrator, job_ids, timeout=120)  # long before the 600 s reconciler
     assert {j.state for j in jobs.values()} == {js.JOB_STATE_SUCCEEDED}
     rows = {r.job_id: r for r in table_rows(mesh.database_url, job_ids)}

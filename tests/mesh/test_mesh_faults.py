@@ -4,7 +4,6 @@ exactly one terminal state, with one row and one terminal event."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -14,12 +13,14 @@ from mesh_helpers import (
     MODELS,
     EventLog,
     clients_of,
+    kill_worker_holding_jobs,
     paused,
     rpc_error_within,
     series,
     stream_submit,
     table_rows,
     total_jobs,
+    wait_for,
     wait_terminal,
 )
 from satlas.v1 import analysis_service_pb2 as apb
@@ -47,22 +48,6 @@ def clients(mesh):
         yield stubs
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-def group_gone(pgid: int) -> bool:
-    """No process of the group is left (orphaned pool processes, once init has reaped them)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def assert_once_each(mesh, events: EventLog, job_ids: list[str], every_event_seen: bool) -> None:
     rows = table_rows(mesh.database_url, job_ids)
     assert len(rows) == len(job_ids) == len({r.job_id for r in rows})  # one row per job, none extra
@@ -76,22 +61,11 @@ def assert_once_each(mesh, events: EventLog, job_ids: list[str], every_event_see
 
 def test_worker_sigkilled_with_100_jobs_in_flight(mesh, clients):
     ingest, orchestrator = clients
-    worker = mesh.processes["worker"]
     with EventLog(mesh.orchestrator) as events:
-        # Triton hangs from before the submission, so no job can finish before the kill; the ingest
-        # knows the models from the submission before, so it does not ask the hanging Triton.
-        wait_terminal(orchestrator, stream_submit(ingest, [32]))
-        with paused(mesh, "triton"):
-            job_ids = stream_submit(ingest, [1500 + 7 * i for i in range(50)])
-            assert len(job_ids) == 100
-            wait_for(lambda: js.JOB_STATE_RUNNING in events.states_of(job_ids), 60, "a job to start")
-            time.sleep(0.5)  # every worker process has claimed its message
-            mesh.kill("worker", signal.SIGKILL)
-            at_kill = {r.job_id: r.status for r in table_rows(mesh.database_url, job_ids)}
-        wait_for(lambda: group_gone(worker.pid), 10, "the worker's pool processes to go")
+        job_ids, at_kill = kill_worker_holding_jobs(mesh, clients, [1500 + 7 * i for i in range(50)])
+        assert len(job_ids) == 100
         unfinished = [j for j, s in at_kill.items() if s != "completed"]
         assert unfinished, "every job finished before the kill: nothing was in flight"
-        mesh.restart("worker")
         jobs = wait_terminal(orchestrator, job_ids, timeout=120)
         assert {j.state for j in jobs.values()} == {js.JOB_STATE_SUCCEEDED}
         assert_once_each(mesh, events, job_ids, every_event_seen=True)
