@@ -41,7 +41,7 @@ def main(url: str, idle_s: float) -> None:
         page.wait_for_timeout(idle_s * 1000)
         say(badges=page.evaluate("() => window.__badges"))
         job_id = sys.stdin.readline().strip()
-        row = page.locator('tr[data-testid="feed-row"]', has=page.locator(f'a.mono:text-is("{job_id[:8]}")'))
+        row = page.locator('tr[data-testid="feed-row"]', has=page.locator(f'a.mono:text-is("{job_id[-8:]}")'))
         try:
             expect(row).to_be_visible(timeout=2_000)
             shown = True

@@ -120,7 +120,7 @@ def measure(page, ingest: str, jobs_per_s: float = 500, seconds: float = 30, war
             sent = time.time() * 1000
             reply = stub.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": load.series[0]}, models=MODELS[:1]),
                                       timeout=30)
-            markers[reply.job_ids[0][:8]] = sent
+            markers[reply.job_ids[0][-8:]] = sent  # as the feed shows it (Bits.tsx shortId)
             if screenshot and not clicks and time.monotonic() > t_end - seconds / 2:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)  # mid-load, before the clicks

@@ -8,6 +8,7 @@ import { BadRequestSchema } from "@gen/google/rpc/error_details_pb.js";
 import { Overview } from "../src/components/Overview";
 import { JobFeed } from "../src/components/JobFeed";
 import { JobDetail } from "../src/components/JobDetail";
+import { shortId } from "../src/components/Bits";
 import { Models } from "../src/components/Models";
 import { Submit } from "../src/components/Submit";
 import { RecentResults } from "../src/components/RecentResults";
@@ -74,7 +75,7 @@ describe("JobFeed", () => {
     // Correctness, not speed: a loaded CI machine may take more than the default second.
     await waitFor(() => expect(screen.getAllByTestId("feed-row")).toHaveLength(50), { timeout: 5000 });
     const first = screen.getAllByTestId("feed-row")[0];
-    expect(first.textContent).toContain("job-999".slice(0, 8));
+    expect(first.textContent).toContain(shortId("job-999"));
     expect(within(first).getByText("JOB_STATE_SUCCEEDED".replace("JOB_STATE_", ""))).toBeTruthy();
     expect(screen.getByRole("status").textContent).toBe("live");
   });

@@ -54,10 +54,16 @@ export function appHref(hash: string, page = "./"): string {
   return `${page}${window.location.search}${hash ? "#" + hash : ""}`;
 }
 
+/** A job id's last 8 characters: ids are version-7 UUIDs, which begin with the time, so their
+ * first characters are the same for every job of the same minute; the end is random. */
+export function shortId(id: string): string {
+  return id.slice(-8);
+}
+
 export function JobLink({ id }: { id: string }) {
   return (
-    <a href={appHref(`/jobs/${encodeURIComponent(id)}`)} className="mono">
-      {id.slice(0, 8)}
+    <a href={appHref(`/jobs/${encodeURIComponent(id)}`)} className="mono" title={id}>
+      {shortId(id)}
     </a>
   );
 }
