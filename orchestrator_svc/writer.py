@@ -151,6 +151,7 @@ class Writer:
         self.queue: asyncio.Queue[Op | None] = asyncio.Queue()  # None: stop
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
         self._task: asyncio.Task | None = None
+        self._grouping = False  # the loop takes writes from the queue (from start until it sees the stop)
         self.groups = 0  # transactions committed and writes in them (how well writes share)
         self.ops = 0
 
@@ -175,6 +176,7 @@ class Writer:
     # --- the loop ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._grouping = True
         self._task = asyncio.create_task(self._run(), name="db-writer")
 
     async def stop(self) -> None:
@@ -193,7 +195,7 @@ class Writer:
 
     async def _submit(self, kind: str, *args):
         future = asyncio.get_running_loop().create_future()
-        if self._task is None:  # not started, or stopped
+        if not self._grouping:  # not started, or stopping: the loop takes nothing more from the queue
             await self._apply([Op(kind, args, future)])
             return future.result()
         self.queue.put_nowait(Op(kind, args, future))
@@ -215,6 +217,9 @@ class Writer:
                     ops.append(self.queue.get_nowait())
             if None in ops:  # stop(): apply what came before it and whatever is still queued
                 stopping = True
+                # From here a write runs alone: one queued while the last groups apply (the
+                # dispatcher marking what they dispatched) would wait for a loop that has ended.
+                self._grouping = False
                 ops = [op for op in ops if op is not None]
                 while not self.queue.empty():
                     ops.append(self.queue.get_nowait())

@@ -243,3 +243,23 @@ async def test_a_write_goes_through_when_the_writers_connection_was_killed(store
         assert conn.execute(sa.text("SELECT count(*) FROM inference_results")).scalar() == len(ids) + len(more) == 4
     await writer.stop()
     writer.close()
+
+
+async def test_a_write_that_comes_while_the_last_group_applies_is_applied_not_left_waiting(store):
+    """As at shutdown: the dispatcher publishes what the last group dispatched and marks it QUEUED
+    while that group is still being applied."""
+    marks = []
+
+    class Marking(Recorder):
+        async def publish(self, snaps):
+            await super().publish(snaps)
+            marks.append(asyncio.ensure_future(writer.mark_queued([s.job_id for s in snaps])))
+
+    writer = await started_writer(store, Marking())
+    last = asyncio.ensure_future(writer.create_jobs([submission()]))
+    await writer.stop()  # takes the create and the stop in one group
+    await last
+    await asyncio.wait_for(asyncio.gather(*marks), 10)  # hung forever in the ended loop's queue
+    writer.close()
+    with store.engine.connect() as conn:
+        assert {r.status for r in conn.execute(sa.text("SELECT status FROM inference_results"))} == {db.QUEUED}
