@@ -57,6 +57,13 @@ class Subscription:
             self.lagged += 1
         self.queue.put_nowait(jobs)
 
+    def take_waiting(self) -> list[job_pb2.Job]:
+        """Every event queued, at once, in order."""
+        jobs = []
+        while not self.queue.empty():
+            jobs.extend(self.queue.get_nowait())
+        return jobs
+
     async def get(self, timeout: float | None = None) -> list[job_pb2.Job] | None:
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
@@ -71,6 +78,21 @@ class Subscription:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def by_size(jobs: list[job_pb2.Job], limit: int) -> list[list[job_pb2.Job]]:
+    """``jobs`` in order, cut into runs of at most ``limit`` serialised bytes (one job over it
+    goes alone)."""
+    runs: list[list[job_pb2.Job]] = []
+    size = limit
+    for job in jobs:
+        n = job.ByteSize()
+        if size + n > limit:
+            runs.append([])
+            size = 0
+        runs[-1].append(job)
+        size += n
+    return runs
 
 
 class EventHub:

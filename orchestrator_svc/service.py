@@ -22,7 +22,7 @@ from satlas.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from orchestrator_svc import db, metrics
 from orchestrator_svc.admission import Admission
 from orchestrator_svc.convert import STATUS_OF_STATE, TERMINAL_STATES
-from orchestrator_svc.events import EventHub
+from orchestrator_svc.events import EventHub, by_size
 from orchestrator_svc.store import JobStore, now
 from orchestrator_svc.writer import Writer
 from satkit import tracing
@@ -32,6 +32,8 @@ from satkit.validation import abort_invalid
 log = logging.getLogger(__name__)
 POLL_S = 2.0  # a watcher re-reads the job this often when no event came (events may be lost)
 STATS_TTL_S = 1.0
+# A batched WatchJobs message holds at most about this much (a client's default limit is 4 MiB).
+WATCH_MESSAGE_BYTES = 1 << 20
 
 
 class Core:
@@ -202,8 +204,15 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
             await context.send_initial_metadata(())
             while True:
                 batch = await sub.get()
-                for j in batch:
-                    if (not models or j.model_name in models) and (not states or j.state in states):
+                if request.batched:  # all that waits: a slow reader gets bigger messages, not more
+                    batch = batch + sub.take_waiting()
+                wanted = [j for j in batch
+                          if (not models or j.model_name in models) and (not states or j.state in states)]
+                if request.batched:
+                    for jobs in by_size(wanted, WATCH_MESSAGE_BYTES):
+                        yield pb.WatchJobsResponse(jobs=jobs)
+                else:
+                    for j in wanted:
                         yield pb.WatchJobsResponse(job=j)
                 await self._end_if_stopping(sub, context)
 

@@ -126,7 +126,7 @@ class Watcher(Reopening):
     def __init__(self, stub, models, lock: threading.RLock, on_result: Callable, say: Callable[[str], None]):
         super().__init__(say)
         self.stub, self.on_result = stub, on_result
-        self.request = opb.WatchJobsRequest(model_names=models, states=sorted(TERMINAL_STATES))
+        self.request = opb.WatchJobsRequest(model_names=models, states=sorted(TERMINAL_STATES), batched=True)
         self.lock, self.done = lock, threading.Condition(lock)
         self.expected: dict[str, float] = {}  # job id -> when its id came back
         self.early: OrderedDict[str, object] = OrderedDict()
@@ -139,10 +139,13 @@ class Watcher(Reopening):
             for job_id in job_ids:
                 self.expected[job_id] = time.monotonic()
                 if job_id in self.early:
-                    self._handle(opb.WatchJobsResponse(job=self.early.pop(job_id)))
+                    self._take(self.early.pop(job_id))
 
     def _handle(self, response: opb.WatchJobsResponse) -> None:
-        job = response.job
+        for job in response.jobs:
+            self._take(job)
+
+    def _take(self, job) -> None:
         with self.lock:
             if self.expected.pop(job.job_id, None) is None:
                 self.early[job.job_id] = job
@@ -162,7 +165,7 @@ class Watcher(Reopening):
                 return  # the orchestrator is away; the next round tries again
             with self.lock:
                 if job.state in TERMINAL_STATES and job_id in self.expected:
-                    self._handle(opb.WatchJobsResponse(job=job))
+                    self._take(job)
 
     def drain(self, deadline: float) -> int:
         """Waits for the outstanding results until ``deadline``; how many are still missing."""

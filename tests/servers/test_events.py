@@ -9,7 +9,7 @@ import uuid
 
 from satlas.v1 import job_pb2
 
-from orchestrator_svc.events import EventHub
+from orchestrator_svc.events import EventHub, by_size
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -61,3 +61,23 @@ async def test_stop_sends_what_was_still_queued():
             assert await received(sub, 2) == [("last-1", 1), ("last-2", 1)]
     finally:
         await listener.stop()
+
+
+def test_by_size_keeps_the_order_and_cuts_before_a_run_would_pass_the_limit():
+    batch = [job_pb2.Job(job_id=str(k) * n) for k, n in enumerate((10, 20, 30, 200, 5))]
+    assert [j.ByteSize() for j in batch] == [12, 22, 32, 203, 7]
+    runs = by_size(batch, 70)
+    assert runs == [batch[:3], batch[3:4], batch[4:]]  # 66 bytes; one over the limit alone; the rest
+    assert by_size(batch, 10_000) == [batch] and by_size([], 70) == []
+
+
+async def test_take_waiting_gives_every_queued_event_in_order():
+    hub = EventHub(REDIS_URL)
+    with hub.subscribe() as sub:
+        await hub.publish(jobs("a", "b"))
+        await hub.publish(jobs("c"))
+        await hub.publish(jobs("d"))
+        first = await sub.get()
+        assert [j.job_id for j in first + sub.take_waiting()] == ["a", "b", "c", "d"]
+        assert sub.take_waiting() == []
+    await hub.redis.aclose()

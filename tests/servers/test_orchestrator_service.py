@@ -95,6 +95,27 @@ async def test_a_job_goes_through_its_four_states_and_each_change_is_watched(orc
     assert again.applied == 0  # a terminal job stays as it ended
 
 
+async def test_a_batched_watch_gets_the_same_events_in_fewer_messages(orchestrator):
+    public, control, _ = orchestrator
+    wanted = dict(model_names=["vae_timeseries"], states=[js.JOB_STATE_PENDING])
+    plain = public.WatchJobs(opb.WatchJobsRequest(**wanted))
+    batched = public.WatchJobs(opb.WatchJobsRequest(**wanted, batched=True))
+    for call in (plain, batched):
+        await call.initial_metadata()
+    models = ("vae_timeseries", "transformer_timeseries")
+    created = await control.CreateJobs(jc.CreateJobsRequest(submissions=[submission(models=models)] * 20))
+    expected = [c.job_ids[0] for c in created.created]  # one transaction: 40 jobs, 20 of them the VAE's
+    messages = [await batched.read()]
+    while sum(len(m.jobs) for m in messages) < 20:
+        messages.append(await batched.read())
+    assert len(messages) == 1 and not messages[0].HasField("job")  # what committed together comes together
+    assert [j.job_id for m in messages for j in m.jobs] == expected
+    assert [(await plain.read()).job.job_id for _ in expected] == expected  # one message each, as before
+    assert {j.state for j in messages[0].jobs} == {js.JOB_STATE_PENDING}
+    plain.cancel()
+    batched.cancel()
+
+
 async def test_one_submission_makes_a_job_per_model_and_a_key_makes_it_once(orchestrator):
     public, control, _ = orchestrator
     key = uuid.uuid4().hex

@@ -79,7 +79,9 @@ class Completions:
         """``door``: client.channel's ``token`` and ``ca`` (through Envoy), else the defaults."""
         self.channel = client.channel(address, **(door or {}))
         stub = opb_grpc.OrchestratorServiceStub(self.channel)
-        self.call = stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL_STATES)))
+        # Batched: a message per job cost the orchestrator and this process, on the mesh's cores, more
+        # than the job in it (at 3,000 offered: 0.27 -> 0.20 and 0.22 -> 0.13 ms of CPU a job).
+        self.call = stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL_STATES), batched=True))
         self.done: dict[str, tuple[float, int]] = {}
         self.stamps: dict[str, tuple[float, ...]] = {}
         self.call.initial_metadata()  # subscribed from here on
@@ -89,15 +91,16 @@ class Completions:
     def _read(self) -> None:
         try:
             for event in self.call:
-                job = event.job
-                if job.job_id in self.done:
-                    continue
-                self.done[job.job_id] = (time.perf_counter(), job.state)
-                if job.state == js.JOB_STATE_SUCCEEDED:
-                    self.stamps[job.job_id] = (
-                        time.time(), *(t.ToNanoseconds() / 1e9 for t in (job.create_time, job.queue_time,
-                                                                        job.start_time, job.end_time)),
-                        job.timings.inference_seconds)
+                arrived, wall = time.perf_counter(), time.time()
+                for job in event.jobs:
+                    if job.job_id in self.done:
+                        continue
+                    self.done[job.job_id] = (arrived, job.state)
+                    if job.state == js.JOB_STATE_SUCCEEDED:
+                        self.stamps[job.job_id] = (
+                            wall, *(t.ToNanoseconds() / 1e9 for t in (job.create_time, job.queue_time,
+                                                                     job.start_time, job.end_time)),
+                            job.timings.inference_seconds)
         except grpc.RpcError:
             pass
 

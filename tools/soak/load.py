@@ -107,10 +107,11 @@ class Feed(Reopening):
         self.stub = opb_grpc.OrchestratorServiceStub(self.channel)
 
     def _open(self):
-        return self.stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL_STATES)))
+        return self.stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL_STATES), batched=True))
 
     def _handle(self, response) -> None:
-        self.record.saw(self.name, response.job)
+        for job in response.jobs:
+            self.record.saw(self.name, job)
 
     def start(self) -> "Feed":
         self.thread.start()

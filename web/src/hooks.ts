@@ -90,16 +90,20 @@ export function useJobFeed(filter: FeedFilter, max = FEED_MAX) {
       }
     }, FLUSH_MS);
     void followStream(
-      ({ signal, onHeader }) => orchestrator.watchJobs({ modelNames: f.models, states: f.states }, { signal, onHeader }),
+      // Batched: at thousands of events a second, one message each costs the page, Envoy and the
+      // orchestrator far more than the events themselves.
+      ({ signal, onHeader }) =>
+        orchestrator.watchJobs({ modelNames: f.models, states: f.states, batched: true }, { signal, onHeader }),
       {
         signal: ac.signal,
         onStatus: setStatus,
         onMessage: (m) => {
-          count += 1;
-          if (!m.job) return;
-          if (f.models.length && !f.models.includes(m.job.modelName)) return;
-          if (f.states.length && !f.states.includes(m.job.state)) return;
-          buffer.push(m.job);
+          for (const job of m.jobs.length ? m.jobs : m.job ? [m.job] : []) {
+            count += 1;
+            if (f.models.length && !f.models.includes(job.modelName)) continue;
+            if (f.states.length && !f.states.includes(job.state)) continue;
+            buffer.push(job);
+          }
           // Only the newest `max` can be shown; drop older events if the page falls behind.
           if (buffer.length > max * 20) buffer = buffer.slice(-max * 10);
         },

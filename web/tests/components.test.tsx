@@ -63,8 +63,14 @@ describe("JobFeed", () => {
     renderWith(<JobFeed max={50} />, {
       orchestrator: {
         async *watchJobs(_req, ctx) {
-          // A flood: 2000 events for 1000 jobs, as fast as possible.
-          for (let i = 0; i < 1000; i++) {
+          // A flood: 2000 events for 1000 jobs, as fast as possible, in the batches the page asks for
+          // (the last 200 one per message, as a server that predates batching sends them).
+          for (let i = 0; i < 900; i += 100) {
+            const ids = Array.from({ length: 100 }, (_, k) => `job-${i + k}`);
+            yield { jobs: ids.map((id) => job(id, JobState.QUEUED, 2)) };
+            yield { jobs: ids.map((id) => job(id, JobState.SUCCEEDED, 4, { timings: { totalSeconds: 0.2 } })) };
+          }
+          for (let i = 900; i < 1000; i++) {
             yield { job: job(`job-${i}`, JobState.QUEUED, 2) };
             yield { job: job(`job-${i}`, JobState.SUCCEEDED, 4, { timings: { totalSeconds: 0.2 } }) };
           }
@@ -118,6 +124,7 @@ describe("JobFeed", () => {
       const last = requests.at(-1)!;
       expect(last.modelNames).toEqual(["transformer_timeseries"]);
       expect(last.states).toEqual([JobState.FAILED]);
+      expect(last.batched).toBe(true);
     });
   });
 });

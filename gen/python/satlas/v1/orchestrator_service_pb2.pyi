@@ -70,18 +70,22 @@ class WatchJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class WatchJobsRequest(_message.Message):
-    __slots__ = ("model_names", "states")
+    __slots__ = ("model_names", "states", "batched")
     MODEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_FIELD_NUMBER: _ClassVar[int]
     model_names: _containers.RepeatedScalarFieldContainer[str]
     states: _containers.RepeatedScalarFieldContainer[_job_state_pb2.JobState]
-    def __init__(self, model_names: _Optional[_Iterable[str]] = ..., states: _Optional[_Iterable[_Union[_job_state_pb2.JobState, str]]] = ...) -> None: ...
+    batched: bool
+    def __init__(self, model_names: _Optional[_Iterable[str]] = ..., states: _Optional[_Iterable[_Union[_job_state_pb2.JobState, str]]] = ..., batched: _Optional[bool] = ...) -> None: ...
 
 class WatchJobsResponse(_message.Message):
-    __slots__ = ("job",)
+    __slots__ = ("job", "jobs")
     JOB_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
     job: _job_pb2.Job
-    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ...) -> None: ...
+    jobs: _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., jobs: _Optional[_Iterable[_Union[_job_pb2.Job, _Mapping]]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ("window",)
