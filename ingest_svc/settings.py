@@ -17,6 +17,9 @@ MAX_PENDING = Var("INGEST_MAX_PENDING", 20_000, "backlog of submissions past whi
 QUOTA = Var("INGEST_QUOTA_JOBS_PER_S", 5000.0, "jobs per second each token may submit (one series for two "
             "models is two jobs), past it RESOURCE_EXHAUSTED; 0: no quota; calls without a token are not counted")
 QUOTA_BURST = Var("INGEST_QUOTA_BURST", 10000.0, "jobs a token may submit at once before the quota applies")
+BDP_PROBE = Var("INGEST_BDP_PROBE", False, "let gRPC grow a stream's flow-control window to the bandwidth-delay "
+                "product (MBs): for producers far away; off, a stream holds ~64 KB of requests the ingest has not "
+                "read, so a saturated ingest slows a producer down instead of holding seconds of its requests")
 MAX_MESSAGE_BYTES = Var("INGEST_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, "the largest request message")
 
 
@@ -32,6 +35,7 @@ class Settings:
     max_in_flight: int = setting(MAX_IN_FLIGHT)
     max_pending: int = setting(MAX_PENDING)
     max_message_bytes: int = setting(MAX_MESSAGE_BYTES)
+    bdp_probe: bool = setting(BDP_PROBE)
     quota_jobs_per_s: float = setting(QUOTA)
     quota_burst: float = setting(QUOTA_BURST)
     models_ttl_s: float = 10.0

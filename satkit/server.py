@@ -72,15 +72,17 @@ def balanced(addr: str) -> list[tuple[str, str]]:
 
 
 def create_server(
-    address: str, *, max_message_bytes: int = 4 * 1024 * 1024, interceptors: Iterable = ()
+    address: str, *, max_message_bytes: int = 4 * 1024 * 1024, interceptors: Iterable = (), options: Iterable = ()
 ) -> tuple[grpc.aio.Server, int]:
-    """A server bound to ``address``; port 0 picks a free one (tests). Returns (server, port)."""
+    """A server bound to ``address``; port 0 picks a free one (tests). Returns (server, port).
+    ``options``: more gRPC channel arguments."""
     server = grpc.aio.server(
         interceptors=[metrics.MetricsInterceptor(), ValidationInterceptor(), *interceptors],
         options=SERVER_OPTIONS
         + [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            *options,
         ],
     )
     port = server.add_insecure_port(address)
@@ -106,6 +108,7 @@ async def running(
     register: Callable[[grpc.aio.Server, T], Iterable[str]],
     *,
     max_message_bytes: int = 4 * 1024 * 1024,
+    options: Iterable = (),
 ) -> AsyncIterator[Running]:
     """A service started and SERVING on ``address`` (port 0: a free one) until the block ends.
 
@@ -114,7 +117,7 @@ async def running(
     ``register(server, it)`` adds the servicers and returns their full service names.
     Tests run a service in-process with it; ``serve`` runs one as a process.
     """
-    server, port = create_server(address, max_message_bytes=max_message_bytes)
+    server, port = create_server(address, max_message_bytes=max_message_bytes, options=options)
     try:
         async with lifespan() as resources:
             names = list(register(server, resources))
@@ -151,6 +154,7 @@ async def serve(
     max_message_bytes: int = 4 * 1024 * 1024,
     ending: Callable[[T], None] | None = None,
     metrics_addr: str = "",
+    options: Iterable = (),
 ) -> None:
     """Run one service until SIGINT/SIGTERM, then drain and stop (see ``running``), with its
     Prometheus ``/metrics`` on ``metrics_addr`` ("" for none).
@@ -163,7 +167,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running(address, lifespan, register, max_message_bytes=max_message_bytes) as r:
+    async with running(address, lifespan, register, max_message_bytes=max_message_bytes, options=options) as r:
         log.info("%s serving", name, extra={"address": address.rsplit(":", 1)[0] + f":{r.port}"})
         await stop.wait()
         log.info("%s stopping", name)

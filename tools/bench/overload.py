@@ -45,11 +45,17 @@ def produce(ingest: str, jobs_per_s: float, seconds: float, out: Path) -> None:
     messages: dict[str, str] = {}  # the first of each refusal
     job_ids: list[str] = []
     slowest = [0.0]
+    by_code: dict[str, float] = {}  # the slowest answer of each code
+    by_second: dict[int, float] = {}  # the slowest answer to what was sent in each second of the run
     with grpc.insecure_channel(ingest) as channel:
         stub = ipb_grpc.IngestServiceStub(channel)
         try:
             for r in stub.StreamSeries(paced_requests(series, rate, total, sent_at), timeout=seconds + 120):
-                slowest[0] = max(slowest[0], time.perf_counter() - sent_at[r.sequence])
+                took = time.perf_counter() - sent_at[r.sequence]
+                slowest[0] = max(slowest[0], took)
+                second = int(sent_at[r.sequence] - sent_at[0])
+                by_second[second] = max(by_second.get(second, 0.0), took)
+                by_code[str(r.error.code)] = max(by_code.get(str(r.error.code), 0.0), took)
                 codes[r.error.code] += 1
                 if r.error.code:
                     messages.setdefault(str(r.error.code), r.error.message)
@@ -58,7 +64,9 @@ def produce(ingest: str, jobs_per_s: float, seconds: float, out: Path) -> None:
             codes[f"stream {exc.code().name}"] += 1
     out.write_text(json.dumps({"sent": len(sent_at), "codes": {str(k): v for k, v in codes.items()},
                                "messages": messages,
-                               "job_ids": job_ids, "slowest_answer_s": slowest[0],
+                               "job_ids": job_ids, "slowest_answer_s": slowest[0], "slowest_by_code_s": by_code,
+                               "slowest_by_second_s": [by_second.get(k, 0.0)
+                                                       for k in range(max(by_second, default=-1) + 1)],
                                "unanswered": len(sent_at) - sum(v for k, v in codes.items() if isinstance(k, int))}))
 
 
@@ -187,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "requests": sent, "answers": dict(codes), "unanswered": sum(r["unanswered"] for r in results),
         "messages": {k: v for r in results for k, v in r["messages"].items()},
         "slowest_answer_s": max(r["slowest_answer_s"] for r in results), "accepted_jobs": len(accepted),
+        "slowest_by_code_s": {c: max(r["slowest_by_code_s"].get(c, 0.0) for r in results) for c in codes},
+        "slowest_by_second_s": [round(max(s), 2) for s in zip(*(r["slowest_by_second_s"] for r in results))],
         "statuses": dict(statuses), "drained_s": drained_s, "peak_rss_mb": peak,
         "rss_growth_second_half_mb": growth, "peak_unfinished": max((s["unfinished"] for s in samples), default=0),
         "samples": samples,
@@ -197,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))
     print(f"requests {sent}: answers by code {dict(codes)} (0 accepted, 8 RESOURCE_EXHAUSTED), unanswered "
-          f"{out['unanswered']}, slowest answer {out['slowest_answer_s']:.1f} s")
+          f"{out['unanswered']}, slowest answer {out['slowest_answer_s']:.1f} s ("
+          + ", ".join(f"code {c}: {v:.1f} s" for c, v in sorted(out["slowest_by_code_s"].items())) + ")")
+    print("slowest answer to what was sent in each second: "
+          + " ".join(f"{v:.1f}" for v in out["slowest_by_second_s"]))
     print(f"jobs accepted {len(accepted)} ({len(accepted) / args.seconds:.0f}/s): {dict(statuses)}, "
           f"drained in {drained_s:.0f} s; peak unfinished {out['peak_unfinished']}")
     print("peak MB: " + ", ".join(f"{n} {v:.0f}" for n, v in peak.items()))
