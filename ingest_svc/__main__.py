@@ -55,7 +55,7 @@ def register(srv, servicer: Ingest) -> list[str]:
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
     # Without the probe a stream's window stays ~64 KB: in an overload at three times the mesh's
-    # maximum, the probe let requests wait unread for 3-10 s (answers in 1.9-2.1 s without it).
+    # maximum, the probe let requests wait unread for 3-10 s (answers in 1.7-2.1 s without it).
     return [] if settings.bdp_probe else [("grpc.http2.bdp_probe", 0)]
 
 
