@@ -198,6 +198,10 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
     async def WatchJobs(self, request, context):
         models = set(request.model_names)
         states = set(request.states)
+
+        def wanted(batch):
+            return [j for j in batch if (not models or j.model_name in models) and (not states or j.state in states)]
+
         with self.core.hub.subscribe() as sub:
             # Headers now tell the client it is subscribed, before any event: a client can wait
             # for them before submitting, and a browser sees an idle stream as open.
@@ -205,14 +209,10 @@ class Orchestrator(pb_grpc.OrchestratorServiceServicer):
             while True:
                 batch = await sub.get()
                 if request.batched:  # all that waits: a slow reader gets bigger messages, not more
-                    batch = batch + sub.take_waiting()
-                wanted = [j for j in batch
-                          if (not models or j.model_name in models) and (not states or j.state in states)]
-                if request.batched:
-                    for jobs in by_size(wanted, WATCH_MESSAGE_BYTES):
+                    for jobs in by_size(wanted(batch + sub.take_waiting()), WATCH_MESSAGE_BYTES):
                         yield pb.WatchJobsResponse(jobs=jobs)
                 else:
-                    for j in wanted:
+                    for j in wanted(batch):
                         yield pb.WatchJobsResponse(job=j)
                 await self._end_if_stopping(sub, context)
 

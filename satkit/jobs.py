@@ -1,10 +1,17 @@
 """Names and rules every process agrees on: the terminal job states, the default models, a model-config
-flag, the forecast horizon a request may ask for."""
+flag, the forecast horizon a request may ask for, the events a WatchJobs message carries."""
 
 from satlas.v1 import job_state_pb2 as js
 
 # A job ends in exactly one of these; nothing moves it afterwards.
 TERMINAL_STATES = frozenset({js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED})
+
+
+
+def watched(response) -> list:
+    """The jobs of a ``WatchJobsResponse``: ``jobs`` when the watch asked for ``batched``, else its ``job``."""
+    return list(response.jobs) or ([response.job] if response.HasField("job") else [])
+
 
 # The models in model_repository/ that clients ask for when told nothing else.
 DEFAULT_MODELS = ("vae_timeseries", "transformer_timeseries")

@@ -17,6 +17,12 @@ PREVIEW = 8  # values shown of a result; a series can hold 4096
 JobState = job_state_pb2.JobState
 
 
+def short_id(job_id: str) -> str:
+    """A job id as the dashboard shows it (web/src/components/Bits.tsx shortId): the last 8
+    characters, since version-7 ids begin with the time."""
+    return job_id[-8:]
+
+
 def state_name(state: int) -> str:
     """SUCCEEDED rather than JOB_STATE_SUCCEEDED; a number the stubs do not know stays a number."""
     try:

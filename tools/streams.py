@@ -16,7 +16,7 @@ import grpc
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import orchestrator_service_pb2 as opb
 
-from satkit.jobs import TERMINAL_STATES
+from satkit.jobs import TERMINAL_STATES, watched
 
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # waits before reopening a broken stream; the last repeats
 
@@ -142,7 +142,7 @@ class Watcher(Reopening):
                     self._take(self.early.pop(job_id))
 
     def _handle(self, response: opb.WatchJobsResponse) -> None:
-        for job in response.jobs:
+        for job in watched(response):
             self._take(job)
 
     def _take(self, job) -> None:

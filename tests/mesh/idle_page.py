@@ -16,6 +16,7 @@ import sys
 from playwright.sync_api import expect, sync_playwright
 
 from tools.bench import dashboard as bench_dashboard
+from tools.display import short_id
 
 OBSERVE_BADGE = """() => { window.__badges = [];
     new MutationObserver(() => window.__badges.push(document.querySelector('.feed .badge').textContent))
@@ -41,7 +42,7 @@ def main(url: str, idle_s: float) -> None:
         page.wait_for_timeout(idle_s * 1000)
         say(badges=page.evaluate("() => window.__badges"))
         job_id = sys.stdin.readline().strip()
-        row = page.locator('tr[data-testid="feed-row"]', has=page.locator(f'a.mono:text-is("{job_id[-8:]}")'))
+        row = page.locator('tr[data-testid="feed-row"]', has=page.locator(f'a.mono:text-is("{short_id(job_id)}")'))
         try:
             expect(row).to_be_visible(timeout=2_000)
             shown = True

@@ -17,6 +17,7 @@ from satlas.v1 import orchestrator_service_pb2 as opb
 
 from launcher import auth
 from tools.bench import dashboard as bench_dashboard
+from tools.display import short_id
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEWS = ("#/", "#/jobs", "#/results", "#/models", "#/submit")
@@ -63,7 +64,7 @@ def submit(ingest, values, models=MODELS) -> list[str]:
 
 
 def feed_row(page, job_id: str):
-    return page.locator('tr[data-testid="feed-row"]', has=page.locator(f'a.mono:text-is("{job_id[-8:]}")'))
+    return page.locator('tr[data-testid="feed-row"]', has=page.locator(f'a.mono:text-is("{short_id(job_id)}")'))
 
 
 def test_every_view_loads_with_no_console_errors(mesh, page, ingest):
@@ -129,7 +130,7 @@ def test_a_job_submitted_from_python_shows_in_the_live_feed_within_2_s(mesh, pag
         job_id = submit(ingest, series(64, seed=n), models=MODELS[:1])[0]
         row = feed_row(page, job_id)
         row.wait_for(timeout=10_000)
-        waits.append(page.evaluate(f"() => window.__probe.seen[{job_id[-8:]!r}]") - t0)
+        waits.append(page.evaluate(f"() => window.__probe.seen[{short_id(job_id)!r}]") - t0)
         expect(row.locator(".state")).to_have_text("SUCCEEDED", timeout=30_000)
     print(f"\nPython SubmitSeries → row in the feed: {', '.join(f'{w:.0f} ms' for w in waits)}")
     assert max(waits) < 2000, waits

@@ -25,6 +25,7 @@ from support import queued_tasks
 from orchestrator_svc.__main__ import lifespan, register
 from orchestrator_svc.settings import Settings
 from satkit import server
+from satkit.jobs import watched
 from satkit.queue import QUEUE
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own: the queue is read back below
@@ -112,6 +113,9 @@ async def test_a_batched_watch_gets_the_same_events_in_fewer_messages(orchestrat
     assert [j.job_id for m in messages for j in m.jobs] == expected
     assert [(await plain.read()).job.job_id for _ in expected] == expected  # one message each, as before
     assert {j.state for j in messages[0].jobs} == {js.JOB_STATE_PENDING}
+    one = opb.WatchJobsResponse(job=messages[0].jobs[0])  # what a plain watch sends
+    assert watched(messages[0]) == list(messages[0].jobs) and watched(one) == [one.job]
+    assert watched(opb.WatchJobsResponse()) == []
     plain.cancel()
     batched.cancel()
 

@@ -132,3 +132,8 @@ def test_json_output():
     one = json.loads(display.to_json(orchestrator_service_pb2.GetJobResponse(job=_job())))
     assert one["job"]["state"] == "JOB_STATE_SUCCEEDED" and one["job"]["jobId"] == "job-123"
     assert "\n" not in display.to_json(_job(), stream=True)  # JSON Lines for the streams
+
+
+def test_short_id_is_the_random_end_of_a_version_7_id_as_the_dashboard_shows_it():
+    a, b = "0192f0c0-1234-7abc-8def-0123456789ab", "0192f0c0-1234-7abc-8def-ba9876543210"
+    assert display.short_id(a) == "456789ab" and display.short_id(a) != display.short_id(b)

@@ -34,6 +34,7 @@ from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 
 from satkit import client
 from tools.bench.measure import MODELS, make_series, paced_requests
+from tools.display import short_id
 
 CHROMIUM = "/usr/bin/chromium"
 # The machine has no outside network: without these, Chromium keeps trying to reach Google.
@@ -120,7 +121,7 @@ def measure(page, ingest: str, jobs_per_s: float = 500, seconds: float = 30, war
             sent = time.time() * 1000
             reply = stub.SubmitSeries(ipb.SubmitSeriesRequest(series={"values": load.series[0]}, models=MODELS[:1]),
                                       timeout=30)
-            markers[reply.job_ids[0][-8:]] = sent  # as the feed shows it (Bits.tsx shortId)
+            markers[short_id(reply.job_ids[0])] = sent  # as the feed shows it
             if screenshot and not clicks and time.monotonic() > t_end - seconds / 2:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)  # mid-load, before the clicks

@@ -24,7 +24,7 @@ from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 
 from satkit import client
-from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
+from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES, watched
 from tools import patterns
 
 MODELS = DEFAULT_MODELS
@@ -92,7 +92,7 @@ class Completions:
         try:
             for event in self.call:
                 arrived, wall = time.perf_counter(), time.time()
-                for job in event.jobs:
+                for job in watched(event):
                     if job.job_id in self.done:
                         continue
                     self.done[job.job_id] = (arrived, job.state)

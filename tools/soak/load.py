@@ -27,7 +27,7 @@ from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 from satlas.v1 import timeseries_pb2 as tpb
 
 from satkit import client
-from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES
+from satkit.jobs import DEFAULT_MODELS, TERMINAL_STATES, watched
 from tools import patterns
 from tools.streams import Reopening, Stream
 
@@ -110,7 +110,7 @@ class Feed(Reopening):
         return self.stub.WatchJobs(opb.WatchJobsRequest(states=sorted(TERMINAL_STATES), batched=True))
 
     def _handle(self, response) -> None:
-        for job in response.jobs:
+        for job in watched(response):
             self.record.saw(self.name, job)
 
     def start(self) -> "Feed":
