@@ -15,6 +15,7 @@ from orchestrator_svc import db, metrics, migrate
 from orchestrator_svc.admission import RECOUNT_S
 from orchestrator_svc.dispatch import Dispatcher
 from orchestrator_svc.events import EventHub
+from orchestrator_svc.peers import Peers
 from orchestrator_svc.service import Core, JobControl, Orchestrator
 from orchestrator_svc.settings import Settings
 from orchestrator_svc.store import JobStore
@@ -51,7 +52,7 @@ async def lifespan(settings: Settings) -> AsyncIterator[Core]:
     if settings.migrate:
         await asyncio.to_thread(migrate.upgrade, settings.database_url)
     engine = db.make_engine(settings.database_url)
-    hub = EventHub(settings.redis_url)
+    hub = EventHub(settings.redis_url, publish_every_s=settings.publish_every_s)
     await hub.start()
     core = Core(JobStore(engine, max_attempts=settings.max_attempts), hub, max_unfinished=settings.max_unfinished)
     core.set_dispatcher(Dispatcher(make_celery(settings.broker_url, "satlas-orchestrator"),
@@ -60,6 +61,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[Core]:
                                    gap_s=settings.dispatch_gap_s))
     await core.writer.start()
     await core.dispatcher.start()
+    peers = Peers(hub, core.replay)
+    await peers.start()
     reconciler = asyncio.create_task(reconcile_forever(core, settings))
     counter = asyncio.create_task(count_unfinished_forever(core)) if settings.max_unfinished else None
     try:
@@ -71,7 +74,8 @@ async def lifespan(settings: Settings) -> AsyncIterator[Core]:
             counter.cancel()
         await core.writer.stop()  # writes in hand commit (and dispatch) before the dispatcher stops
         await core.dispatcher.stop()
-        await hub.stop()
+        await peers.stop()
+        await hub.stop(last=peers.leave)
         core.writer.close()
         core.pool.shutdown(wait=True)
         engine.dispose()

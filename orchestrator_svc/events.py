@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 import redis.asyncio as aioredis
@@ -110,13 +111,21 @@ class EventHub:
         self._closing = asyncio.Event()
         self._closed = False
         self._ending = False
+        self._sending = False
+        self._through = time.time()
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="event-listener")
         self._publisher = asyncio.create_task(self._publish_forever(), name="event-publisher")
 
-    async def stop(self) -> None:
+    def published_through(self) -> float:
+        """A time (epoch seconds) before which every change handed to ``publish`` has gone out
+        (orchestrator_svc.peers re-sends from it for a replica that died)."""
+        return self._through if self._outbox or self._sending else time.time()
+
+    async def stop(self, last=None) -> None:
+        """Publishes what is queued and closes; ``last()`` runs after that send, before the close."""
         # No cancel for the publisher: redis-py can turn a cancel into a connection error, which the
         # publisher logs and outlives (a stop then waited forever). Woken and closed, it sends what
         # is queued and ends.
@@ -129,6 +138,9 @@ class EventHub:
                 await asyncio.wait_for(self._send(), STOP_TIMEOUT_S)  # what was committed last still goes out
             except TimeoutError:
                 log.warning("job events not published within %.0f s of stopping", STOP_TIMEOUT_S)
+            else:
+                if last:
+                    await bounded(last(), "leaving")
         # Bounded too: redis-py can wait forever on a socket's close (redis/redis-py#3941).
         if self._listener:
             self._listener.cancel()
@@ -173,12 +185,15 @@ class EventHub:
 
     async def _send(self) -> None:
         self._waiting.clear()
+        taken = time.time()
         jobs, self._outbox = self._outbox, []
         if not jobs:
             return
         payload = job_events_pb2.JobEventBatch(jobs=jobs, origin=self.origin).SerializeToString()
+        self._sending = True
         try:
             await self.redis.publish(self.channel, payload)
+            self._through = taken
             metrics.EVENTS_PUBLISHED.inc(len(jobs))
         except asyncio.CancelledError:
             self._outbox[:0] = jobs  # stop() sends them
@@ -186,6 +201,8 @@ class EventHub:
         except Exception as exc:  # the state is committed; watchers fall back to polling it
             log.warning("could not publish %d job events: %s", len(jobs), exc)
             metrics.EVENTS_DROPPED.labels("publish").inc(len(jobs))
+        finally:
+            self._sending = False
 
     async def _listen(self) -> None:
         delay = 0.2

@@ -34,6 +34,7 @@ POLL_S = 2.0  # a watcher re-reads the job this often when no event came (events
 STATS_TTL_S = 1.0
 # A batched WatchJobs message holds at most about this much (a client's default limit is 4 MiB).
 WATCH_MESSAGE_BYTES = 1 << 20
+REPLAY_LIMIT = 100_000  # about 30 MB of snapshots; seconds of jobs at the mesh's maximum
 
 
 class Core:
@@ -63,6 +64,15 @@ class Core:
                 extra = {"job_id": job.job_id, "model": job.model_name}
                 extra |= {"trace_id": job.trace_id} if job.trace_id else {}
                 log.warning("job failed: %s", job.error, extra=extra)
+
+    async def replay(self, since: dt.datetime, until: dt.datetime) -> int:
+        """Publishes again the jobs last changed in [since, until] (for a replica that died
+        before publishing them: orchestrator_svc.peers); says how many."""
+        snaps = await self.db(self.store.changed_between, since, until, REPLAY_LIMIT)
+        if len(snaps) == REPLAY_LIMIT:
+            log.warning("re-sending only the first %d changed jobs", REPLAY_LIMIT)
+        await self.hub.publish(snaps)  # not self.publish: the metrics counted them when they changed
+        return len(snaps)
 
     async def mark_queued(self, job_ids: list[str], at: dt.datetime) -> None:
         await self.writer.mark_queued(job_ids, at)

@@ -24,6 +24,8 @@ DISPATCH_GAP_S = Var("ORCHESTRATOR_DISPATCH_GAP_S", 0.025,
                      "while a message is unfinished, the next goes no sooner than this after the last (0: at once)")
 RECONCILE_S = Var("ORCHESTRATOR_RECONCILE_S", 5.0, "how often the reconciler looks for stuck jobs")
 STUCK_S = Var("ORCHESTRATOR_STUCK_S", 30.0, "a PENDING/QUEUED/RUNNING job unchanged this long is re-dispatched")
+PUBLISH_EVERY_S = Var("ORCHESTRATOR_PUBLISH_EVERY_S", 0.01,
+                      "the shortest time between two PUBLISHes of job events to the other replicas")
 MAX_ATTEMPTS = Var("ORCHESTRATOR_MAX_ATTEMPTS", 3, "starts before a job fails as poison")
 MAX_UNFINISHED = Var("ORCHESTRATOR_MAX_UNFINISHED", 50_000,
                      "accepted jobs not yet finished past which new ones get RESOURCE_EXHAUSTED (0: no bound)")
@@ -43,6 +45,7 @@ class Settings:
     dispatch_gap_s: float = setting(DISPATCH_GAP_S)
     reconcile_every_s: float = setting(RECONCILE_S)
     stuck_after_s: float = setting(STUCK_S)
+    publish_every_s: float = setting(PUBLISH_EVERY_S)
     max_attempts: int = setting(MAX_ATTEMPTS)
     max_unfinished: int = setting(MAX_UNFINISHED)
     migrate: bool = setting(MIGRATE)

@@ -302,6 +302,17 @@ class JobStore:
 
     # --- reads --------------------------------------------------------------------------
 
+    def changed_between(self, since: dt.datetime, until: dt.datetime, limit: int) -> list[job_pb2.Job]:
+        """Snapshots of the jobs whose last change is stamped in [since, until], oldest first (the
+        status index answers it, one range per status)."""
+        statuses = list(db.ACTIVE + db.TERMINAL)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*SNAPSHOT).where(T.c.status.in_(statuses), T.c.updated_at >= since,
+                                                        T.c.updated_at <= until)
+                                .order_by(T.c.updated_at).limit(limit))
+            return [job_to_proto(r) for r in rows]
+
+
     def get(self, job_id: str, with_series: bool = True) -> job_pb2.Job | None:
         query = select(R).where(R.job_id == job_id)
         if not with_series:

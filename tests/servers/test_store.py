@@ -240,3 +240,24 @@ def test_a_job_sent_again_keeps_its_horizon_and_trace_context(store):
     assert snap.trace_id == "0af7651916cd43dd8448eb211c80319c" == store.get(ids[0]).trace_id
     (again,), _ = store.redispatch_stuck(older_than_s=-1)
     assert (again.job_id, again.horizon, again.traceparent) == (ids[0], 5, s.traceparent)
+
+
+def test_changed_between_gives_each_job_changed_in_the_window_as_it_is_now(store):
+    import datetime as dt
+
+    from orchestrator_svc.store import now
+
+    (old,), _, _ = store.create_jobs([submission(models=["vae_timeseries"])])
+    since = now()
+    (ids,), _, _ = store.create_jobs([submission()])
+    store.mark_queued(ids)
+    store.start_jobs(ids[:1], "w1")
+    store.report_results([jc.JobOutcome(job_id=ids[0], result=job_pb2.JobResult(predictions=[1.0]))])
+    until = now()
+    (later,), _, _ = store.create_jobs([submission(models=["vae_timeseries"])])
+    snaps = store.changed_between(since, until, 100)
+    assert sorted(s.job_id for s in snaps) == sorted(ids)  # not the one before, not the one after
+    by_id = {s.job_id: s for s in snaps}
+    assert by_id[ids[0]].state == js.JOB_STATE_SUCCEEDED and by_id[ids[0]].version == 4
+    assert by_id[ids[1]].state == js.JOB_STATE_QUEUED and not by_id[ids[1]].HasField("series")
+    assert len(store.changed_between(since, until + dt.timedelta(seconds=5), 1)) == 1
