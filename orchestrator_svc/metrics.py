@@ -31,6 +31,8 @@ EVENTS_PUBLISHED = Counter("satlas_events_published", "Job changes published to 
 EVENTS_DROPPED = Counter("satlas_events_dropped", "Job changes that did not reach someone: `publish` (Redis "
                          "refused them; watchers fall back to reading the table) or `watcher` (a watcher too far "
                          "behind lost its oldest).", ["reason"])
+EVENTS_RESENT = Counter("satlas_events_resent", "Job changes published again for a replica that died before "
+                        "publishing them (orchestrator_svc.peers): each a repeat of a version or one never seen.")
 UNFINISHED = ("pending", "queued", "running")
 
 

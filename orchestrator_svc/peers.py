@@ -66,13 +66,19 @@ class Peers:
             log.warning("could not leave the replicas' list: %s", exc)
 
     async def _beat_forever(self) -> None:
+        failing = False
         while True:
             try:
                 await self.beat()
+                if failing:
+                    log.info("replica beat: back")
+                failing = False
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis away: the events cannot go out either
-                log.warning("replica beat: %s", exc)
+            except Exception as exc:  # Redis away: the events cannot go out either (said once)
+                if not failing:
+                    log.warning("replica beat: %s", exc)
+                failing = True
             await asyncio.sleep(self.beat_s)
 
     async def beat(self) -> None:

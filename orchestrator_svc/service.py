@@ -72,6 +72,7 @@ class Core:
         if len(snaps) == REPLAY_LIMIT:
             log.warning("re-sending only the first %d changed jobs", REPLAY_LIMIT)
         await self.hub.publish(snaps)  # not self.publish: the metrics counted them when they changed
+        metrics.EVENTS_RESENT.inc(len(snaps))
         return len(snaps)
 
     async def mark_queued(self, job_ids: list[str], at: dt.datetime) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import job_state_pb2 as js
@@ -282,3 +283,15 @@ class GrpcWeb:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    """A Prometheus endpoint's samples: {(name, sorted labels): value}."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def count(samples: dict, name: str, **labels) -> float:
+    want = {k: str(v) for k, v in labels.items()}
+    return sum(v for (n, ls), v in samples.items() if n == name and want.items() <= dict(ls).items())

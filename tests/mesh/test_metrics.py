@@ -5,28 +5,16 @@ orchestrator's jobs by model and state, with their stage timings."""
 from __future__ import annotations
 
 import time
-import urllib.request
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from mesh_helpers import count, scrape
 from satlas.v1 import analysis_service_pb2 as apb
 from satlas.v1 import analysis_service_pb2_grpc as apb_grpc
 from satlas.v1 import ingest_service_pb2 as ipb
 from satlas.v1 import ingest_service_pb2_grpc as ipb_grpc
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
-
-
-def scrape(url: str) -> dict[tuple, float]:
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def count(samples: dict, name: str, **labels) -> float:
-    want = {k: str(v) for k, v in labels.items()}
-    return sum(v for (n, ls), v in samples.items() if n == name and want.items() <= dict(ls).items())
 
 
 @pytest.fixture(scope="module")

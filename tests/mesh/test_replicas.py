@@ -8,6 +8,7 @@ import time
 
 import grpc
 import pytest
+from mesh_helpers import count, scrape
 from satlas.v1 import orchestrator_service_pb2 as opb
 from satlas.v1 import orchestrator_service_pb2_grpc as opb_grpc
 from support import POSTGRES_ADMIN_URL
@@ -92,9 +93,11 @@ def test_one_replica_killed_under_load_loses_nothing(mesh):
         for feed in feeds:
             feed.close()
         mesh.restart("orchestrator")
+    resent = count(scrape(mesh.metrics_url("orchestrator-2")), "satlas_events_resent_total")
     verdict = check.verdict(record, mesh.database_url)
     assert verdict["accepted_jobs"] >= 790  # one request may carry one model or both
     assert (verdict["lost"], verdict["stuck"], verdict["doubled"], verdict["key_mismatch"]) == ([], [], [], [])
     assert verdict["statuses"] == {"completed": len(job_ids)}
+    assert resent > 0  # the survivor published again what the dead one had not
     # The survivor's own feed never broke: it saw every job end, those the dead one ended included.
     assert {e.job_id for e in record.events["replica 2"]} >= set(job_ids)

@@ -38,7 +38,7 @@ def histogram(name: str) -> set[str]:
 GRPC = {"grpc_server_started_total", "grpc_server_handled_total", *histogram("grpc_server_handling_seconds")}
 ORCHESTRATOR = {"satlas_jobs_submitted_total", "satlas_jobs_finished_total", "satlas_jobs_redispatched_total",
                 "satlas_jobs_poisoned_total", *histogram("satlas_job_duration_seconds"), "satlas_jobs_in_state",
-                "satlas_events_published_total", "satlas_events_dropped_total"}
+                "satlas_events_published_total", "satlas_events_dropped_total", "satlas_events_resent_total"}
 INGEST = {"satlas_ingest_submissions_total", "satlas_ingest_jobs_admitted_total", "satlas_ingest_backlog"}
 WORKER = {*histogram("satlas_worker_batch_size"), *histogram("satlas_worker_triton_request_seconds"),
           "satlas_worker_triton_retries_total", "satlas_worker_stream_reconnects_total", "satlas_worker_jobs_total"}
@@ -54,7 +54,7 @@ FAMILIES = {
     "gRPC": GRPC,
     "worker": WORKER,
     "ingest": INGEST,
-    "events": {"satlas_events_published_total", "satlas_events_dropped_total"},
+    "events": {"satlas_events_published_total", "satlas_events_dropped_total", "satlas_events_resent_total"},
     "Triton": TRITON,
     "targets": {"up"},
 }
