@@ -9,7 +9,8 @@ moments. A watcher may then see a state twice (the same ``version``), never miss
 
 Only watchers that were subscribed while it lived could be waiting for those events: a replica
 started after the dead one's last beat (the same one restarted, say) only removes its entry. A
-watcher whose own replica died re-subscribes and reads what it missed with GetJob.
+watcher whose own replica died re-subscribes and reads what it missed with GetJob. The times
+compared are two replicas' clocks: kept in step (NTP), their skew is well inside ``MARGIN_S``.
 """
 
 from __future__ import annotations
