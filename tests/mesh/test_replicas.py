@@ -74,6 +74,11 @@ def test_either_replica_serves_every_rpc_and_sees_every_job_end(mesh):
                 assert stub.GetJob(opb.GetJobRequest(job_id=job_id)).job.state in TERMINAL_STATES
             assert stub.ListJobs(opb.ListJobsRequest(page_size=5)).jobs
             assert stub.GetStats(opb.GetStatsRequest()).totals.total >= len(job_ids)
+    # Each published its own jobs' changes for the other: pending, queued, running, succeeded
+    # (queued is skipped when a fast worker claims a job before the dispatcher marks it).
+    published = [count(scrape(mesh.metrics_url(n)), "satlas_events_published_total")
+                 for n in ("orchestrator", "orchestrator-2")]
+    assert 3 * len(job_ids) <= sum(published) and min(published) > 0
 
 
 def test_one_replica_killed_under_load_loses_nothing(mesh):

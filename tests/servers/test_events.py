@@ -9,7 +9,8 @@ import uuid
 
 from satlas.v1 import job_pb2
 
-from orchestrator_svc.events import EventHub, by_size
+from orchestrator_svc import metrics
+from orchestrator_svc.events import CHECK_S, EventHub, by_size
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -61,6 +62,30 @@ async def test_stop_sends_what_was_still_queued():
             assert await received(sub, 2) == [("last-1", 1), ("last-2", 1)]
     finally:
         await listener.stop()
+
+
+async def test_a_replica_alone_publishes_nothing_and_one_that_joins_hears_everything_after_its_start():
+    channel = f"satlas:test-events:{uuid.uuid4().hex}"
+    alone, joining = EventHub(REDIS_URL, channel), EventHub(REDIS_URL, channel)
+    await alone.start()
+    try:
+        async with asyncio.timeout(5):
+            while alone.others:
+                await asyncio.sleep(CHECK_S)
+        published = metrics.EVENTS_PUBLISHED._value.get()
+        with alone.subscribe() as own:
+            await alone.publish(jobs("alone"))
+            assert await received(own, 1) == [("alone", 1)]  # its own watchers still hear it at once
+            await asyncio.sleep(3 * CHECK_S)
+        assert metrics.EVENTS_PUBLISHED._value.get() == published  # and no PUBLISH went out
+        await joining.start()  # returns once the one already there has seen it
+        with joining.subscribe() as on_joining:
+            await alone.publish(jobs("after the join"))
+            assert await received(on_joining, 1) == [("after the join", 1)]
+        assert alone.others
+    finally:
+        await alone.stop()
+        await joining.stop()
 
 
 def test_by_size_keeps_the_order_and_cuts_before_a_run_would_pass_the_limit():
