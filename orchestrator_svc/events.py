@@ -131,7 +131,7 @@ class EventHub:
         self._publisher = asyncio.create_task(self._publish_forever(), name="event-publisher")
         try:
             await asyncio.wait_for(self.connected.wait(), STOP_TIMEOUT_S)
-            if await self._listeners() > 1:
+            if await asyncio.wait_for(self._listeners(), STOP_TIMEOUT_S) > 1:
                 await asyncio.sleep(JOIN_S)
         except Exception as exc:  # TimeoutError included: the listener goes on trying
             log.warning("event channel not joined yet: %s", exc)
@@ -141,7 +141,7 @@ class EventHub:
         return (await self.redis.pubsub_numsub(self.channel))[0][1]
 
     async def _look_forever(self) -> None:
-        while True:
+        while not self._closed:  # not only the cancel: redis-py can turn one into a connection error
             try:  # alone only while this replica's own listener is the one listener
                 self.others = not (self.connected.is_set() and await self._listeners() <= 1)
             except asyncio.CancelledError:
@@ -163,7 +163,7 @@ class EventHub:
         self._closed = True  # and the listener does not reconnect
         if self._looker:
             self._looker.cancel()
-            await asyncio.gather(self._looker, return_exceptions=True)
+            await bounded(asyncio.gather(self._looker, return_exceptions=True), "event looker")
         if self._publisher:
             self._waiting.set()
             self._closing.set()

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from orchestrator_svc.events import EventHub
+from orchestrator_svc.events import EventHub, bounded
 
 log = logging.getLogger(__name__)
 BEAT_S = 1.0
@@ -44,6 +44,7 @@ class Peers:
         self.beat_s, self.dead_after_s = beat_s, dead_after_s
         self.members = f"{hub.channel}:replicas"  # origin -> "published through, beat at" (epoch seconds)
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self.started = time.time()
 
     def alive_key(self, origin: str) -> str:
@@ -54,9 +55,10 @@ class Peers:
         self._task = asyncio.create_task(self._beat_forever(), name="replica-beat")
 
     async def stop(self) -> None:
+        self._stopping = True  # not only the cancel: redis-py can turn one into a connection error
         if self._task:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await bounded(asyncio.gather(self._task, return_exceptions=True), "replica beat")
 
     async def leave(self) -> None:
         """Once everything is published: a replica that stops cleanly leaves nothing to re-send."""
@@ -68,7 +70,7 @@ class Peers:
 
     async def _beat_forever(self) -> None:
         failing = False
-        while True:
+        while not self._stopping:
             try:
                 await self.beat()
                 if failing:
