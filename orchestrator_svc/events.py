@@ -197,11 +197,13 @@ class EventHub:
 
     async def publish(self, jobs: list[job_pb2.Job]) -> None:
         """Hand committed changes to this replica's watchers, and queue them for the others (in
-        this order, after what is queued)."""
+        this order, after what is queued) when there are others: alone, the publisher is not woken
+        for a batch no one would get."""
         if jobs:
             self._deliver(jobs)
-            self._outbox.extend(jobs)
-            self._waiting.set()
+            if self.others:
+                self._outbox.extend(jobs)
+                self._waiting.set()
 
     def _deliver(self, jobs: list[job_pb2.Job]) -> None:
         for sub in list(self.subscribers):
@@ -221,7 +223,7 @@ class EventHub:
         self._waiting.clear()
         taken = time.time()
         jobs, self._outbox = self._outbox, []
-        if not jobs or not self.others:  # no one else to tell (its own watchers have them)
+        if not jobs:
             return
         payload = job_events_pb2.JobEventBatch(jobs=jobs, origin=self.origin).SerializeToString()
         self._sending = True

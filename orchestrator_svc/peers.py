@@ -45,7 +45,7 @@ class Peers:
         self.members = f"{hub.channel}:replicas"  # origin -> "published through, beat at" (epoch seconds)
         self._task: asyncio.Task | None = None
         self._stopping = False
-        self.started = time.time()
+        self.started = 0.0  # set by start(): the dead that beat before it are not re-sent for
 
     def alive_key(self, origin: str) -> str:
         return f"{self.hub.channel}:alive:{origin}"
@@ -91,7 +91,8 @@ class Peers:
             pipe.set(self.alive_key(self.hub.origin), b"1", px=int(self.dead_after_s * 1000))
             pipe.hgetall(self.members)
             _, _, members = await pipe.execute()
-        others = {o.decode(): v.decode() for o, v in members.items() if o.decode() != self.hub.origin}
+        members = {o.decode(): v.decode() for o, v in members.items()}
+        others = {o: v for o, v in members.items() if o != self.hub.origin}
         if not others:
             return
         async with self.hub.redis.pipeline(transaction=False) as pipe:

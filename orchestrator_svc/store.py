@@ -312,7 +312,6 @@ class JobStore:
                                 .order_by(T.c.updated_at).limit(limit))
             return [job_to_proto(r) for r in rows]
 
-
     def get(self, job_id: str, with_series: bool = True) -> job_pb2.Job | None:
         query = select(R).where(R.job_id == job_id)
         if not with_series:

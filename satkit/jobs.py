@@ -7,7 +7,6 @@ from satlas.v1 import job_state_pb2 as js
 TERMINAL_STATES = frozenset({js.JOB_STATE_SUCCEEDED, js.JOB_STATE_FAILED, js.JOB_STATE_CANCELLED})
 
 
-
 def watched(response) -> list:
     """The jobs of a ``WatchJobsResponse``: ``jobs`` when the watch asked for ``batched``, else its ``job``."""
     return list(response.jobs) or ([response.job] if response.HasField("job") else [])
