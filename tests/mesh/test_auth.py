@@ -5,6 +5,7 @@ recovered, and TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import signal
@@ -145,6 +146,28 @@ def list_models(channel: grpc.Channel) -> grpc.StatusCode:
     return code_of(channel, "satlas.v1.AnalysisService/ListModels")
 
 
+def aio_list_models(target: str, **door) -> grpc.StatusCode:
+    """ListModels over ``client.aio_channel`` (the benchmark's client), as ``list_models``."""
+    async def call() -> grpc.StatusCode:
+        channel, metadata = client.aio_channel(target, **door)
+        async with channel:
+            try:
+                await channel.unary_unary("/satlas.v1.AnalysisService/ListModels",
+                                          request_serializer=lambda m: m.SerializeToString(),
+                                          response_deserializer=lambda b: b)(
+                    analysis_service_pb2.ListModelsRequest(), timeout=5, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+        return grpc.StatusCode.OK
+
+    return asyncio.run(call())
+
+
+def test_aio_clients_carry_the_token_too(mesh):
+    assert aio_list_models(mesh.envoy, token=mesh.token) == grpc.StatusCode.OK
+    assert aio_list_models(mesh.envoy, token="") == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_the_rate_limit_refuses_a_client_past_its_burst_then_lets_it_in_again(mesh, tmp_path):
     with front_door(mesh, tmp_path, rate_limit=2, rate_burst=4) as door, \
             client.channel(door.envoy, token=door.token) as channel:
@@ -164,6 +187,7 @@ def test_tls_with_the_local_ca_and_no_plaintext(mesh, tmp_path):
         target = f"localhost:{port}"
         with client.channel(target, ca=door.ca_file, token=door.token) as channel:
             assert list_models(channel) == grpc.StatusCode.OK
+        assert aio_list_models(target, ca=door.ca_file, token=door.token) == grpc.StatusCode.OK
         context = ssl.create_default_context(cafile=door.ca_file)
         path = "satlas.v1.OrchestratorService/GetStats"
         assert web_code_of(target, path, door.token, context=context) == 0  # grpc-web over HTTPS

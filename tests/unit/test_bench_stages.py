@@ -35,3 +35,17 @@ def test_the_summary_takes_the_median_of_the_runs_and_the_table_names_each_stage
     text = stages_table([step])
     assert all(name in text for name in measure.STAGES) and "3.0/6.0" in text
     assert stages_table([Step(100, 10, [measure.Run(100, 10, 0, 0, 0, 0, 0, 0.0, 0, 0, 0, 0)])]) == ""
+
+
+def test_the_tally_counts_each_accepted_job_once_as_it_ends():
+    accepted, done = ["a", "b"], {}
+    tally = measure.Tally(accepted, done)
+    assert tally.update() == (0, 0)
+    done["a"] = (1.0, measure.js.JOB_STATE_SUCCEEDED)
+    done["z"] = (1.0, measure.js.JOB_STATE_FAILED)  # not accepted by this run: not counted
+    accepted.append("c")
+    assert tally.update() == (1, 0)
+    done["c"] = (2.0, measure.js.JOB_STATE_FAILED)
+    assert tally.update() == (2, 1)
+    assert tally.update() == (2, 1)  # an ended job is not counted again
+    assert tally.pending == ["b"]
