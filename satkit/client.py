@@ -60,15 +60,24 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
         return continuation(self._details(details), requests)
 
 
+def _credentials(ca: str | None, token: str | None) -> tuple[grpc.ChannelCredentials | None, str]:
+    """(TLS credentials carrying the token, or None for plaintext; the token), from the arguments
+    or their defaults."""
+    ca = CA_FILE.read() if ca is None else ca
+    token = find_token() if token is None else token
+    if not ca:
+        return None, token
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+    if token:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    return credentials, token
+
+
 def channel(target: str, options=(), *, ca: str | None = None, token: str | None = None) -> grpc.Channel:
     """A channel to ``target``; ``ca`` (default SATLAS_CA) means TLS verified against that CA file,
     ``token`` (default: ``find_token()``) rides on every call."""
-    ca = CA_FILE.read() if ca is None else ca
-    token = find_token() if token is None else token
-    if ca:
-        credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
-        if token:
-            credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    credentials, token = _credentials(ca, token)
+    if credentials is not None:
         return grpc.secure_channel(target, credentials, options=list(options))
     plain = grpc.insecure_channel(target, options=list(options))
     return grpc.intercept_channel(plain, _Bearer(token)) if token else plain
@@ -78,15 +87,11 @@ def aio_channel(target: str, options=(), *, ca: str | None = None,
                 token: str | None = None) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
     """As ``channel``, for grpc.aio, with the metadata to pass to every call: the token's header on
     a plaintext channel (an aio interceptor would put a queue between a stream and every message)."""
-    ca = CA_FILE.read() if ca is None else ca
-    token = find_token() if token is None else token
-    if ca:
-        credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
-        if token:
-            credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    credentials, token = _credentials(ca, token)
+    if credentials is not None:
         return grpc.aio.secure_channel(target, credentials, options=list(options)), ()
-    return grpc.aio.insecure_channel(target, options=list(options)), ((("authorization", f"Bearer {token}"),)
-                                                                      if token else ())
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    return grpc.aio.insecure_channel(target, options=list(options)), metadata
 
 
 def add_arguments(parser) -> None:
