@@ -216,20 +216,28 @@ class Progress:
             self.stream.flush()
 
 
-def paced_requests(series: list[list[float]], per_s: float, total: int, sent_at: dict[int, float] | None = None,
-                   stop: threading.Event | None = None):
-    """``total`` StreamSeries requests (one job per model each) at ``per_s`` series a second,
-    paced open-loop from the first; ``sent_at`` gets each one's hand-off time, ``stop`` ends early."""
-    stop = stop or threading.Event()
+def schedule(series: list[list[float]], per_s: float, total: int):
+    """(sequence, seconds until it is due, request) of ``total`` StreamSeries requests (one job per
+    model each) at ``per_s`` series a second, paced open-loop from the first; ``series`` taken in
+    turn, each built into a submission once."""
+    submissions = [ipb.SubmitSeriesRequest(series={"values": v}, models=MODELS) for v in series]
     start = time.perf_counter()
     for i in range(total):
-        delay = start + i / per_s - time.perf_counter()
+        yield i, start + i / per_s - time.perf_counter(), ipb.StreamSeriesRequest(
+            sequence=i, submission=submissions[i % len(submissions)])
+
+
+def paced_requests(series: list[list[float]], per_s: float, total: int, sent_at: dict[int, float] | None = None,
+                   stop: threading.Event | None = None):
+    """The requests of ``schedule``, each when it is due (for a sync stream); ``sent_at`` gets each
+    one's hand-off time, ``stop`` ends early."""
+    stop = stop or threading.Event()
+    for i, delay, request in schedule(series, per_s, total):
         if stop.wait(delay) if delay > 0 else stop.is_set():
             return
         if sent_at is not None:
             sent_at[i] = time.perf_counter()
-        yield ipb.StreamSeriesRequest(sequence=i, submission=ipb.SubmitSeriesRequest(
-            series={"values": series[i % len(series)]}, models=MODELS))
+        yield request
 
 
 def backlog_growth(samples: list[int]) -> float:
@@ -271,7 +279,6 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
     per_series = len(MODELS)
     rate = jobs_per_s / per_series  # series per second
     total = max(1, int(rate * seconds))
-    submissions = [ipb.SubmitSeriesRequest(series={"values": v}, models=MODELS) for v in series]
     sent_at: dict[int, float] = {}
     job_sent: dict[str, float] = {}
     accepted: list[str] = []  # job ids in arrival order; read by the ticker thread (appends are atomic)
@@ -295,15 +302,13 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
 
     async def send(call) -> None:
         """Paced open-loop from the first: a slow mesh does not slow the producer down."""
-        begin = time.perf_counter()
-        for i in range(total):
-            delay = begin + i / rate - time.perf_counter()
+        for i, delay, request in schedule(series, rate, total):
             if delay > 0:
                 await asyncio.sleep(delay)
             if STOP.is_set():
                 break
             sent_at[i] = time.perf_counter()  # handed off
-            await call.write(ipb.StreamSeriesRequest(sequence=i, submission=submissions[i % len(submissions)]))
+            await call.write(request)
         await call.done_writing()
 
     async def read(call) -> None:
@@ -371,11 +376,8 @@ def stages_line(stages: dict[str, dict[str, float]]) -> str:
 def drain(completions: Completions, job_sent: dict[str, float], drain_s: float) -> None:
     """Until every sent job has ended, for at most ``drain_s``."""
     deadline = time.perf_counter() + drain_s
-    waiting = list(job_sent)
-    while time.perf_counter() < deadline and not STOP.is_set():
-        waiting = [j for j in waiting if j not in completions.done]  # the ones still waiting only
-        if not waiting:
-            return
+    tally = Tally(list(job_sent), completions.done)
+    while tally.update()[0] < len(job_sent) and time.perf_counter() < deadline and not STOP.is_set():
         time.sleep(0.05)
 
 
