@@ -36,41 +36,28 @@ class Ingest(pb_grpc.IngestServiceServicer):
         self.quota = quota or Quota(0, 0)
         metrics.watch(batcher)
 
+    async def _served(self, models) -> dict:
+        try:
+            return await self.models.get(models)
+        except grpc.aio.AioRpcError as exc:
+            raise Rejected(grpc.StatusCode.UNAVAILABLE, f"model list unavailable: {exc.code().name}") from exc
+
+    def _take_quota(self, token: str | None, jobs: int) -> None:
+        if wait := self.quota.take(token, jobs):
+            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"this token's quota of {self.quota.rate:g} jobs/s is spent; retry in {wait:.2f} s")
+
     async def _admit(self, request: pb.SubmitSeriesRequest, time_remaining: float | None,
                      token: str | None = None, traceparent: str = "") -> asyncio.Future:
         """Check a valid request against the served models and the token's quota, and queue it;
         raises Rejected."""
-        try:
-            served = await self.models.get(request.models)
-        except grpc.aio.AioRpcError as exc:
-            raise Rejected(grpc.StatusCode.UNAVAILABLE, f"model list unavailable: {exc.code().name}") from exc
-        found: list[Violation] = []
-        n = len(request.series.values)
-        largest = float(np.abs(np.asarray(request.series.values, dtype=np.float64)).max()) if n else 0.0
-        for i, name in enumerate(request.models):
-            model = served.get(name)
-            if model is None:
-                found.append((f"models[{i}]", f"unknown model {name!r}; served: {', '.join(sorted(served)) or 'none'}"))
-            elif not model.min_length <= n <= model.max_length:
-                found.append(
-                    ("series.values", f"has {n} points; {name} takes {model.min_length} to {model.max_length}")
-                )
-            else:
-                found.extend(out_of_range(request.series.values, largest, model))
-                if problem := horizon_problem(name, model.horizon, request.horizon):
-                    found.append(("horizon", problem))
-        if found:
+        if found := unfit(request, await self._served(request.models)):
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
-        wait = self.quota.take(token, len(request.models))
-        if wait:
-            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"this token's quota of {self.quota.rate:g} jobs/s is spent; retry in {wait:.2f} s")
-        submission = jc.Submission(series=request.series, models=request.models, horizon=request.horizon,
-                                   idempotency_key=request.idempotency_key, traceparent=traceparent)
+        self._take_quota(token, len(request.models))
         try:
-            return self.batcher.submit(submission, time_remaining)
+            return self.batcher.submit(_submission(request, traceparent), time_remaining)
         except Overloaded as exc:
-            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f"ingest is overloaded ({exc}); retry later") from exc
+            raise _overloaded(exc) from exc
 
     async def SubmitSeries(self, request, context):
         metadata = context.invocation_metadata()
@@ -93,6 +80,36 @@ class Ingest(pb_grpc.IngestServiceServicer):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("accepted", extra={"job_ids": job_ids, "trace_id": tracing.trace_id(traceparent)})
         return pb.SubmitSeriesResponse(job_ids=job_ids)
+
+    async def BatchSubmitSeries(self, request, context):
+        # The rules (counts, required fields, finite values) were checked by the validation interceptor.
+        metadata = context.invocation_metadata()
+        span, traceparent = _traced(tracing.incoming(metadata), None, len(request.requests))
+        try:
+            served = await self._served({m for r in request.requests for m in r.models})
+            found = [(f"requests[{i}].{f}", d) for i, r in enumerate(request.requests) for f, d in unfit(r, served)]
+            if found:
+                raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
+            self._take_quota(token_key(metadata), sum(len(r.models) for r in request.requests))
+            try:
+                future = self.batcher.submit_all([_submission(r, traceparent) for r in request.requests],
+                                                 context.time_remaining())
+            except Overloaded as exc:
+                raise _overloaded(exc) from exc
+            job_ids = await future
+        except Rejected as r:
+            _answered(r.code.name, span)
+            if r.violations:
+                await abort_invalid(context, r.violations)
+            await context.abort(r.code, r.message)
+        except grpc.aio.AioRpcError as exc:
+            _answered(passed_on(exc).name, span)
+            await context.abort(passed_on(exc), f"orchestrator: {exc.code().name}: {exc.details()}")
+        except BaseException as exc:
+            _answered("CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN", span)
+            raise
+        _answered("OK", span, [m for r in request.requests for m in r.models], [j for ids in job_ids for j in ids])
+        return pb.BatchSubmitSeriesResponse(responses=[pb.SubmitSeriesResponse(job_ids=ids) for ids in job_ids])
 
     async def StreamSeries(self, request_iterator, context):
         # Reading and answering run side by side: a producer may send many requests before
@@ -148,14 +165,44 @@ class Ingest(pb_grpc.IngestServiceServicer):
         await reader
 
 
-def _traced(caller: str, request: pb.SubmitSeriesRequest) -> tuple[object | None, str]:
+def _traced(caller: str, request: pb.SubmitSeriesRequest | None, batch_size: int = 1) -> tuple[object | None, str]:
     """(the submission's span, or None with tracing off; the traceparent its jobs carry: the span's,
-    or the caller's own with tracing off, so that a job still names the caller's trace)."""
+    or the caller's own with tracing off, so that a job still names the caller's trace). A
+    BatchSubmitSeries call (``request`` None) is one span for all its jobs."""
     if not tracing.enabled():
         return None, caller
-    span = tracing.start("ingest.submit", caller, "server", {
-        "satlas.models": list(request.models), "satlas.series_length": len(request.series.values)})
+    attributes = {"satlas.batch_size": batch_size} if request is None else {
+        "satlas.models": list(request.models), "satlas.series_length": len(request.series.values)}
+    span = tracing.start("ingest.submit", caller, "server", attributes)
     return span, tracing.traceparent_of(span)
+
+
+def _submission(request: pb.SubmitSeriesRequest, traceparent: str) -> jc.Submission:
+    return jc.Submission(series=request.series, models=request.models, horizon=request.horizon,
+                         idempotency_key=request.idempotency_key, traceparent=traceparent)
+
+
+def _overloaded(exc: Overloaded) -> Rejected:
+    return Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f"ingest is overloaded ({exc}); retry later")
+
+
+def unfit(request: pb.SubmitSeriesRequest, served: dict) -> list[Violation]:
+    """What the served models refuse in a request that passed the contract's rules: unknown models,
+    lengths, values a model's input type cannot hold, horizons."""
+    found: list[Violation] = []
+    n = len(request.series.values)
+    largest = float(np.abs(np.asarray(request.series.values, dtype=np.float64)).max()) if n else 0.0
+    for i, name in enumerate(request.models):
+        model = served.get(name)
+        if model is None:
+            found.append((f"models[{i}]", f"unknown model {name!r}; served: {', '.join(sorted(served)) or 'none'}"))
+        elif not model.min_length <= n <= model.max_length:
+            found.append(("series.values", f"has {n} points; {name} takes {model.min_length} to {model.max_length}"))
+        else:
+            found.extend(out_of_range(request.series.values, largest, model))
+            if problem := horizon_problem(name, model.horizon, request.horizon):
+                found.append(("horizon", problem))
+    return found
 
 
 def _answered(code: str, span, models=(), job_ids=()) -> None:

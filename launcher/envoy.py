@@ -33,6 +33,7 @@ ROUTES = {
 SCOPES = {
     "satlas.v1.IngestService/SubmitSeries": "submit",
     "satlas.v1.IngestService/StreamSeries": "submit",
+    "satlas.v1.IngestService/BatchSubmitSeries": "submit",
     "satlas.v1.AnalysisService/Analyze": "submit",
     "satlas.v1.AnalysisService/ListModels": "read",
     "satlas.v1.OrchestratorService/GetJob": "read",

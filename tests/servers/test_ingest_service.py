@@ -78,6 +78,7 @@ def request(values, models=("vae_timeseries", "transformer_timeseries"), key="")
 
 
 SERIES = [float(i % 7) for i in range(32)]
+MODELS = ["vae_timeseries", "transformer_timeseries"]
 
 
 async def test_a_submission_becomes_one_queued_job_per_model(mesh):
@@ -112,6 +113,60 @@ async def test_a_stream_answers_every_request_in_order_past_a_bad_one(mesh):
     assert [a.sequence for a in answers] == [0, 1, 2, 3]
     assert answers[1].error.code == code_pb2.INVALID_ARGUMENT and not answers[1].job_ids
     assert all(len(answers[i].job_ids) == 2 and not answers[i].HasField("error") for i in (0, 2, 3))
+
+
+def violated_fields(exc: grpc.aio.AioRpcError) -> list[str]:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(exc)
+    detail = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(detail)
+    return [v.field for v in detail.field_violations]
+
+
+async def test_a_batch_call_answers_each_request_in_order_with_its_own_jobs(mesh):
+    ingest, orchestrator, _ = mesh
+    series = [[float(i + k % 5) for k in range(32)] for i in range(3)]
+    batch = ipb.BatchSubmitSeriesRequest(requests=[
+        request(series[0]), request(series[1], models=("transformer_timeseries",)), request(series[2], key="k2")])
+    responses = (await ingest.BatchSubmitSeries(batch, timeout=10)).responses
+    assert [len(r.job_ids) for r in responses] == [2, 1, 2]
+    for values, models, response in zip(series, (MODELS, ["transformer_timeseries"], MODELS), responses):
+        jobs = [(await orchestrator.GetJob(opb.GetJobRequest(job_id=j))).job for j in response.job_ids]
+        assert [j.model_name for j in jobs] == models
+        assert all(list(j.series.values) == values for j in jobs)
+    # An idempotency key works inside a batch as in SubmitSeries: the first request's jobs again.
+    again = await ingest.BatchSubmitSeries(ipb.BatchSubmitSeriesRequest(requests=[request(series[2], key="k2")]),
+                                           timeout=10)
+    assert list(again.responses[0].job_ids) == list(responses[2].job_ids)
+    assert len((await orchestrator.ListJobs(opb.ListJobsRequest(page_size=100))).jobs) == 5
+
+
+@pytest.mark.parametrize("bad,field", [
+    (request([1.0, float("nan")] + SERIES), "requests[1].series.values[1]"),  # the contract's rules
+    (request(SERIES, models=("no_such_model",)), "requests[1].models[0]"),  # the served models'
+    (request([1.0]), "requests[1].series.values"),
+    (request(SERIES[:3] + [1e300] + SERIES), "requests[1].series.values[3]"),
+])
+async def test_one_bad_request_fails_the_whole_batch_names_it_and_writes_nothing(mesh, bad, field):
+    ingest, orchestrator, _ = mesh
+    batch = ipb.BatchSubmitSeriesRequest(requests=[request(SERIES), bad, request(SERIES)])
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await ingest.BatchSubmitSeries(batch, timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(violated_fields(exc.value)) == {field}  # once per model that refuses it
+    assert not (await orchestrator.ListJobs(opb.ListJobsRequest())).jobs
+
+
+async def test_a_batch_has_one_request_at_least_and_a_thousand_at_most(mesh):
+    ingest, orchestrator, _ = mesh
+    for n in (0, 1001):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await ingest.BatchSubmitSeries(ipb.BatchSubmitSeriesRequest(requests=[request(SERIES)] * n), timeout=10)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violated_fields(exc.value) == ["requests"]
+    assert not (await orchestrator.ListJobs(opb.ListJobsRequest())).jobs
 
 
 async def test_analysis_answers_from_triton_in_process(mesh):
@@ -155,6 +210,13 @@ async def test_a_tokens_quota_counts_jobs_across_calls_and_streams_and_comes_bac
         assert [a.sequence for a in answers] == list(range(5))
         assert [bool(a.job_ids) for a in answers] == [True, True, True, False, False]
         assert {a.error.code for a in answers[3:]} == {code_pb2.RESOURCE_EXHAUSTED}
+        # A batch counts all its jobs at once: refused whole while they do not fit.
+        batch = ipb.BatchSubmitSeriesRequest(requests=[request(SERIES)] * 4)  # 8 jobs, past the burst of 6
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await ingest.BatchSubmitSeries(batch, timeout=10, metadata=bearer({"jti": "c"}))
+        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota" in exc.value.details()
+        batch = ipb.BatchSubmitSeriesRequest(requests=[request(SERIES)] * 3)
+        assert len((await ingest.BatchSubmitSeries(batch, timeout=10, metadata=bearer({"jti": "c"}))).responses) == 3
         # Without a token (an internal caller) nothing is counted.
         assert len((await ingest.SubmitSeries(request(SERIES), timeout=10)).job_ids) == 2
         await asyncio.sleep(0.6)  # 4 jobs a second: two come back

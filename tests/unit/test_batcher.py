@@ -195,3 +195,35 @@ async def test_after_the_orchestrator_refuses_for_being_full_new_submissions_are
         assert calls == [1, 1]
     finally:
         await batcher.stop()
+
+
+async def test_a_batch_call_goes_whole_in_one_call_and_counts_its_submissions():
+    recorder = Recorder(delay=0.05)
+    batcher = await started(recorder, max_batch=4, max_in_flight=1)
+    try:
+        lone = batcher.submit(sub("a"))
+        together = batcher.submit_all([sub(k) for k in "bcd"])
+        more = batcher.submit_all([sub(k) for k in "ef"])
+        big = batcher.submit_all([sub(str(i)) for i in range(6)])  # past max_batch: still one call
+        assert await lone == ["id-a"]
+        assert await together == [["id-b"], ["id-c"], ["id-d"]]
+        assert await more == [["id-e"], ["id-f"]]
+        assert await big == [[f"id-{i}"] for i in range(6)]
+        # "ef" would take the first call past 4 submissions: it waits, whole, for the next.
+        assert [keys for keys, _ in recorder.calls] == [["a", "b", "c", "d"], ["e", "f"], [str(i) for i in range(6)]]
+        assert batcher.backlog == 0 and batcher.waiting == 0
+    finally:
+        await batcher.stop()
+
+
+async def test_a_batch_call_fails_whole():
+    async def refuse(request, timeout):
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    batcher = await started(refuse)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await batcher.submit_all([sub(k) for k in "abc"])
+        assert batcher.backlog == 0
+    finally:
+        await batcher.stop()

@@ -26,7 +26,7 @@ from satlas.v1 import timeseries_pb2 as satlas_dot_v1_dot_timeseries__pb2
 from satlas.v1 import validation_pb2 as satlas_dot_v1_dot_validation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esatlas/v1/ingest_service.proto\x12\tsatlas.v1\x1a\x1asatlas/v1/timeseries.proto\x1a\x1asatlas/v1/validation.proto\"\xbf\x01\n\x13SubmitSeriesRequest\x12\x35\n\x06series\x18\x01 \x01(\x0b\x32\x15.satlas.v1.TimeSeriesB\x06\x92\x82\x19\x02\x08\x01R\x06series\x12%\n\x06models\x18\x02 \x03(\tB\r\x92\x82\x19\t\x10\x01\x18\x10 \x01\x30\x80\x01R\x06models\x12\x30\n\x0fidempotency_key\x18\x03 \x01(\tB\x07\x92\x82\x19\x03\x30\x80\x01R\x0eidempotencyKey\x12\x18\n\x07horizon\x18\x04 \x01(\rR\x07horizon\"/\n\x14SubmitSeriesResponse\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\"y\n\x13StreamSeriesRequest\x12\x46\n\nsubmission\x18\x01 \x01(\x0b\x32\x1e.satlas.v1.SubmitSeriesRequestB\x06\x92\x82\x19\x02\x08\x01R\nsubmission\x12\x1a\n\x08sequence\x18\x02 \x01(\x04R\x08sequence\"y\n\x14StreamSeriesResponse\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\x12\x17\n\x07job_ids\x18\x02 \x03(\tR\x06jobIds\x12,\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.satlas.v1.SubmitErrorR\x05\x65rror\"\x81\x01\n\x0bSubmitError\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x44\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x19.satlas.v1.FieldViolationR\x0f\x66ieldViolations\"H\n\x0e\x46ieldViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription2\xb5\x01\n\rIngestService\x12O\n\x0cSubmitSeries\x12\x1e.satlas.v1.SubmitSeriesRequest\x1a\x1f.satlas.v1.SubmitSeriesResponse\x12S\n\x0cStreamSeries\x12\x1e.satlas.v1.StreamSeriesRequest\x1a\x1f.satlas.v1.StreamSeriesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esatlas/v1/ingest_service.proto\x12\tsatlas.v1\x1a\x1asatlas/v1/timeseries.proto\x1a\x1asatlas/v1/validation.proto\"\xbf\x01\n\x13SubmitSeriesRequest\x12\x35\n\x06series\x18\x01 \x01(\x0b\x32\x15.satlas.v1.TimeSeriesB\x06\x92\x82\x19\x02\x08\x01R\x06series\x12%\n\x06models\x18\x02 \x03(\tB\r\x92\x82\x19\t\x10\x01\x18\x10 \x01\x30\x80\x01R\x06models\x12\x30\n\x0fidempotency_key\x18\x03 \x01(\tB\x07\x92\x82\x19\x03\x30\x80\x01R\x0eidempotencyKey\x12\x18\n\x07horizon\x18\x04 \x01(\rR\x07horizon\"/\n\x14SubmitSeriesResponse\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\"a\n\x18\x42\x61tchSubmitSeriesRequest\x12\x45\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.satlas.v1.SubmitSeriesRequestB\t\x92\x82\x19\x05\x10\x01\x18\xe8\x07R\x08requests\"Z\n\x19\x42\x61tchSubmitSeriesResponse\x12=\n\tresponses\x18\x01 \x03(\x0b\x32\x1f.satlas.v1.SubmitSeriesResponseR\tresponses\"y\n\x13StreamSeriesRequest\x12\x46\n\nsubmission\x18\x01 \x01(\x0b\x32\x1e.satlas.v1.SubmitSeriesRequestB\x06\x92\x82\x19\x02\x08\x01R\nsubmission\x12\x1a\n\x08sequence\x18\x02 \x01(\x04R\x08sequence\"y\n\x14StreamSeriesResponse\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\x12\x17\n\x07job_ids\x18\x02 \x03(\tR\x06jobIds\x12,\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.satlas.v1.SubmitErrorR\x05\x65rror\"\x81\x01\n\x0bSubmitError\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x44\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x19.satlas.v1.FieldViolationR\x0f\x66ieldViolations\"H\n\x0e\x46ieldViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription2\x95\x02\n\rIngestService\x12O\n\x0cSubmitSeries\x12\x1e.satlas.v1.SubmitSeriesRequest\x1a\x1f.satlas.v1.SubmitSeriesResponse\x12S\n\x0cStreamSeries\x12\x1e.satlas.v1.StreamSeriesRequest\x1a\x1f.satlas.v1.StreamSeriesResponse(\x01\x30\x01\x12^\n\x11\x42\x61tchSubmitSeries\x12#.satlas.v1.BatchSubmitSeriesRequest\x1a$.satlas.v1.BatchSubmitSeriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,20 +39,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITSERIESREQUEST'].fields_by_name['models']._serialized_options = b'\222\202\031\t\020\001\030\020 \0010\200\001'
   _globals['_SUBMITSERIESREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
   _globals['_SUBMITSERIESREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\222\202\031\0030\200\001'
+  _globals['_BATCHSUBMITSERIESREQUEST'].fields_by_name['requests']._loaded_options = None
+  _globals['_BATCHSUBMITSERIESREQUEST'].fields_by_name['requests']._serialized_options = b'\222\202\031\005\020\001\030\350\007'
   _globals['_STREAMSERIESREQUEST'].fields_by_name['submission']._loaded_options = None
   _globals['_STREAMSERIESREQUEST'].fields_by_name['submission']._serialized_options = b'\222\202\031\002\010\001'
   _globals['_SUBMITSERIESREQUEST']._serialized_start=102
   _globals['_SUBMITSERIESREQUEST']._serialized_end=293
   _globals['_SUBMITSERIESRESPONSE']._serialized_start=295
   _globals['_SUBMITSERIESRESPONSE']._serialized_end=342
-  _globals['_STREAMSERIESREQUEST']._serialized_start=344
-  _globals['_STREAMSERIESREQUEST']._serialized_end=465
-  _globals['_STREAMSERIESRESPONSE']._serialized_start=467
-  _globals['_STREAMSERIESRESPONSE']._serialized_end=588
-  _globals['_SUBMITERROR']._serialized_start=591
-  _globals['_SUBMITERROR']._serialized_end=720
-  _globals['_FIELDVIOLATION']._serialized_start=722
-  _globals['_FIELDVIOLATION']._serialized_end=794
-  _globals['_INGESTSERVICE']._serialized_start=797
-  _globals['_INGESTSERVICE']._serialized_end=978
+  _globals['_BATCHSUBMITSERIESREQUEST']._serialized_start=344
+  _globals['_BATCHSUBMITSERIESREQUEST']._serialized_end=441
+  _globals['_BATCHSUBMITSERIESRESPONSE']._serialized_start=443
+  _globals['_BATCHSUBMITSERIESRESPONSE']._serialized_end=533
+  _globals['_STREAMSERIESREQUEST']._serialized_start=535
+  _globals['_STREAMSERIESREQUEST']._serialized_end=656
+  _globals['_STREAMSERIESRESPONSE']._serialized_start=658
+  _globals['_STREAMSERIESRESPONSE']._serialized_end=779
+  _globals['_SUBMITERROR']._serialized_start=782
+  _globals['_SUBMITERROR']._serialized_end=911
+  _globals['_FIELDVIOLATION']._serialized_start=913
+  _globals['_FIELDVIOLATION']._serialized_end=985
+  _globals['_INGESTSERVICE']._serialized_start=988
+  _globals['_INGESTSERVICE']._serialized_end=1265
 # @@protoc_insertion_point(module_scope)

@@ -26,6 +26,18 @@ class SubmitSeriesResponse(_message.Message):
     job_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class BatchSubmitSeriesRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[SubmitSeriesRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[SubmitSeriesRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchSubmitSeriesResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[SubmitSeriesResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[SubmitSeriesResponse, _Mapping]]] = ...) -> None: ...
+
 class StreamSeriesRequest(_message.Message):
     __slots__ = ("submission", "sequence")
     SUBMISSION_FIELD_NUMBER: _ClassVar[int]

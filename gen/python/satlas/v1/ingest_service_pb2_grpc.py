@@ -45,6 +45,11 @@ class IngestServiceStub:
                 request_serializer=satlas_dot_v1_dot_ingest__service__pb2.StreamSeriesRequest.SerializeToString,
                 response_deserializer=satlas_dot_v1_dot_ingest__service__pb2.StreamSeriesResponse.FromString,
                 _registered_method=True)
+        self.BatchSubmitSeries = channel.unary_unary(
+                '/satlas.v1.IngestService/BatchSubmitSeries',
+                request_serializer=satlas_dot_v1_dot_ingest__service__pb2.BatchSubmitSeriesRequest.SerializeToString,
+                response_deserializer=satlas_dot_v1_dot_ingest__service__pb2.BatchSubmitSeriesResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -68,6 +73,16 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchSubmitSeries(self, request, context):
+        """BatchSubmitSeries is SubmitSeries for many series in one call (AIP-233), for batch uploads
+        and for producers that gather what a few milliseconds bring: all are accepted or none is.
+        A bad request fails the call with INVALID_ARGUMENT, its violations named by position (such
+        as "requests[2].series.values[3]"), and nothing is created.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +95,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.StreamSeries,
                     request_deserializer=satlas_dot_v1_dot_ingest__service__pb2.StreamSeriesRequest.FromString,
                     response_serializer=satlas_dot_v1_dot_ingest__service__pb2.StreamSeriesResponse.SerializeToString,
+            ),
+            'BatchSubmitSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchSubmitSeries,
+                    request_deserializer=satlas_dot_v1_dot_ingest__service__pb2.BatchSubmitSeriesRequest.FromString,
+                    response_serializer=satlas_dot_v1_dot_ingest__service__pb2.BatchSubmitSeriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +157,33 @@ class IngestService:
             '/satlas.v1.IngestService/StreamSeries',
             satlas_dot_v1_dot_ingest__service__pb2.StreamSeriesRequest.SerializeToString,
             satlas_dot_v1_dot_ingest__service__pb2.StreamSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchSubmitSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/satlas.v1.IngestService/BatchSubmitSeries',
+            satlas_dot_v1_dot_ingest__service__pb2.BatchSubmitSeriesRequest.SerializeToString,
+            satlas_dot_v1_dot_ingest__service__pb2.BatchSubmitSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file satlas/v1/ingest_service.proto.
  */
 export const file_satlas_v1_ingest_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zYXRsYXMvdjEvaW5nZXN0X3NlcnZpY2UucHJvdG8SCXNhdGxhcy52MSKWAQoTU3VibWl0U2VyaWVzUmVxdWVzdBItCgZzZXJpZXMYASABKAsyFS5zYXRsYXMudjEuVGltZVNlcmllc0IGkoIZAggBEh0KBm1vZGVscxgCIAMoCUINkoIZCRABGBAgATCAARIgCg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCB5KCGQMwgAESDwoHaG9yaXpvbhgEIAEoDSInChRTdWJtaXRTZXJpZXNSZXNwb25zZRIPCgdqb2JfaWRzGAEgAygJImMKE1N0cmVhbVNlcmllc1JlcXVlc3QSOgoKc3VibWlzc2lvbhgBIAEoCzIeLnNhdGxhcy52MS5TdWJtaXRTZXJpZXNSZXF1ZXN0QgaSghkCCAESEAoIc2VxdWVuY2UYAiABKAQiYAoUU3RyZWFtU2VyaWVzUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSDwoHam9iX2lkcxgCIAMoCRIlCgVlcnJvchgDIAEoCzIWLnNhdGxhcy52MS5TdWJtaXRFcnJvciJhCgtTdWJtaXRFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSMwoQZmllbGRfdmlvbGF0aW9ucxgDIAMoCzIZLnNhdGxhcy52MS5GaWVsZFZpb2xhdGlvbiI0Cg5GaWVsZFZpb2xhdGlvbhINCgVmaWVsZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCTK1AQoNSW5nZXN0U2VydmljZRJPCgxTdWJtaXRTZXJpZXMSHi5zYXRsYXMudjEuU3VibWl0U2VyaWVzUmVxdWVzdBofLnNhdGxhcy52MS5TdWJtaXRTZXJpZXNSZXNwb25zZRJTCgxTdHJlYW1TZXJpZXMSHi5zYXRsYXMudjEuU3RyZWFtU2VyaWVzUmVxdWVzdBofLnNhdGxhcy52MS5TdHJlYW1TZXJpZXNSZXNwb25zZSgBMAFiBnByb3RvMw", [file_satlas_v1_timeseries, file_satlas_v1_validation]);
+  fileDesc("Ch5zYXRsYXMvdjEvaW5nZXN0X3NlcnZpY2UucHJvdG8SCXNhdGxhcy52MSKWAQoTU3VibWl0U2VyaWVzUmVxdWVzdBItCgZzZXJpZXMYASABKAsyFS5zYXRsYXMudjEuVGltZVNlcmllc0IGkoIZAggBEh0KBm1vZGVscxgCIAMoCUINkoIZCRABGBAgATCAARIgCg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCB5KCGQMwgAESDwoHaG9yaXpvbhgEIAEoDSInChRTdWJtaXRTZXJpZXNSZXNwb25zZRIPCgdqb2JfaWRzGAEgAygJIlcKGEJhdGNoU3VibWl0U2VyaWVzUmVxdWVzdBI7CghyZXF1ZXN0cxgBIAMoCzIeLnNhdGxhcy52MS5TdWJtaXRTZXJpZXNSZXF1ZXN0QgmSghkFEAEY6AciTwoZQmF0Y2hTdWJtaXRTZXJpZXNSZXNwb25zZRIyCglyZXNwb25zZXMYASADKAsyHy5zYXRsYXMudjEuU3VibWl0U2VyaWVzUmVzcG9uc2UiYwoTU3RyZWFtU2VyaWVzUmVxdWVzdBI6CgpzdWJtaXNzaW9uGAEgASgLMh4uc2F0bGFzLnYxLlN1Ym1pdFNlcmllc1JlcXVlc3RCBpKCGQIIARIQCghzZXF1ZW5jZRgCIAEoBCJgChRTdHJlYW1TZXJpZXNSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBIPCgdqb2JfaWRzGAIgAygJEiUKBWVycm9yGAMgASgLMhYuc2F0bGFzLnYxLlN1Ym1pdEVycm9yImEKC1N1Ym1pdEVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRIzChBmaWVsZF92aW9sYXRpb25zGAMgAygLMhkuc2F0bGFzLnYxLkZpZWxkVmlvbGF0aW9uIjQKDkZpZWxkVmlvbGF0aW9uEg0KBWZpZWxkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJMpUCCg1Jbmdlc3RTZXJ2aWNlEk8KDFN1Ym1pdFNlcmllcxIeLnNhdGxhcy52MS5TdWJtaXRTZXJpZXNSZXF1ZXN0Gh8uc2F0bGFzLnYxLlN1Ym1pdFNlcmllc1Jlc3BvbnNlElMKDFN0cmVhbVNlcmllcxIeLnNhdGxhcy52MS5TdHJlYW1TZXJpZXNSZXF1ZXN0Gh8uc2F0bGFzLnYxLlN0cmVhbVNlcmllc1Jlc3BvbnNlKAEwARJeChFCYXRjaFN1Ym1pdFNlcmllcxIjLnNhdGxhcy52MS5CYXRjaFN1Ym1pdFNlcmllc1JlcXVlc3QaJC5zYXRsYXMudjEuQmF0Y2hTdWJtaXRTZXJpZXNSZXNwb25zZWIGcHJvdG8z", [file_satlas_v1_timeseries, file_satlas_v1_validation]);
 
 /**
  * @generated from message satlas.v1.SubmitSeriesRequest
@@ -75,6 +75,44 @@ export const SubmitSeriesResponseSchema: GenMessage<SubmitSeriesResponse> = /*@_
   messageDesc(file_satlas_v1_ingest_service, 1);
 
 /**
+ * @generated from message satlas.v1.BatchSubmitSeriesRequest
+ */
+export type BatchSubmitSeriesRequest = Message<"satlas.v1.BatchSubmitSeriesRequest"> & {
+  /**
+   * Each as SubmitSeries takes it, idempotency key included.
+   *
+   * @generated from field: repeated satlas.v1.SubmitSeriesRequest requests = 1;
+   */
+  requests: SubmitSeriesRequest[];
+};
+
+/**
+ * Describes the message satlas.v1.BatchSubmitSeriesRequest.
+ * Use `create(BatchSubmitSeriesRequestSchema)` to create a new message.
+ */
+export const BatchSubmitSeriesRequestSchema: GenMessage<BatchSubmitSeriesRequest> = /*@__PURE__*/
+  messageDesc(file_satlas_v1_ingest_service, 2);
+
+/**
+ * @generated from message satlas.v1.BatchSubmitSeriesResponse
+ */
+export type BatchSubmitSeriesResponse = Message<"satlas.v1.BatchSubmitSeriesResponse"> & {
+  /**
+   * One per request, in request order.
+   *
+   * @generated from field: repeated satlas.v1.SubmitSeriesResponse responses = 1;
+   */
+  responses: SubmitSeriesResponse[];
+};
+
+/**
+ * Describes the message satlas.v1.BatchSubmitSeriesResponse.
+ * Use `create(BatchSubmitSeriesResponseSchema)` to create a new message.
+ */
+export const BatchSubmitSeriesResponseSchema: GenMessage<BatchSubmitSeriesResponse> = /*@__PURE__*/
+  messageDesc(file_satlas_v1_ingest_service, 3);
+
+/**
  * @generated from message satlas.v1.StreamSeriesRequest
  */
 export type StreamSeriesRequest = Message<"satlas.v1.StreamSeriesRequest"> & {
@@ -99,7 +137,7 @@ export type StreamSeriesRequest = Message<"satlas.v1.StreamSeriesRequest"> & {
  * Use `create(StreamSeriesRequestSchema)` to create a new message.
  */
 export const StreamSeriesRequestSchema: GenMessage<StreamSeriesRequest> = /*@__PURE__*/
-  messageDesc(file_satlas_v1_ingest_service, 2);
+  messageDesc(file_satlas_v1_ingest_service, 4);
 
 /**
  * @generated from message satlas.v1.StreamSeriesResponse
@@ -130,7 +168,7 @@ export type StreamSeriesResponse = Message<"satlas.v1.StreamSeriesResponse"> & {
  * Use `create(StreamSeriesResponseSchema)` to create a new message.
  */
 export const StreamSeriesResponseSchema: GenMessage<StreamSeriesResponse> = /*@__PURE__*/
-  messageDesc(file_satlas_v1_ingest_service, 3);
+  messageDesc(file_satlas_v1_ingest_service, 5);
 
 /**
  * SubmitError mirrors google.rpc.Status with google.rpc.BadRequest details, for
@@ -162,7 +200,7 @@ export type SubmitError = Message<"satlas.v1.SubmitError"> & {
  * Use `create(SubmitErrorSchema)` to create a new message.
  */
 export const SubmitErrorSchema: GenMessage<SubmitError> = /*@__PURE__*/
-  messageDesc(file_satlas_v1_ingest_service, 4);
+  messageDesc(file_satlas_v1_ingest_service, 6);
 
 /**
  * FieldViolation names a bad field by its path, such as "series.values[3]".
@@ -186,7 +224,7 @@ export type FieldViolation = Message<"satlas.v1.FieldViolation"> & {
  * Use `create(FieldViolationSchema)` to create a new message.
  */
 export const FieldViolationSchema: GenMessage<FieldViolation> = /*@__PURE__*/
-  messageDesc(file_satlas_v1_ingest_service, 5);
+  messageDesc(file_satlas_v1_ingest_service, 7);
 
 /**
  * IngestService takes series from producers and turns each (series, model) pair into a job.
@@ -216,6 +254,19 @@ export const IngestService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof StreamSeriesRequestSchema;
     output: typeof StreamSeriesResponseSchema;
+  },
+  /**
+   * BatchSubmitSeries is SubmitSeries for many series in one call (AIP-233), for batch uploads
+   * and for producers that gather what a few milliseconds bring: all are accepted or none is.
+   * A bad request fails the call with INVALID_ARGUMENT, its violations named by position (such
+   * as "requests[2].series.values[3]"), and nothing is created.
+   *
+   * @generated from rpc satlas.v1.IngestService.BatchSubmitSeries
+   */
+  batchSubmitSeries: {
+    methodKind: "unary";
+    input: typeof BatchSubmitSeriesRequestSchema;
+    output: typeof BatchSubmitSeriesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_satlas_v1_ingest_service, 0);
