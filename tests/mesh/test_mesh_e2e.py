@@ -233,12 +233,22 @@ def test_the_benchmark_measures_what_it_sends(mesh, shared_processes, tmp_path):
     lines = shown.getvalue().splitlines()
     assert lines and "\r" not in shown.getvalue() and all(line.startswith("40 jobs/s ") for line in lines)
     assert "/2 s  submitted " in lines[0] and " failed 0 " in lines[-1] and lines[-1].endswith(" done/s")
+    # The other producer: what is due in a BatchSubmitSeries call at most every 5 ms, timed from when due.
+    completions = bench_measure.Completions(mesh.orchestrator)
+    try:
+        batched = bench_measure.offered_run(mesh.ingest, completions, 400, 1.0, bench_measure.make_series(8, 64),
+                                            batch_gap_s=0.005)
+    finally:
+        completions.close()
+    assert (batched.jobs, batched.succeeded, batched.rejected) == (400, 400, 0)
+    assert 0 < batched.p50_ms <= batched.p95_ms < 10_000 and 200 < batched.throughput_jobs_s < 800
     # The whole command, briefly: repeated steps, Triton alone in both layouts, the JSON and the PNG.
     out = tmp_path / "mesh.json"
     assert bench_mesh.main(["--ingest", mesh.ingest, "--orchestrator", mesh.orchestrator, "--triton", mesh.triton_url,
                             "--sweep", "40", "--step-seconds", "1", "--sustain", "0", "--repeat", "2",
                             "--triton-seconds", "1", "--triton-in-flight", "8", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert report["producer"] == "BatchSubmitSeries, a call per 5 ms at most"
     (step,) = report["steps"]
     assert len(step["runs"]) == 2 and step["summary"]["success_rate_min"] == 1.0
     assert set(step["summary"]["stages_ms"]) == set(report["stages"]) == set(bench_measure.STAGES)

@@ -1,5 +1,7 @@
 """The mesh benchmark's latency by stage, from the timestamps a job's event carries."""
 
+import time
+
 import pytest
 
 from tools.bench import measure
@@ -49,3 +51,20 @@ def test_the_tally_counts_each_accepted_job_once_as_it_ends():
     assert tally.update() == (2, 1)
     assert tally.update() == (2, 1)  # an ended job is not counted again
     assert tally.pending == ["b"]
+
+
+def test_the_batched_producer_sends_what_is_due_at_most_once_per_gap_and_nothing_twice():
+    from tools.bench.measure import gathered
+
+    sent, calls, t0 = [], [], time.perf_counter()
+    for due, request in gathered([[1.0] * 4] * 3, per_s=400, total=100, gap_s=0.05, most=16):
+        if request is None:
+            time.sleep(due)
+            continue
+        calls.append(time.perf_counter() - t0)
+        assert len(request.requests) == len(due) <= 16
+        sent.extend(due)
+    assert sent == list(range(100))  # every series once, in order
+    assert calls[0] < 0.02  # the first at once
+    assert all(b - a >= 0.049 for a, b in zip(calls, calls[1:]))  # no sooner than the gap
+    assert 100 / 16 <= len(calls) <= 10  # 0.25 s of series: about one call per gap, at most 16 each

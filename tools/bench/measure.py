@@ -1,5 +1,6 @@
-"""What the mesh benchmark measures: one paced run of StreamSeries against a stack, timed on
-WatchJobs, with the CPU each process used and the backlog over time.
+"""What the mesh benchmark measures: one paced run of submissions against a stack (BatchSubmitSeries
+calls, or a StreamSeries stream), timed on WatchJobs, with the CPU each process used and the
+backlog over time.
 
 The calls run on one grpc.aio event loop in a thread of its own (``io``) and the main thread only
 waits, so Ctrl-C and SIGTERM are taken at once (a main thread blocked inside a gRPC call would not
@@ -217,14 +218,13 @@ class Progress:
 
 
 def schedule(series: list[list[float]], per_s: float, total: int):
-    """(sequence, seconds until it is due, request) of ``total`` StreamSeries requests (one job per
+    """(sequence, when it is due (perf_counter), submission) of ``total`` submissions (one job per
     model each) at ``per_s`` series a second, paced open-loop from the first; ``series`` taken in
     turn, each built into a submission once."""
     submissions = [ipb.SubmitSeriesRequest(series={"values": v}, models=MODELS) for v in series]
     start = time.perf_counter()
     for i in range(total):
-        yield i, start + i / per_s - time.perf_counter(), ipb.StreamSeriesRequest(
-            sequence=i, submission=submissions[i % len(submissions)])
+        yield i, start + i / per_s, submissions[i % len(submissions)]
 
 
 def paced_requests(series: list[list[float]], per_s: float, total: int, sent_at: dict[int, float] | None = None,
@@ -232,12 +232,35 @@ def paced_requests(series: list[list[float]], per_s: float, total: int, sent_at:
     """The requests of ``schedule``, each when it is due (for a sync stream); ``sent_at`` gets each
     one's hand-off time, ``stop`` ends early."""
     stop = stop or threading.Event()
-    for i, delay, request in schedule(series, per_s, total):
+    for i, due, submission in schedule(series, per_s, total):
+        delay = due - time.perf_counter()
         if stop.wait(delay) if delay > 0 else stop.is_set():
             return
         if sent_at is not None:
             sent_at[i] = time.perf_counter()
-        yield request
+        yield ipb.StreamSeriesRequest(sequence=i, submission=submission)
+
+
+def gathered(series: list[list[float]], per_s: float, total: int, gap_s: float, most: int = 1000):
+    """The submissions of ``schedule`` in batches, as a producer that sends what is due at most once
+    per ``gap_s`` (and at once after a quieter spell): (due times by sequence, BatchSubmitSeries
+    request), each when its first is due."""
+    items = schedule(series, per_s, total)
+    held = next(items, None)
+    last = float("-inf")
+    while held is not None:
+        wait = max(held[1], last + gap_s) - time.perf_counter()
+        if wait > 0:
+            yield wait, None
+            continue
+        batch, held = [held], None
+        for item in items:
+            if item[1] > time.perf_counter() or len(batch) == most:
+                held = item
+                break
+            batch.append(item)
+        last = time.perf_counter()
+        yield {i: due for i, due, _ in batch}, ipb.BatchSubmitSeriesRequest(requests=[s for _, _, s in batch])
 
 
 def backlog_growth(samples: list[int]) -> float:
@@ -275,7 +298,10 @@ class Tally:
 
 def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, seconds: float,
                 series: list[list[float]], drain_s: float = 30.0, progress: Progress | None = None,
-                cpu: CpuMeter | None = None, door: dict | None = None) -> Run:
+                cpu: CpuMeter | None = None, door: dict | None = None, batch_gap_s: float = 0.0) -> Run:
+    """``batch_gap_s`` 0: one StreamSeries stream, a message per series, each timed from when it
+    was handed to the stream; else BatchSubmitSeries calls of what is due, at most one per that
+    gap, each series timed from when it was due (its wait in the producer counts)."""
     per_series = len(MODELS)
     rate = jobs_per_s / per_series  # series per second
     total = max(1, int(rate * seconds))
@@ -302,14 +328,43 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
 
     async def send(call) -> None:
         """Paced open-loop from the first: a slow mesh does not slow the producer down."""
-        for i, delay, request in schedule(series, rate, total):
-            if delay > 0:
+        for i, due, submission in schedule(series, rate, total):
+            if (delay := due - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
             if STOP.is_set():
                 break
             sent_at[i] = time.perf_counter()  # handed off
-            await call.write(request)
+            await call.write(ipb.StreamSeriesRequest(sequence=i, submission=submission))
         await call.done_writing()
+
+    async def submit(stub, metadata, due: dict[int, float], request) -> None:
+        try:
+            response = await stub.BatchSubmitSeries(request, timeout=seconds + 120, metadata=metadata)
+        except grpc.aio.AioRpcError:
+            rejected[0] += len(due)
+            return
+        for i, answer in zip(due, response.responses):
+            for job_id in answer.job_ids:
+                job_sent[job_id] = due[i]
+                accepted.append(job_id)
+
+    async def batches() -> None:
+        """Open-loop too: each call is answered in a task of its own, so a slow one holds up no other."""
+        channel, metadata = client.aio_channel(ingest_addr, **(door or {}))
+        calls: set[asyncio.Task] = set()
+        async with channel:
+            stub = ipb_grpc.IngestServiceStub(channel)
+            for due, request in gathered(series, rate, total, batch_gap_s):
+                if request is None:
+                    await asyncio.sleep(due)
+                    continue
+                if STOP.is_set():
+                    break
+                sent_at.update(due)
+                call = asyncio.create_task(submit(stub, metadata, due, request))
+                calls.add(call)
+                call.add_done_callback(calls.discard)
+            await asyncio.gather(*calls)
 
     async def read(call) -> None:
         async for r in call:
@@ -327,7 +382,7 @@ def offered_run(ingest_addr: str, completions: Completions, jobs_per_s: float, s
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
-    sender = io(stream())
+    sender = io(batches() if batch_gap_s else stream())
     try:
         wait_for(sender)
         if sender.exception() is not None:  # what was accepted before is still measured

@@ -3,9 +3,11 @@
     python -m tools.bench.mesh                    # starts an isolated stack (PostgreSQL if DATABASE_URL)
     python -m tools.bench.mesh --ingest H:P --orchestrator H:P   # or measures a running one
 
-One StreamSeries stream sends length-64 series (one job per model each) at a fixed offered
-rate, paced open-loop so a slow mesh cannot slow the producer down; a WatchJobs stream times
-each job's terminal event (tools.bench.measure). A sweep over offered loads, then a long run
+The producer sends length-64 series (one job per model each) at a fixed offered rate, paced
+open-loop so a slow mesh cannot slow it down: by default what is due in one BatchSubmitSeries call
+at most every 5 ms, each series timed from when it was due (``--batch-gap-ms 0``: one StreamSeries
+message per series, as the simulator sends). A WatchJobs stream times each job's terminal event
+(tools.bench.measure). A sweep over offered loads, then a long run
 at the sustained rate, each step ``--repeat`` times (median and spread); then Triton alone on the
 same series, at the same time for both models (the mesh's mix), in two layouts (one series per
 request; a message's series as the rows of one request, at most the models' max_batch_size), each
@@ -84,7 +86,7 @@ def run_step(args, completions: Completions, cpu: CpuMeter | None, load: float, 
             args.vacuumed = True
         label = f"{load:.0f} jobs/s" + (f" ({k + 1}/{args.repeat})" if args.repeat > 1 else "")
         runs.append(offered_run(args.ingest, completions, load, seconds, series, progress=Progress(label, seconds),
-                                cpu=cpu))
+                                cpu=cpu, batch_gap_s=args.batch_gap_ms / 1000))
         print(row(runs[-1]), flush=True)
         if runs[-1].cpu_ms_per_job:
             print("  cpu ms/job: " + ", ".join(f"{'mesh total' if n == 'total' else n} {v:.2f}"
@@ -226,7 +228,7 @@ def parse(argv):
     parser.add_argument("--orchestrator", help="a running stack's orchestrator host:port")
     parser.add_argument("--triton", help="that stack's Triton gRPC host:port (default: the started stack's; "
                                          "with --ingest, TRITON_URL or 127.0.0.1:8001)")
-    parser.add_argument("--sweep", default="150,1000,2000,3000,4000", help="offered loads in jobs/s")
+    parser.add_argument("--sweep", default="150,1000,2000,3000,4000,6000", help="offered loads in jobs/s")
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--sustain", type=float, default=1200.0, help="jobs/s of the long run (0: none)")
     parser.add_argument("--sustain-seconds", type=float, default=60.0)
@@ -236,6 +238,9 @@ def parse(argv):
     parser.add_argument("--triton-in-flight", type=int,
                         help="requests in flight on Triton alone, one series each (default: worker processes x "
                              f"jobs per message = {WORKER_CONCURRENCY.default} x {JOBS_PER_MESSAGE.default})")
+    parser.add_argument("--batch-gap-ms", type=float, default=5.0,
+                        help="the producer sends what is due in one BatchSubmitSeries call at most once per this many "
+                             "ms [5]; 0: a StreamSeries message per series")
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--json", default="bench-results/mesh.json")
     parser.add_argument("--png", help="the plot (default: next to the JSON, e.g. bench-results/mesh.png)")
@@ -316,6 +321,8 @@ def report(args, argv, stack, steps: list[Step], sustained: Step | None, triton:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "database": (stack.database_url.split(":")[0] if stack else "external"),
         "vacuumed_between_runs": args.vacuumed,
+        "producer": f"BatchSubmitSeries, a call per {args.batch_gap_ms:g} ms at most" if args.batch_gap_ms
+        else "StreamSeries, a message per series",
         "length": args.length, "models": list(MODELS), "repeat": args.repeat,
         "steps": [step_report(s) for s in steps], "sustained": step_report(sustained), "triton": triton,
         "mesh_max_jobs_s": max((s.done_s for s in everything), default=0.0), "efficiency": ratio,
