@@ -59,12 +59,11 @@ class Ingest(pb_grpc.IngestServiceServicer):
         except Overloaded as exc:
             raise _overloaded(exc) from exc
 
-    async def SubmitSeries(self, request, context):
-        metadata = context.invocation_metadata()
-        span, traceparent = _traced(tracing.incoming(metadata), request)
+    async def _unary(self, context, span, created):
+        """What ``created`` (a coroutine: checks, admission, the jobs' creation) returns; a refusal or
+        a failed CreateJobs becomes the call's status, counted and its span ended."""
         try:
-            future = await self._admit(request, context.time_remaining(), token_key(metadata), traceparent)
-            job_ids = await future
+            return await created
         except Rejected as r:
             _answered(r.code.name, span)
             if r.violations:
@@ -76,6 +75,15 @@ class Ingest(pb_grpc.IngestServiceServicer):
         except BaseException as exc:  # the caller went away (cancelled), or a fault: counted and the span ended
             _answered("CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN", span)
             raise
+
+    async def SubmitSeries(self, request, context):
+        metadata = context.invocation_metadata()
+        span, traceparent = _traced(tracing.incoming(metadata), request)
+
+        async def created():
+            return await (await self._admit(request, context.time_remaining(), token_key(metadata), traceparent))
+
+        job_ids = await self._unary(context, span, created())
         _answered("OK", span, request.models, job_ids)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("accepted", extra={"job_ids": job_ids, "trace_id": tracing.trace_id(traceparent)})
@@ -85,7 +93,8 @@ class Ingest(pb_grpc.IngestServiceServicer):
         # The rules (counts, required fields, finite values) were checked by the validation interceptor.
         metadata = context.invocation_metadata()
         span, traceparent = _traced(tracing.incoming(metadata), None, len(request.requests))
-        try:
+
+        async def created():
             served = await self._served({m for r in request.requests for m in r.models})
             found = [(f"requests[{i}].{f}", d) for i, r in enumerate(request.requests) for f, d in unfit(r, served)]
             if found:
@@ -96,18 +105,9 @@ class Ingest(pb_grpc.IngestServiceServicer):
                                                  context.time_remaining())
             except Overloaded as exc:
                 raise _overloaded(exc) from exc
-            job_ids = await future
-        except Rejected as r:
-            _answered(r.code.name, span)
-            if r.violations:
-                await abort_invalid(context, r.violations)
-            await context.abort(r.code, r.message)
-        except grpc.aio.AioRpcError as exc:
-            _answered(passed_on(exc).name, span)
-            await context.abort(passed_on(exc), f"orchestrator: {exc.code().name}: {exc.details()}")
-        except BaseException as exc:
-            _answered("CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN", span)
-            raise
+            return await future
+
+        job_ids = await self._unary(context, span, created())
         _answered("OK", span, [m for r in request.requests for m in r.models], [j for ids in job_ids for j in ids])
         return pb.BatchSubmitSeriesResponse(responses=[pb.SubmitSeriesResponse(job_ids=ids) for ids in job_ids])
 
