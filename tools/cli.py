@@ -110,6 +110,62 @@ def cmd_submit(args) -> int:
         return follow_all(orchestrator(channel), list(response.job_ids), printer(args))
 
 
+BATCH_MOST = 1000  # series per BatchSubmitSeries call (the contract's limit)
+BATCH_BYTES = 3 * 1024 * 1024  # and bytes, inside the ingest's message limit (INGEST_MAX_MESSAGE_BYTES, 4 MiB)
+
+
+def chunks(requests: list, most: int = BATCH_MOST, most_bytes: int = BATCH_BYTES) -> list[list]:
+    """Consecutive runs of ``requests`` of at most ``most`` items and ``most_bytes`` (an item past
+    that alone)."""
+    out: list[list] = []
+    size = 0
+    for r in requests:
+        n = r.ByteSize() + 4  # with its tag and length
+        if not out or len(out[-1]) == most or (out[-1] and size + n > most_bytes):
+            out.append([])
+            size = 0
+        out[-1].append(r)
+        size += n
+    return out
+
+
+def cmd_submit_batch(args) -> int:
+    """Each non-empty line of the file a series (series N), for the same models; calls of up to BATCH_MOST lines (and
+    BATCH_BYTES), each all or none. With a key, line N goes under KEY-N: the same command again
+    creates nothing twice."""
+    models = inputs.split_models(args.models)
+    rows = inputs.read_rows(args.file)
+    requests = [ingest_service_pb2.SubmitSeriesRequest(
+        series={"values": values}, models=models, horizon=args.horizon,
+        idempotency_key=f"{args.idempotency_key}-{n}" if args.idempotency_key else "") for n, values in
+        enumerate(rows, 1)]
+    job_ids: list[str] = []
+    with connect(args, args.ingest) as channel:
+        stub = ingest_service_pb2_grpc.IngestServiceStub(channel)
+        first = 0
+        for chunk in chunks(requests):
+            try:
+                response = stub.BatchSubmitSeries(ingest_service_pb2.BatchSubmitSeriesRequest(requests=chunk),
+                                                  timeout=args.timeout)
+            except grpc.RpcError:
+                print(f"the call of series {first + 1}-{first + len(chunk)} created nothing (requests[i] is series "
+                      f"{first + 1}+i)" + (f"; series 1-{first} were accepted (above)" if first else ""),
+                      file=sys.stderr)
+                raise
+            for n, answer in enumerate(response.responses, first + 1):
+                if args.json:
+                    print(display.to_json(answer))
+                else:
+                    for model, job_id in zip(models, answer.job_ids):
+                        print(f"{n}  {model}  {job_id}")
+                job_ids.extend(answer.job_ids)
+            first += len(chunk)
+    if not args.watch:
+        return 0
+    with connect(args, args.orchestrator) as channel:
+        return follow_all(orchestrator(channel), job_ids, printer(args))
+
+
 def cmd_get(args) -> int:
     with connect(args, args.orchestrator) as channel:
         response = orchestrator(channel).GetJob(
@@ -272,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="forecast points from forecasting models (default: each model's whole horizon)")
     p.add_argument("--watch", action="store_true", help="follow the jobs until they end")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("submit-batch", help="submit a file of series, one per line, in BatchSubmitSeries calls")
+    p.add_argument("--file", required=True, help="a series per line, numbers separated by commas or spaces; "
+                   f"'-' reads stdin. Sent in calls of up to {BATCH_MOST} series, each all or none: a bad series "
+                   "is named and its call creates nothing")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: both models)")
+    p.add_argument("--idempotency-key", help="series N is sent under KEY-N: running it again creates nothing twice")
+    p.add_argument("--horizon", type=inputs.parse_horizon, default=0,
+                   help="forecast points from forecasting models (default: each model's whole horizon)")
+    p.add_argument("--watch", action="store_true", help="follow the jobs until they end")
+    p.set_defaults(func=cmd_submit_batch)
 
     p = sub.add_parser("get", help="show one job")
     p.add_argument("job_id", metavar="JOB_ID")

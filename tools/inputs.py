@@ -50,6 +50,21 @@ def read_numbers(path: str) -> list[float]:
         return parse_numbers(f.read())
 
 
+def read_rows(path: str) -> list[list[float]]:
+    """One series per non-empty line of a file ('-': stdin), numbers separated by commas or spaces."""
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(parse_numbers(line))
+            except ValueError as exc:
+                raise ValueError(f"line {n}: {exc}") from None
+    if not rows:
+        raise ValueError(f"no series in {path}")
+    return rows
+
+
 def pattern_values(pattern: str, length: int, seed: int | None) -> list[float]:
     return patterns.generate(pattern, length, numpy.random.default_rng(seed)).values.tolist()
 

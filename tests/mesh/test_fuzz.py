@@ -43,6 +43,9 @@ def valid(method, job_id: str) -> bytes:
         "SubmitSeries": ipb.SubmitSeriesRequest(series=series, models=["vae_timeseries"]),
         "StreamSeries": ipb.StreamSeriesRequest(sequence=1, submission=ipb.SubmitSeriesRequest(
             series=series, models=["transformer_timeseries"])),
+        "BatchSubmitSeries": ipb.BatchSubmitSeriesRequest(requests=[
+            ipb.SubmitSeriesRequest(series=series, models=["vae_timeseries"]),
+            ipb.SubmitSeriesRequest(series=series, models=["vae_timeseries", "transformer_timeseries"])]),
         "GetJob": opb.GetJobRequest(job_id=job_id), "CancelJob": opb.CancelJobRequest(job_id=job_id),
         "WatchJob": opb.WatchJobRequest(job_id=job_id), "ListJobs": opb.ListJobsRequest(page_size=3),
         "Analyze": apb.AnalyzeRequest(series=series, model_name="vae_timeseries"),
@@ -111,6 +114,8 @@ def accepted_jobs(method, code, responses) -> int:
         return 0
     if method.name == "SubmitSeries":
         return len(ipb.SubmitSeriesResponse.FromString(responses[0]).job_ids)
+    if method.name == "BatchSubmitSeries":
+        return sum(len(r.job_ids) for r in ipb.BatchSubmitSeriesResponse.FromString(responses[0]).responses)
     if method.name == "StreamSeries":
         return sum(len(ipb.StreamSeriesResponse.FromString(r).job_ids) for r in responses)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -134,7 +135,34 @@ def test_bad_input_is_rejected_with_field_violations_and_writes_nothing(mesh, cl
                                        timeout=10))
     assert answers[0].sequence == 7 and answers[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert field in [v.field for v in answers[0].error.field_violations] and not answers[0].job_ids
+    good = ipb.SubmitSeriesRequest(series={"values": series(32)}, models=MODELS)
+    with pytest.raises(grpc.RpcError) as info:  # a batch with it: refused whole, the bad one named
+        ingest.BatchSubmitSeries(ipb.BatchSubmitSeriesRequest(requests=[good, submission]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"requests[1].{field}" in _violations(info.value)
     assert total_jobs(mesh.database_url) == before
+
+
+def test_the_cli_submits_a_file_a_series_a_line_and_again_under_its_key_creates_nothing(mesh, tmp_path):
+    lines = [",".join(f"{v:g}" for v in series(32, seed=k)) for k in range(3)]
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("\n".join(lines) + "\n\n")  # a blank line is no series
+    bad.write_text("\n".join([lines[0], "1,2,nan," + lines[1], lines[2]]))
+    cli = [sys.executable, "-m", "tools.cli", "--ingest", mesh.ingest, "--orchestrator", mesh.orchestrator]
+    before = total_jobs(mesh.database_url)
+    refused = subprocess.run([*cli, "submit-batch", "--file", str(bad)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "requests[1].series.values[2]" in refused.stderr
+    assert total_jobs(mesh.database_url) == before
+    run = lambda: subprocess.run([*cli, "submit-batch", "--file", str(good), "--idempotency-key", "cli-batch",  # noqa: E731
+                                  "--watch"], capture_output=True, text=True, timeout=120)
+    first = run()
+    assert first.returncode == 0, first.stderr  # every job SUCCEEDED
+    accepted = [line.split() for line in first.stdout.splitlines()[:6]]
+    assert [(n, m) for n, m, _ in accepted] == [(str(k), m) for k in (1, 2, 3) for m in MODELS]
+    assert total_jobs(mesh.database_url) == before + 6
+    again = run()
+    assert again.returncode == 0 and again.stdout.splitlines()[:6] == first.stdout.splitlines()[:6]
+    assert total_jobs(mesh.database_url) == before + 6
 
 
 def test_oversized_message_and_unknown_job(clients):

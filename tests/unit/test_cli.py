@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from satlas.v1 import job_pb2, job_state_pb2, orchestrator_service_pb2
+from satlas.v1 import ingest_service_pb2, job_pb2, job_state_pb2, orchestrator_service_pb2
 
 from tools import cli, display, inputs
 
@@ -244,3 +244,21 @@ def test_list_one_page_mentions_the_next_token(monkeypatch, capsys):
     out = capsys.readouterr()
     assert json.loads(out.out) == {"jobs": [{"jobId": "a"}], "nextPageToken": "t1"}
     assert len(stub.list_requests) == 1
+
+
+def test_a_file_is_sent_in_calls_of_at_most_a_thousand_lines_and_3_mib():
+    small = [ingest_service_pb2.SubmitSeriesRequest(series={"values": [1.0] * 8}) for _ in range(2500)]
+    assert [len(c) for c in cli.chunks(small)] == [1000, 1000, 500]
+    big = [ingest_service_pb2.SubmitSeriesRequest(series={"values": [1.0] * 4096}) for _ in range(250)]
+    sizes = [sum(r.ByteSize() for r in c) for c in cli.chunks(big)]
+    assert sum(len(c) for c in cli.chunks(big)) == 250 and len(sizes) > 1 and max(sizes) <= cli.BATCH_BYTES
+    assert cli.chunks([]) == []
+
+
+def test_read_rows_takes_a_series_a_line_and_names_a_bad_line(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("1,2,3\n\n4 5 6\n")
+    assert inputs.read_rows(str(path)) == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    path.write_text("1,2\n3,x\n")
+    with pytest.raises(ValueError, match="line 2"):
+        inputs.read_rows(str(path))
