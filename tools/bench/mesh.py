@@ -228,7 +228,7 @@ def parse(argv):
     parser.add_argument("--orchestrator", help="a running stack's orchestrator host:port")
     parser.add_argument("--triton", help="that stack's Triton gRPC host:port (default: the started stack's; "
                                          "with --ingest, TRITON_URL or 127.0.0.1:8001)")
-    parser.add_argument("--sweep", default="150,1000,2000,3000,4000,6000", help="offered loads in jobs/s")
+    parser.add_argument("--sweep", default="150,1000,2000,3000,4000,5000,6000", help="offered loads in jobs/s")
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--sustain", type=float, default=1200.0, help="jobs/s of the long run (0: none)")
     parser.add_argument("--sustain-seconds", type=float, default=60.0)
