@@ -298,6 +298,15 @@ def add_series_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", type=inputs.parse_label, action="append", metavar="KEY=VALUE", help="repeatable")
 
 
+def add_job_options(p: argparse.ArgumentParser, key_help: str) -> None:
+    """What submit and submit-batch ask of the jobs."""
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: both models)")
+    p.add_argument("--idempotency-key", help=key_help)
+    p.add_argument("--horizon", type=inputs.parse_horizon, default=0,
+                   help="forecast points from forecasting models (default: each model's whole horizon)")
+    p.add_argument("--watch", action="store_true", help="follow the jobs until they end")
+
+
 def add_address_options(parser: argparse.ArgumentParser) -> None:
     """--ingest/--orchestrator/--analysis, defaulting to the stack's env vars, and --ca/--token:
     every client tool's."""
@@ -322,22 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="submit a series; one job per model")
     add_series_options(p)
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: both models)")
-    p.add_argument("--idempotency-key", help="a retry with the same key returns the first job ids")
-    p.add_argument("--horizon", type=inputs.parse_horizon, default=0,
-                   help="forecast points from forecasting models (default: each model's whole horizon)")
-    p.add_argument("--watch", action="store_true", help="follow the jobs until they end")
+    add_job_options(p, "a retry with the same key returns the first job ids")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("submit-batch", help="submit a file of series, one per line, in BatchSubmitSeries calls")
     p.add_argument("--file", required=True, help="a series per line, numbers separated by commas or spaces; "
                    f"'-' reads stdin. Sent in calls of up to {BATCH_MOST} series, each all or none: a bad series "
                    "is named and its call creates nothing")
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: both models)")
-    p.add_argument("--idempotency-key", help="series N is sent under KEY-N: running it again creates nothing twice")
-    p.add_argument("--horizon", type=inputs.parse_horizon, default=0,
-                   help="forecast points from forecasting models (default: each model's whole horizon)")
-    p.add_argument("--watch", action="store_true", help="follow the jobs until they end")
+    add_job_options(p, "series N is sent under KEY-N: running it again creates nothing twice")
     p.set_defaults(func=cmd_submit_batch)
 
     p = sub.add_parser("get", help="show one job")
