@@ -62,7 +62,7 @@ class Batcher:
         # (submissions, future, deadline, single): one submission (its future gets its job ids), or a
         # BatchSubmitSeries call's (the future gets a list of job ids per submission)
         self.queue: asyncio.Queue[tuple[list[jc.Submission], asyncio.Future, float, bool]] = asyncio.Queue()
-        self.waiting = 0  # submissions in the queue
+        self.waiting = 0  # submissions in the queue or held
         self.max_in_flight = max(1, max_in_flight)
         self.in_flight = 0  # calls out
         self._changed = asyncio.Event()  # a call ended, or a whole batch is waiting
@@ -128,7 +128,10 @@ class Batcher:
         and what arrives within ``max_wait_s``, or until ``gap_s`` after the last call began. An item
         goes whole: the first one even past the limits."""
         loop = asyncio.get_running_loop()
-        first, self._held = self._held or await self._take(), None
+        first = self._held or await self._take()
+        if self._held:
+            self.waiting -= len(first[0])
+            self._held = None
         batch, count, size = [first], len(first[0]), _bytes(first[0])
         deadline = max(loop.time() + self.max_wait_s, self._last_call + self.gap_s)
         while count < self.max_batch:
@@ -145,7 +148,8 @@ class Batcher:
             count += len(item[0])
             size += _bytes(item[0])
             if size > self.max_batch_bytes or count > self.max_batch:
-                self._held = item  # first of the next batch
+                self._held = item  # first of the next batch, and still waiting
+                self.waiting += len(item[0])
                 break
             batch.append(item)
         return batch
@@ -171,7 +175,10 @@ class Batcher:
                 return
             timeout = max(b[2] for b in batch) - loop.time()
             request = jc.CreateJobsRequest(submissions=[s for b in batch for s in b[0]])
-            created = iter((await self.create_jobs(request, timeout)).created)
+            response = await self.create_jobs(request, timeout)
+            if len(response.created) != len(request.submissions):  # every caller hears it, none is left waiting
+                raise RuntimeError(f"CreateJobs answered {len(response.created)} of {len(request.submissions)}")
+            created = iter(response.created)
             for subs, future, _, single in batch:
                 ids = [list(next(created).job_ids) for _ in subs]
                 if not future.done():

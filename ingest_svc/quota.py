@@ -52,3 +52,10 @@ class Quota:
         while len(self.buckets) > KEEP:
             self.buckets.popitem(last=False)
         return wait
+
+    def give_back(self, key: str | None, jobs: int) -> None:
+        """Jobs taken for a call refused after all (the ingest overloaded): the token keeps them."""
+        if key is None or not self.rate or key not in self.buckets:
+            return
+        tokens, at = self.buckets[key]
+        self.buckets[key] = (min(self.burst, tokens + jobs), at)

@@ -43,6 +43,10 @@ class Ingest(pb_grpc.IngestServiceServicer):
             raise Rejected(grpc.StatusCode.UNAVAILABLE, f"model list unavailable: {exc.code().name}") from exc
 
     def _take_quota(self, token: str | None, jobs: int) -> None:
+        if token is not None and self.quota.rate and jobs > self.quota.burst:  # waiting would never do
+            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"this call's {jobs} jobs are more than this token's burst of {self.quota.burst:g} "
+                           f"(INGEST_QUOTA_BURST): send them in smaller calls")
         if wait := self.quota.take(token, jobs):
             raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"this token's quota of {self.quota.rate:g} jobs/s is spent; retry in {wait:.2f} s")
@@ -57,6 +61,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
         try:
             return self.batcher.submit(_submission(request, traceparent), time_remaining)
         except Overloaded as exc:
+            self.quota.give_back(token, len(request.models))
             raise _overloaded(exc) from exc
 
     async def _unary(self, context, span, created):
@@ -99,11 +104,13 @@ class Ingest(pb_grpc.IngestServiceServicer):
             found = [(f"requests[{i}].{f}", d) for i, r in enumerate(request.requests) for f, d in unfit(r, served)]
             if found:
                 raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
-            self._take_quota(token_key(metadata), sum(len(r.models) for r in request.requests))
+            token, jobs = token_key(metadata), sum(len(r.models) for r in request.requests)
+            self._take_quota(token, jobs)
             try:
                 future = self.batcher.submit_all([_submission(r, traceparent) for r in request.requests],
                                                  context.time_remaining())
             except Overloaded as exc:
+                self.quota.give_back(token, jobs)
                 raise _overloaded(exc) from exc
             return await future
 

@@ -216,14 +216,48 @@ async def test_a_batch_call_goes_whole_in_one_call_and_counts_its_submissions():
         await batcher.stop()
 
 
-async def test_a_batch_call_fails_whole():
+async def test_a_batch_call_fails_whole_in_one_call():
+    calls = []
+
     async def refuse(request, timeout):
+        calls.append([s.idempotency_key for s in request.submissions])
         raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
 
-    batcher = await started(refuse)
+    batcher = await started(refuse, max_batch=2)
     try:
         with pytest.raises(grpc.aio.AioRpcError):
             await batcher.submit_all([sub(k) for k in "abc"])
-        assert batcher.backlog == 0
+        assert calls == [["a", "b", "c"]]  # past max_batch, still not split: none of it created
+        assert batcher.backlog == 0 and batcher.waiting == 0
+    finally:
+        await batcher.stop()
+
+
+async def test_an_answer_short_of_its_submissions_fails_every_caller():
+    async def short(request, timeout):
+        return jc.CreateJobsResponse(created=[jc.CreatedJobs(job_ids=["only"])])
+
+    batcher = await started(short)
+    try:
+        futures = [batcher.submit(sub("a")), batcher.submit_all([sub("b"), sub("c")])]
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 5)
+        assert all(isinstance(o, RuntimeError) for o in outcomes)
+    finally:
+        await batcher.stop()
+
+
+async def test_a_held_batch_counts_as_waiting_so_a_second_call_may_take_it():
+    recorder = Recorder(delay=0.3)
+    batcher = await started(recorder, max_wait_s=0.0, max_in_flight=3, max_batch=4)
+    try:
+        first = batcher.submit(sub("a"))
+        await asyncio.sleep(0.02)  # "a" is out alone
+        small = batcher.submit(sub("b"))
+        big = batcher.submit_all([sub(str(i)) for i in range(4)])  # held: "b" and it pass max_batch
+        await asyncio.sleep(0.05)
+        # "b" went in a second call, and the held four, a whole batch, in a third without waiting for "a".
+        assert [keys for keys, _ in recorder.calls] == [["a"], ["b"], ["0", "1", "2", "3"]]
+        await asyncio.gather(first, small, big)
+        assert batcher.waiting == 0
     finally:
         await batcher.stop()

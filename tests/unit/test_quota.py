@@ -43,3 +43,15 @@ def test_the_key_is_the_tokens_id_else_its_subject():
     assert token_key(bearer({"sub": "ana"})) == "ana"
     assert token_key([("authorization", "Bearer opaque")]) == "opaque"
     assert token_key([("x-other", "1")]) is None and token_key(None) is None
+
+
+def test_jobs_given_back_return_to_the_bucket_up_to_the_burst():
+    clock = Clock()
+    quota = Quota(jobs_per_s=2, burst=4, clock=clock)
+    assert quota.take("a", 4) == 0
+    quota.give_back("a", 3)  # a call refused after its jobs were taken
+    assert quota.take("a", 3) == 0 and quota.take("a", 1) > 0
+    quota.give_back("a", 100)
+    assert quota.take("a", 5) > 0 and quota.take("a", 4) == 0  # never past the burst
+    quota.give_back("unknown", 3)  # nothing to give back to
+    quota.give_back(None, 3)
