@@ -68,21 +68,24 @@ def printer(args):
     return lambda job: print(display.event_line(job), flush=True)
 
 
-def follow_all(stub, job_ids: list[str], show) -> int:
-    """Follows several jobs at once (one thread per WatchJob stream), so no job's early
-    states are missed while another is being watched."""
+def follow_all(stub, job_ids: list[str], show, at_once: int = 32) -> int:
+    """Follows several jobs at once (a thread per WatchJob stream, ``at_once`` at most), so no
+    job's early states are missed while another is being watched. Past ``at_once`` a job is
+    followed when a thread is free: its stream starts with its state then, which may be its end."""
     lock = threading.Lock()
     codes: dict[str, int] = {}
+    todo = iter(job_ids)
 
-    def run(job_id):
-        try:
-            codes[job_id] = follow(stub, job_id, show, lock)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                with lock:
-                    codes[job_id] = display.print_error(exc)
+    def run():
+        while (job_id := next(todo, None)) is not None:  # next() on one iterator: under the GIL, each id once
+            try:
+                codes[job_id] = follow(stub, job_id, show, lock)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.CANCELLED:
+                    with lock:
+                        codes[job_id] = display.print_error(exc)
 
-    threads = [threading.Thread(target=run, args=(j,), daemon=True) for j in job_ids]
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(min(len(job_ids), at_once))]
     for t in threads:
         t.start()
     for t in threads:
@@ -114,6 +117,13 @@ BATCH_MOST = 1000  # series per BatchSubmitSeries call (the contract's limit)
 BATCH_BYTES = 3 * 1024 * 1024  # and bytes, inside the ingest's message limit (INGEST_MAX_MESSAGE_BYTES, 4 MiB)
 
 
+def per_call(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= BATCH_MOST:
+        raise argparse.ArgumentTypeError(f"must be 1 to {BATCH_MOST}, got {n}")
+    return n
+
+
 def chunks(requests: list, most: int = BATCH_MOST, most_bytes: int = BATCH_BYTES) -> list[list]:
     """Consecutive runs of ``requests`` of at most ``most`` items and ``most_bytes`` (an item past
     that alone)."""
@@ -130,40 +140,53 @@ def chunks(requests: list, most: int = BATCH_MOST, most_bytes: int = BATCH_BYTES
 
 
 def cmd_submit_batch(args) -> int:
-    """Each non-empty line of the file a series (series N), for the same models; calls of up to BATCH_MOST lines (and
-    BATCH_BYTES), each all or none. With a key, line N goes under KEY-N: the same command again
-    creates nothing twice."""
+    """Each non-empty line of the file a series, for the same models; calls of up to --per-call
+    series (and BATCH_BYTES), each all or none. With a key, line N goes under KEY-N: the same
+    command again creates nothing twice."""
     models = inputs.split_models(args.models)
-    rows = inputs.read_rows(args.file)
+    rows = inputs.read_rows(args.file)  # (line number, values)
     requests = [ingest_service_pb2.SubmitSeriesRequest(
         series={"values": values}, models=models, horizon=args.horizon,
-        idempotency_key=f"{args.idempotency_key}-{n}" if args.idempotency_key else "") for n, values in
-        enumerate(rows, 1)]
+        idempotency_key=f"{args.idempotency_key}-{line}" if args.idempotency_key else "") for line, values in rows]
     job_ids: list[str] = []
     with connect(args, args.ingest) as channel:
         stub = ingest_service_pb2_grpc.IngestServiceStub(channel)
         first = 0
-        for chunk in chunks(requests):
+        for chunk in chunks(requests, args.per_call):
+            lines = [line for line, _ in rows[first:first + len(chunk)]]
             try:
                 response = stub.BatchSubmitSeries(ingest_service_pb2.BatchSubmitSeriesRequest(requests=chunk),
                                                   timeout=args.timeout)
-            except grpc.RpcError:
-                print(f"the call of series {first + 1}-{first + len(chunk)} created nothing (requests[i] is series "
-                      f"{first + 1}+i)" + (f"; series 1-{first} were accepted (above)" if first else ""),
-                      file=sys.stderr)
+            except grpc.RpcError as exc:
+                print(_batch_failed(exc, lines, first), file=sys.stderr)
                 raise
-            for n, answer in enumerate(response.responses, first + 1):
+            for line, answer in zip(lines, response.responses):
                 if args.json:
                     print(display.to_json(answer))
                 else:
                     for model, job_id in zip(models, answer.job_ids):
-                        print(f"{n}  {model}  {job_id}")
+                        print(f"{line}  {model}  {job_id}")
                 job_ids.extend(answer.job_ids)
             first += len(chunk)
     if not args.watch:
         return 0
     with connect(args, args.orchestrator) as channel:
         return follow_all(orchestrator(channel), job_ids, printer(args))
+
+
+# Refused before anything was written: the whole call created nothing.
+REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED,
+           grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND}
+
+
+def _batch_failed(exc: grpc.RpcError, lines: list[int], done_before: int) -> str:
+    span = f"lines {lines[0]}-{lines[-1]}" if len(lines) > 1 else f"line {lines[0]}"
+    if exc.code() in REFUSED:
+        said = f"the call of {span} created nothing (requests[i] is its i-th series, from 0)"
+    else:  # a deadline or a lost connection: the jobs may have been created all the same
+        said = (f"the call of {span} may have created its jobs (run again with the same --idempotency-key to "
+                f"create none twice)")
+    return said + (f"; the {done_before} series before it were accepted (above)" if done_before else "")
 
 
 def cmd_get(args) -> int:
@@ -335,10 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("submit-batch", help="submit a file of series, one per line, in BatchSubmitSeries calls")
-    p.add_argument("--file", required=True, help="a series per line, numbers separated by commas or spaces; "
-                   f"'-' reads stdin. Sent in calls of up to {BATCH_MOST} series, each all or none: a bad series "
-                   "is named and its call creates nothing")
-    add_job_options(p, "series N is sent under KEY-N: running it again creates nothing twice")
+    p.add_argument("--file", required=True, help="a series per line, numbers separated by commas or spaces "
+                   "(blank lines skipped); '-' reads stdin. Sent in calls of up to --per-call series, each all or "
+                   "none: a bad series is named and its call creates nothing")
+    p.add_argument("--per-call", type=per_call, metavar=f"1..{BATCH_MOST}", default=BATCH_MOST,
+                   help=f"series per call (default {BATCH_MOST}; fewer for a token whose quota burst is smaller "
+                   "than a call's jobs)")
+    add_job_options(p, "the series on line N is sent under KEY-N: running it again creates nothing twice")
     p.set_defaults(func=cmd_submit_batch)
 
     p = sub.add_parser("get", help="show one job")

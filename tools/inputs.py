@@ -50,14 +50,15 @@ def read_numbers(path: str) -> list[float]:
         return parse_numbers(f.read())
 
 
-def read_rows(path: str) -> list[list[float]]:
-    """One series per non-empty line of a file ('-': stdin), numbers separated by commas or spaces."""
+def read_rows(path: str) -> list[tuple[int, list[float]]]:
+    """(line number, series) for each non-empty line of a file ('-': stdin), numbers separated by
+    commas or spaces."""
     text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(parse_numbers(line))
+                rows.append((n, parse_numbers(line)))
             except ValueError as exc:
                 raise ValueError(f"line {n}: {exc}") from None
     if not rows:

@@ -6,6 +6,7 @@ No servers: RPC errors are hand-built, and the watch/list loops get fake stubs.
 from __future__ import annotations
 
 import json
+import threading
 
 import grpc
 import pytest
@@ -258,7 +259,36 @@ def test_a_file_is_sent_in_calls_of_at_most_a_thousand_lines_and_3_mib():
 def test_read_rows_takes_a_series_a_line_and_names_a_bad_line(tmp_path):
     path = tmp_path / "s.csv"
     path.write_text("1,2,3\n\n4 5 6\n")
-    assert inputs.read_rows(str(path)) == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    assert inputs.read_rows(str(path)) == [(1, [1.0, 2.0, 3.0]), (3, [4.0, 5.0, 6.0])]  # numbered by line
     path.write_text("1,2\n3,x\n")
     with pytest.raises(ValueError, match="line 2"):
         inputs.read_rows(str(path))
+
+
+def test_a_failed_batch_call_says_whether_it_created_anything():
+    refused = cli._batch_failed(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad"), [3, 4, 6], 0)
+    assert refused.startswith("the call of lines 3-6 created nothing")
+    lost = cli._batch_failed(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "late"), [7], 2)
+    assert "line 7 may have created its jobs" in lost and lost.endswith("the 2 series before it were accepted (above)")
+
+
+@pytest.mark.parametrize("argv", [["submit-batch", "--file", "f", "--per-call", "0"],
+                                  ["submit-batch", "--file", "f", "--per-call", "1001"]])
+def test_per_call_is_one_to_a_thousand(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.build_parser().parse_args(argv)
+    assert exc.value.code == 2 and "must be 1 to 1000" in capsys.readouterr().err
+
+
+def test_follow_all_follows_many_jobs_with_a_few_threads(monkeypatch):
+    followed, alive = [], []
+
+    def follow(stub, job_id, show, lock):
+        alive.append(threading.active_count())
+        followed.append(job_id)
+        return 0
+
+    monkeypatch.setattr(cli, "follow", follow)
+    assert cli.follow_all(None, [f"j{i}" for i in range(500)], print, at_once=4) == 0
+    assert sorted(followed) == sorted(f"j{i}" for i in range(500))  # each once
+    assert max(alive) <= threading.active_count() + 4
