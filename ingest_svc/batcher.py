@@ -128,10 +128,7 @@ class Batcher:
         and what arrives within ``max_wait_s``, or until ``gap_s`` after the last call began. An item
         goes whole: the first one even past the limits."""
         loop = asyncio.get_running_loop()
-        first = self._held or await self._take()
-        if self._held:
-            self.waiting -= len(first[0])
-            self._held = None
+        first = await self._take()
         batch, count, size = [first], len(first[0]), _bytes(first[0])
         deadline = max(loop.time() + self.max_wait_s, self._last_call + self.gap_s)
         while count < self.max_batch:
@@ -155,7 +152,8 @@ class Batcher:
         return batch
 
     async def _take(self) -> tuple:
-        item = await self.queue.get()
+        """The held item first, else the next queued."""
+        item, self._held = self._held or await self.queue.get(), None
         self.waiting -= len(item[0])
         return item
 

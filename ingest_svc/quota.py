@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections import OrderedDict
 from functools import lru_cache
@@ -41,9 +42,12 @@ class Quota:
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key → (tokens, at)
 
     def take(self, key: str | None, jobs: int) -> float:
-        """0 when ``jobs`` are admitted (and taken), else the seconds until they would be."""
+        """0 when ``jobs`` are admitted (and taken), else the seconds until they would be: infinite
+        for more than the burst, which no wait brings."""
         if key is None or not self.rate:
             return 0.0
+        if jobs > self.burst:
+            return math.inf
         now = self.clock()
         tokens, at = self.buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)

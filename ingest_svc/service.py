@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 import grpc
 import numpy as np
@@ -43,25 +44,33 @@ class Ingest(pb_grpc.IngestServiceServicer):
             raise Rejected(grpc.StatusCode.UNAVAILABLE, f"model list unavailable: {exc.code().name}") from exc
 
     def _take_quota(self, token: str | None, jobs: int) -> None:
-        if token is not None and self.quota.rate and jobs > self.quota.burst:  # waiting would never do
+        wait = self.quota.take(token, jobs)
+        if wait == math.inf:
             raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"this call's {jobs} jobs are more than this token's burst of {self.quota.burst:g} "
                            f"(INGEST_QUOTA_BURST): send them in smaller calls")
-        if wait := self.quota.take(token, jobs):
+        if wait:
             raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"this token's quota of {self.quota.rate:g} jobs/s is spent; retry in {wait:.2f} s")
 
-    async def _admit(self, request: pb.SubmitSeriesRequest, time_remaining: float | None,
-                     token: str | None = None, traceparent: str = "") -> asyncio.Future:
-        """Check a valid request against the served models and the token's quota, and queue it;
-        raises Rejected."""
-        if found := unfit(request, await self._served(request.models)):
+    async def _admit(self, requests: list[pb.SubmitSeriesRequest], time_remaining: float | None,
+                     token: str | None = None, traceparent: str = "", *, batch: bool = False) -> asyncio.Future:
+        """Check valid requests against the served models and the token's quota, and queue them, all
+        or none; raises Rejected. A future of the job ids of the one request, or with ``batch`` (a
+        BatchSubmitSeries call, its violations named ``requests[i].``) of each request's."""
+        served = await self._served({m for r in requests for m in r.models} if batch else requests[0].models)
+        found = [(f"requests[{i}].{f}" if batch else f, d) for i, r in enumerate(requests) for f, d in unfit(r, served)]
+        if found:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
-        self._take_quota(token, len(request.models))
+        jobs = sum(len(r.models) for r in requests)
+        self._take_quota(token, jobs)
+        submissions = [_submission(r, traceparent) for r in requests]
         try:
-            return self.batcher.submit(_submission(request, traceparent), time_remaining)
+            if batch:
+                return self.batcher.submit_all(submissions, time_remaining)
+            return self.batcher.submit(submissions[0], time_remaining)
         except Overloaded as exc:
-            self.quota.give_back(token, len(request.models))
+            self.quota.give_back(token, jobs)
             raise _overloaded(exc) from exc
 
     async def _unary(self, context, span, created):
@@ -86,7 +95,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
         span, traceparent = _traced(tracing.incoming(metadata), request)
 
         async def created():
-            return await (await self._admit(request, context.time_remaining(), token_key(metadata), traceparent))
+            return await (await self._admit([request], context.time_remaining(), token_key(metadata), traceparent))
 
         job_ids = await self._unary(context, span, created())
         _answered("OK", span, request.models, job_ids)
@@ -100,19 +109,8 @@ class Ingest(pb_grpc.IngestServiceServicer):
         span, traceparent = _traced(tracing.incoming(metadata), None, len(request.requests))
 
         async def created():
-            served = await self._served({m for r in request.requests for m in r.models})
-            found = [(f"requests[{i}].{f}", d) for i, r in enumerate(request.requests) for f, d in unfit(r, served)]
-            if found:
-                raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
-            token, jobs = token_key(metadata), sum(len(r.models) for r in request.requests)
-            self._take_quota(token, jobs)
-            try:
-                future = self.batcher.submit_all([_submission(r, traceparent) for r in request.requests],
-                                                 context.time_remaining())
-            except Overloaded as exc:
-                self.quota.give_back(token, jobs)
-                raise _overloaded(exc) from exc
-            return await future
+            return await (await self._admit(list(request.requests), context.time_remaining(), token_key(metadata),
+                                            traceparent, batch=True))
 
         job_ids = await self._unary(context, span, created())
         _answered("OK", span, [m for r in request.requests for m in r.models], [j for ids in job_ids for j in ids])
@@ -141,7 +139,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
                     try:
                         if found:
                             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, describe(found), found)
-                        admitted = await self._admit(request.submission, context.time_remaining(), token,
+                        admitted = await self._admit([request.submission], context.time_remaining(), token,
                                                      traceparent)
                         await answers.put((request.sequence, admitted, request.submission.models, span))
                     except Rejected as r:

@@ -43,19 +43,23 @@ def parse_numbers(text: str) -> list[float]:
     return values
 
 
-def read_numbers(path: str) -> list[float]:
+def read_text(path: str) -> str:
+    """A file's text; '-': stdin's."""
     if path == "-":
-        return parse_numbers(sys.stdin.read())
+        return sys.stdin.read()
     with open(path, encoding="utf-8") as f:
-        return parse_numbers(f.read())
+        return f.read()
+
+
+def read_numbers(path: str) -> list[float]:
+    return parse_numbers(read_text(path))
 
 
 def read_rows(path: str) -> list[tuple[int, list[float]]]:
     """(line number, series) for each non-empty line of a file ('-': stdin), numbers separated by
     commas or spaces."""
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if line.strip():
             try:
                 rows.append((n, parse_numbers(line)))

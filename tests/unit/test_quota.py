@@ -55,3 +55,9 @@ def test_jobs_given_back_return_to_the_bucket_up_to_the_burst():
     assert quota.take("a", 5) > 0 and quota.take("a", 4) == 0  # never past the burst
     quota.give_back("unknown", 3)  # nothing to give back to
     quota.give_back(None, 3)
+
+
+def test_more_than_the_burst_never_fits():
+    quota = Quota(jobs_per_s=2, burst=4, clock=Clock())
+    assert quota.take("a", 5) == float("inf")
+    assert quota.take("a", 4) == 0  # nothing was taken for it

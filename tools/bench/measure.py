@@ -253,13 +253,13 @@ def gathered(series: list[list[float]], per_s: float, total: int, gap_s: float, 
         if wait > 0:
             yield wait, None
             continue
-        batch, held = [held], None
+        batch, held, now = [held], None, time.perf_counter()
         for item in items:
-            if item[1] > time.perf_counter() or len(batch) == most:
+            if item[1] > now or len(batch) == most:
                 held = item
                 break
             batch.append(item)
-        last = time.perf_counter()
+        last = now
         yield {i: due for i, due, _ in batch}, ipb.BatchSubmitSeriesRequest(requests=[s for _, _, s in batch])
 
 
