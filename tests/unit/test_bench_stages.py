@@ -27,6 +27,22 @@ def test_each_stage_is_the_gap_between_two_timestamps_of_the_same_job():
     assert measure.stage_latencies(job_sent, {}, 990.0) == {}
 
 
+def test_a_job_started_before_its_queued_mark_counts_in_neither_stage_around_it():
+    # "c" was started by a worker before the QUEUED mark committed: its event has no queue time.
+    job_sent = {"a": 10.0, "b": 20.0, "c": 25.0}
+    stamps = {
+        "a": (1000.042, 1000.005, 1000.025, 1000.035, 1000.040, 0.004),
+        "b": (1010.084, 1010.010, 1010.050, 1010.070, 1010.080, 0.008),
+        "c": (1015.050, 1015.005, 0.0, 1015.030, 1015.045, 0.006),
+    }
+    stages = measure.stage_latencies(job_sent, stamps, wall_offset=990.0)
+    assert stages["dispatch"]["p50"] == pytest.approx(30.0)  # a and b only
+    assert stages["broker"]["p95"] == pytest.approx(19.5)
+    assert stages["run"]["p50"] == pytest.approx(10.0)  # 5, 10 and 15: c still counts where it can
+    only_c = measure.stage_latencies({"c": 25.0}, stamps, wall_offset=990.0)
+    assert only_c["broker"]["p50"] != only_c["broker"]["p50"]  # NaN: no job to say
+
+
 def test_the_summary_takes_the_median_of_the_runs_and_the_table_names_each_stage():
     def run(p50: float) -> measure.Run:
         return measure.Run(100, 10, 1000, 1000, 0, 0, 0, 100.0, 1, 2, 3, 4,

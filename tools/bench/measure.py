@@ -176,9 +176,9 @@ class CpuMeter:
         """ms per job of each process group; ``total`` is the mesh's: every one but this load generator."""
         if not jobs:
             return {}
-        per = {n: round(1000 * (after[n] - before.get(n, 0.0)) / jobs, 2) for n in after}
+        per = {n: round(1000 * (after[n] - before.get(n, 0.0)) / jobs, 3) for n in after}
         mesh = sum(v for n, v in per.items() if n != GENERATOR)
-        return dict(sorted(per.items(), key=lambda kv: -kv[1])) | {"total": round(mesh, 2)}
+        return dict(sorted(per.items(), key=lambda kv: -kv[1])) | {"total": round(mesh, 3)}
 
 
 def progress_line(label: str, elapsed_s: float, total_s: float, submitted: int, done: int, failed: int,
@@ -418,10 +418,18 @@ def stage_latencies(job_sent: dict[str, float], stamps: dict[str, tuple[float, .
     if not rows:
         return {}
     sent, arrived, created, queued, started, ended, inference = np.array(rows).T
+    # A job a worker started before its QUEUED mark committed has no queue time (the mark applies only
+    # to PENDING jobs): it counts in neither stage around it, rather than as 56 years on the broker.
+    queued[queued == 0] = np.nan
     spans = {"ingest": created - sent, "dispatch": queued - created, "broker": started - queued,
              "run": ended - started, "triton": inference, "event": arrived - ended}
-    return {name: {"p50": float(np.percentile(v, 50) * 1000), "p95": float(np.percentile(v, 95) * 1000)}
-            for name, v in spans.items()}
+    return {name: {q: _ms(v, p) for q, p in (("p50", 50), ("p95", 95))} for name, v in spans.items()}
+
+
+def _ms(seconds: np.ndarray, percent: float) -> float:
+    """The percentile in ms of the values there are (NaN: none)."""
+    there = seconds[~np.isnan(seconds)]
+    return float(np.percentile(there, percent) * 1000) if there.size else float("nan")
 
 
 def stages_line(stages: dict[str, dict[str, float]]) -> str:
