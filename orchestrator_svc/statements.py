@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import DateTime, String, bindparam, func, select, update
 
 from orchestrator_svc import db
@@ -37,9 +40,23 @@ class Now:
     def take() -> "Now":
         return Now(dt.datetime.now(dt.timezone.utc))
 
+    @cached_property
+    def stamp(self) -> Timestamp:
+        """As a snapshot's timestamps hold it (copied into each: cheaper than converting per job)."""
+        return Timestamp(seconds=int(self.at.timestamp()), nanos=self.at.microsecond * 1000)
+
     @property
     def text(self) -> str:  # SQLite keeps naive UTC text, as SQLAlchemy's DateTime writes it
         return self.at.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def metrics_json(inference: float, queue: float | None, total: float) -> str:
+    """The older system's metrics column, as ``json.dumps`` writes it, at a quarter of its cost."""
+    return f'{{"inference_time": {_number(inference)}, "queue_time": {_number(queue)}, "total_time": {_number(total)}}}'
+
+
+def _number(x: float | None) -> str:
+    return "null" if x is None else repr(float(x)) if math.isfinite(x) else json.dumps(x)
 
 
 class Hot:

@@ -30,7 +30,7 @@ from orchestrator_svc.convert import job_to_proto, utc
 from orchestrator_svc.held import HeldConnections
 from orchestrator_svc.ids import new_ids
 from orchestrator_svc.snapshots import Snapshots
-from orchestrator_svc.statements import SNAPSHOT, Hot, Now, Rare
+from orchestrator_svc.statements import SNAPSHOT, Hot, Now, Rare, metrics_json
 from satkit.queue import TaskJob  # what a worker needs to run one job; a message carries several
 from satkit.tracing import trace_id
 
@@ -41,12 +41,6 @@ js = job_state_pb2
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _stamp(ts, at: dt.datetime) -> None:
-    seconds = at.timestamp()
-    ts.seconds = int(seconds)
-    ts.nanos = at.microsecond * 1000
 
 
 class JobStore:
@@ -156,7 +150,7 @@ class JobStore:
                                   timings=job_pb2.JobTimings(), trace_id=trace_id(s.traceparent))
                 if labels:
                     job.labels.update(labels)
-                _stamp(job.create_time, t.at)
+                job.create_time.CopyFrom(t.stamp)
                 snaps.append(job)
             if key:
                 known[key] = ids
@@ -183,7 +177,7 @@ class JobStore:
 
         def change(job, _row):
             job.state = js.JOB_STATE_QUEUED
-            _stamp(job.queue_time, queued.at)
+            job.queue_time.CopyFrom(queued.stamp)
 
         return self._derived(conn, self.hot.queued(self._cursor(conn), t, queued, list(job_ids)), change)
 
@@ -201,7 +195,7 @@ class JobStore:
         def change(job, row):
             job.state = js.JOB_STATE_RUNNING
             job.worker, job.attempts, job.timings.queue_seconds = worker, row[2], row[3] or 0.0
-            _stamp(job.start_time, t.at)
+            job.start_time.CopyFrom(t.stamp)
 
         started = self._derived(conn, self.hot.start(self._cursor(conn), t, list(job_ids), worker), change)
         if len(started) == len(set(job_ids)):  # the usual case: no second statement
@@ -229,7 +223,7 @@ class JobStore:
                 continue
             total = (t.at - self.hot.created_at(row[2])).total_seconds()
             failed = bool(o.error)
-            metrics = json.dumps({"inference_time": o.inference_seconds, "queue_time": row[3], "total_time": total})
+            metrics = metrics_json(o.inference_seconds, row[3], total)
             rows.append((o.job_id, db.FAILED if failed else db.COMPLETED, o.inference_seconds, total,
                          o.error[:4000] if failed else None, None if failed else o.result.SerializeToString(),
                          metrics))
@@ -247,7 +241,7 @@ class JobStore:
             else:
                 job.result.CopyFrom(o.result)
             job.timings.inference_seconds, job.timings.total_seconds = o.inference_seconds, total
-            _stamp(job.end_time, t.at)
+            job.end_time.CopyFrom(t.stamp)
 
         return self._derived(conn, changed, change)
 
