@@ -54,3 +54,28 @@ def test_a_horizon_cut_applies_to_every_level():
     r.quantiles.add(level=0.1, values=[0, 1, 2])
     cut_to_horizon(r, model_horizon=3, asked=2)
     assert list(r.predictions) == [1, 2] and list(r.quantiles[0].values) == [0, 1]
+
+
+def test_per_point_outputs_keep_each_series_own_last_points():
+    # A window-5 model: a series of 3 points owns the last 3 of its row, one of 5 the whole row.
+    vae = ModelInfo(name="v", versions=("1",), ready=True, window=5,
+                    roles={"predictions": "recon", "anomaly_scores": "scores", "anomaly_score": "score"})
+    r = tpb.ModelInferResponse(model_version="2")
+    recon = np.arange(10, dtype=np.float32).reshape(2, 5)
+    scores = -recon
+    score = np.array([[0.5], [0.25]], dtype=np.float32)
+    for name, block in (("recon", recon), ("scores", scores), ("score", score), ("extra", recon[:, :2])):
+        r.outputs.add(name=name, datatype="FP32", shape=list(block.shape))
+        r.raw_output_contents.append(block.tobytes())
+    short, whole = parse_batch_response(vae, r, [3, 5])
+    assert list(short.predictions) == [2, 3, 4] and list(whole.predictions) == [5, 6, 7, 8, 9]
+    assert list(short.anomaly_scores) == [-2, -3, -4] and short.anomaly_score == 0.5 and whole.anomaly_score == 0.25
+    assert list(short.outputs["extra"].values) == [0, 1] and short.model_version == "2"
+
+
+def test_many_series_at_once_match_one_at_a_time():
+    rng = np.random.default_rng(7)
+    rows = [rng.normal(size=(3, 3)) for _ in range(40)]
+    together = parse_batch_response(model(), response(rows), [10] * 40)
+    alone = [parse_batch_response(model(), response([row]), [10])[0] for row in rows]
+    assert together == alone
