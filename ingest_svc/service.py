@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 
@@ -113,7 +114,7 @@ class Ingest(pb_grpc.IngestServiceServicer):
                                             traceparent, batch=True))
 
         job_ids = await self._unary(context, span, created())
-        _answered("OK", span, [m for r in request.requests for m in r.models], [j for ids in job_ids for j in ids])
+        _answered("OK", span, [m for r in request.requests for m in r.models], itertools.chain.from_iterable(job_ids))
         return pb.BatchSubmitSeriesResponse(responses=[pb.SubmitSeriesResponse(job_ids=ids) for ids in job_ids])
 
     async def StreamSeries(self, request_iterator, context):
@@ -211,9 +212,11 @@ def unfit(request: pb.SubmitSeriesRequest, served: dict) -> list[Violation]:
 
 
 def _answered(code: str, span, models=(), job_ids=()) -> None:
+    """``job_ids``: any iterable, read only for a span (a batch's thousands need not be listed)."""
     metrics.answered(code, models)
     if span is not None:
-        tracing.finish(span, code, {"satlas.job_ids": list(job_ids)} if job_ids else None)
+        ids = list(job_ids)
+        tracing.finish(span, code, {"satlas.job_ids": ids} if ids else None)
 
 
 # The largest magnitude each floating input type holds: a finite double past it becomes infinite
