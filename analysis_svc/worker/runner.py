@@ -4,6 +4,7 @@ retrying cannot fix end the job FAILED with Triton's reason."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
@@ -190,9 +191,11 @@ class Runner:
         if outcomes:
             call_orchestrator(self.control.ReportResults, jc.ReportResultsRequest(outcomes=outcomes))
             by_id = {j.job_id: j for j in jobs}
+            counts = collections.Counter((by_id[o.job_id].model_name, "error" if o.error else "ok") for o in outcomes)
+            for labels, n in counts.items():  # one inc a label set: each is a write to a shared file
+                metrics.JOBS.labels(*labels).inc(n)
             for o in outcomes:
                 job = by_id[o.job_id]
-                metrics.JOBS.labels(job.model_name, "error" if o.error else "ok").inc()
                 if o.error:
                     extra = {"job_id": o.job_id, "model": job.model_name}
                     extra |= {"trace_id": trace_id(job.traceparent)} if job.traceparent else {}
