@@ -37,14 +37,19 @@ class Snapshots:
             del self._jobs[next(iter(self._jobs))]
 
     def derive(self, job_id: str, version: int, change: Callable[[job_pb2.Job], None]) -> job_pb2.Job | None:
-        """The snapshot at ``version`` made from the one held at ``version - 1`` by ``change``, or
-        None when this replica does not hold that one. Snapshots already handed out stay as
-        they were: events are published after the commit, from these objects."""
-        held = self._jobs.get(job_id)
+        """The snapshot at ``version`` made from the one held at ``version - 1`` by ``change``, and
+        held in its place (as ``note`` would); None when this replica does not hold that one.
+        Snapshots already handed out stay as they were: events are published after the commit,
+        from these objects."""
+        held = self._jobs.pop(job_id, None)
         if held is None or held.version != version - 1:
+            if held is not None:
+                self._jobs[job_id] = held
             return None
         job = job_pb2.Job()
         job.CopyFrom(held)
         change(job)
         job.version = version
+        if job.state not in TERMINAL_STATES:
+            self._jobs[job_id] = job  # re-inserted: the dict stays oldest first
         return job

@@ -98,10 +98,10 @@ class JobStore:
             if job is None:
                 missing.append(row[0])
             snaps.append(job)
-        if missing:
+        if missing:  # derive holds what it made; what was read back is held here
             read = {j.job_id: j for j in self._read_back(conn, missing)}
+            self.snapshots.note(read.values())
             snaps = [s if s is not None else read[row[0]] for s, row in zip(snaps, changed)]
-        self.snapshots.note(snaps)
         return snaps
 
     # --- writes ------------------------------------------------------------------------------
@@ -137,20 +137,23 @@ class JobStore:
                 continue
             series, values, labels = s.series.SerializeToString(), s.series.values, s.series.labels
             labels_json = json.dumps(dict(labels)) if labels else "{}"
+            # What the submission's jobs share, built once and copied into each (a message copy is
+            # a few times cheaper than setting its fields, the values above all, one by one).
+            task = TaskJob(values=values, traceparent=s.traceparent, horizon=s.horizon)
+            pending = job_pb2.Job(state=js.JOB_STATE_PENDING, series_id=s.series.series_id, series_length=len(values),
+                                  version=1, timings=job_pb2.JobTimings(), trace_id=trace_id(s.traceparent),
+                                  labels=labels, create_time=t.stamp)
             ids = []
             for model in s.models:
                 job_id = next(fresh)
                 ids.append(job_id)
                 rows.append((job_id, model, s.series.series_id or None, len(values), labels_json, series, key or None,
                              s.traceparent or None, s.horizon or None))
-                dispatches.append(TaskJob(job_id=job_id, model_name=model, values=values, traceparent=s.traceparent,
-                                          horizon=s.horizon))
-                job = job_pb2.Job(job_id=job_id, model_name=model, state=js.JOB_STATE_PENDING,
-                                  series_id=s.series.series_id, series_length=len(values), version=1,
-                                  timings=job_pb2.JobTimings(), trace_id=trace_id(s.traceparent))
-                if labels:
-                    job.labels.update(labels)
-                job.create_time.CopyFrom(t.stamp)
+                dispatch = TaskJob(job_id=job_id, model_name=model)
+                dispatch.MergeFrom(task)
+                dispatches.append(dispatch)
+                job = job_pb2.Job(job_id=job_id, model_name=model)
+                job.MergeFrom(pending)
                 snaps.append(job)
             if key:
                 known[key] = ids

@@ -57,6 +57,23 @@ def test_create_returns_one_id_per_model_and_pending_snapshots(store):
     assert store.get(ids[0][0]).series.values[:3] == [0.0, 1.0, 2.0]
 
 
+def test_each_new_job_carries_its_own_id_and_model_and_its_submissions_series(store):
+    first, second = submission(n=3), submission(models=["vae_timeseries"], n=5)
+    first.series.labels["site"] = "north"
+    first.horizon, first.traceparent = 4, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ids, dispatches, snaps = store.create_jobs([first, second])
+    assert [d.job_id for d in dispatches] == [s.job_id for s in snaps] == [*ids[0], *ids[1]]
+    assert [(d.model_name, list(d.values), d.horizon, bool(d.traceparent)) for d in dispatches] == [
+        ("vae_timeseries", [0.0, 1.0, 2.0], 4, True), ("transformer_timeseries", [0.0, 1.0, 2.0], 4, True),
+        ("vae_timeseries", [0.0, 1.0, 2.0, 3.0, 4.0], 0, False)]
+    assert [(s.model_name, s.series_length, dict(s.labels), s.trace_id, s.version) for s in snaps] == [
+        ("vae_timeseries", 3, {"site": "north"}, "0af7651916cd43dd8448eb211c80319c", 1),
+        ("transformer_timeseries", 3, {"site": "north"}, "0af7651916cd43dd8448eb211c80319c", 1),
+        ("vae_timeseries", 5, {}, "", 1)]
+    assert len({s.create_time.ToNanoseconds() for s in snaps}) == 1 and snaps[0].create_time.seconds > 0
+    assert store.get(ids[0][1], with_series=False) == snaps[1]  # what the row reads back as
+
+
 def test_same_idempotency_key_returns_the_same_ids_and_creates_nothing(store):
     first, _, _ = store.create_jobs([submission(key="abc")])
     again, dispatches, snaps = store.create_jobs([submission(key="abc"), submission(key="abc")])
