@@ -3,6 +3,8 @@ describes: one series as [1, n], or (``model.multi_series``) several of one leng
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from satlas.v1 import job_pb2
 from tritonclient.grpc import service_pb2 as tpb
@@ -27,7 +29,9 @@ def build_request(model: ModelInfo, values, request_id: str = "") -> tpb.ModelIn
 
 def build_batch_request(model: ModelInfo, series: list, request_id: str = "") -> tpb.ModelInferRequest:
     """One request for ``series`` (all of one length, each checked with check_length) as the rows of [k, n]."""
-    array = np.asarray(series, dtype=NUMPY.get(model.input_datatype, np.float32)).reshape(len(series), -1)
+    # fromiter over the rows chained: np.asarray on a list of protobuf containers takes twice as long.
+    array = np.fromiter(itertools.chain.from_iterable(series), dtype=NUMPY.get(model.input_datatype, np.float32),
+                        count=sum(map(len, series))).reshape(len(series), -1)
     return tpb.ModelInferRequest(
         model_name=model.name,
         id=request_id,
