@@ -59,7 +59,13 @@ class JobStore:
         """One write transaction (SQLite: one writer at a time). ``durable=False`` (PostgreSQL):
         the commit does not wait for the WAL to reach the disk; for changes a crash may lose
         because they are made again (queued marks, starts: the reconciler runs such jobs again),
-        never for what a caller or a watcher was told is stored (new jobs, cancels, results)."""
+        never for what a caller or a watcher was told is stored (new jobs, cancels, results).
+        The snapshots it notes are held once it has committed (Snapshots.staged)."""
+        with self.snapshots.staged(), self._transaction(durable) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, durable: bool = True):
         if self._write_lock is None:
             with self.engine.begin() as conn:
                 if not durable:
@@ -72,7 +78,14 @@ class JobStore:
     def group_transaction(self, durable: bool = True):
         """``transaction`` for the group writer's thread only: on PostgreSQL on connections it holds
         (orchestrator_svc.held), which spares every group the pool's round trips."""
-        return self.transaction(durable) if self._held is None else self._held.transaction(durable)
+        if self._held is None:
+            return self.transaction(durable)
+        return self._group_transaction(durable)
+
+    @contextmanager
+    def _group_transaction(self, durable: bool):
+        with self.snapshots.staged(), self._held.transaction(durable) as conn:
+            yield conn
 
     def release(self) -> None:
         """Closes what ``group_transaction`` holds (from the writer's thread)."""
@@ -98,7 +111,7 @@ class JobStore:
             if job is None:
                 missing.append(row[0])
             snaps.append(job)
-        if missing:  # derive holds what it made; what was read back is held here
+        if missing:  # derive noted what it made; what was read back is noted here
             read = {j.job_id: j for j in self._read_back(conn, missing)}
             self.snapshots.note(read.values())
             snaps = [s if s is not None else read[row[0]] for s, row in zip(snaps, changed)]

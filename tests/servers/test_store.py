@@ -4,6 +4,8 @@ pagination, and the older system's SQL."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -278,3 +280,19 @@ def test_changed_between_gives_each_job_changed_in_the_window_as_it_is_now(store
     assert by_id[ids[0]].state == js.JOB_STATE_SUCCEEDED and by_id[ids[0]].version == 4
     assert by_id[ids[1]].state == js.JOB_STATE_QUEUED and not by_id[ids[1]].HasField("series")
     assert len(store.changed_between(since, until + dt.timedelta(seconds=5), 1)) == 1
+
+
+def test_a_change_rolled_back_is_never_built_on(store):
+    # This replica derives a change in a transaction that then fails; another replica (a second
+    # store on the same database) makes the change; this one's next event must carry what is stored.
+    other = JobStore(store.engine, max_attempts=2)
+    (ids,), _, _ = store.create_jobs([submission(models=["vae_timeseries"])])
+    mine, theirs = (dt.datetime(y, 1, 1, tzinfo=dt.timezone.utc) for y in (2030, 2031))
+    with pytest.raises(RuntimeError):
+        with store.transaction() as conn:
+            store.mark_queued_in(conn, ids, mine)
+            raise RuntimeError("the commit failed")
+    other.mark_queued(ids, theirs)
+    _, (started,) = store.start_jobs(ids, "w")
+    assert started.queue_time.ToDatetime(dt.timezone.utc) == theirs
+    assert started == store.get(ids[0], with_series=False)

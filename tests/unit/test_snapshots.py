@@ -34,3 +34,21 @@ def test_finished_jobs_are_forgotten_and_the_cache_is_bounded():
     assert len(held) == 3 and held.derive("0", 2, queue) is None and held.derive("4", 2, queue) is not None
     held.note([job("4", 3, js.JOB_STATE_SUCCEEDED)])
     assert held.derive("4", 4, queue) is None and len(held) == 2
+
+
+def test_a_transactions_snapshots_are_held_only_once_it_ends_without_an_error():
+    held = Snapshots()
+    held.note([job("a", 1)])
+    with held.staged():
+        second = held.derive("a", 2, queue)
+        assert held.derive("a", 3, queue).version == 3  # the block builds on its own changes
+        assert held._jobs["a"].version == 1  # others do not see them yet
+    assert held.derive("a", 4, queue) is not None and second.version == 2
+    try:
+        with held.staged():
+            held.derive("a", 5, queue)
+            held.note([job("b", 1)])
+            raise RuntimeError("rolled back")
+    except RuntimeError:
+        pass
+    assert held.derive("a", 5, queue) is not None and held.derive("b", 2, queue) is None
