@@ -29,6 +29,8 @@ def build_request(model: ModelInfo, values, request_id: str = "") -> tpb.ModelIn
 
 def build_batch_request(model: ModelInfo, series: list, request_id: str = "") -> tpb.ModelInferRequest:
     """One request for ``series`` (all of one length, each checked with check_length) as the rows of [k, n]."""
+    if len(set(map(len, series))) > 1:  # as np.asarray refused them: rows of one length only
+        raise ValueError(f"series of lengths {sorted(set(map(len, series)))} cannot be the rows of one request")
     # fromiter over the rows chained: np.asarray on a list of protobuf containers takes twice as long.
     array = np.fromiter(itertools.chain.from_iterable(series), dtype=NUMPY.get(model.input_datatype, np.float32),
                         count=sum(map(len, series))).reshape(len(series), -1)

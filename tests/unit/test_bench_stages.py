@@ -84,3 +84,14 @@ def test_the_batched_producer_sends_what_is_due_at_most_once_per_gap_and_nothing
     assert calls[0] < 0.02  # the first at once
     assert all(b - a >= 0.049 for a, b in zip(calls, calls[1:]))  # no sooner than the gap
     assert 100 / 16 <= len(calls) <= 10  # 0.25 s of series: about one call per gap, at most 16 each
+
+
+def test_a_run_with_no_figure_for_a_stage_does_not_sway_its_median():
+    def run(broker: float) -> measure.Run:
+        return measure.Run(100, 10, 1000, 1000, 0, 0, 0, 100.0, 1, 2, 3, 4,
+                           stages_ms={name: {"p50": broker, "p95": broker} for name in measure.STAGES})
+
+    for order in ([1.0, float("nan"), 5.0], [float("nan"), 1.0, 5.0], [5.0, 1.0, float("nan")]):
+        assert Step(100, 10, [run(b) for b in order]).summary()["stages_ms"]["broker"]["p50"] == 3.0
+    only = Step(100, 10, [run(float("nan"))]).summary()["stages_ms"]["broker"]["p50"]
+    assert only != only  # NaN: no run had a figure

@@ -79,3 +79,16 @@ def test_many_series_at_once_match_one_at_a_time():
     together = parse_batch_response(model(), response(rows), [10] * 40)
     alone = [parse_batch_response(model(), response([row]), [10])[0] for row in rows]
     assert together == alone
+
+
+def test_series_of_different_lengths_are_refused_as_the_rows_of_one_request():
+    from analysis_svc.tensors import build_batch_request
+
+    vae = ModelInfo(name="v", versions=("1",), ready=True, input_name="values")
+    assert build_batch_request(vae, [[1.0, 2.0], [3.0, 4.0]]).inputs[0].shape == [2, 2]
+    try:
+        build_batch_request(vae, [[1.0, 2.0], [3.0, 4.0, 5.0, 6.0]])
+    except ValueError as exc:
+        assert "lengths [2, 4]" in str(exc)
+    else:
+        raise AssertionError("mixed lengths were accepted")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import signal
@@ -57,6 +58,12 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": float(statistics.median(values)), "min": float(min(values)), "max": float(max(values))}
 
 
+def _median(values: list[float]) -> float:
+    """The median of the runs that had a figure (a stage no job of a run went through is NaN)."""
+    there = [v for v in values if not math.isnan(v)]
+    return statistics.median(there) if there else float("nan")
+
+
 @dataclass
 class Step:
     """One offered load, run ``len(runs)`` times."""
@@ -70,7 +77,7 @@ class Step:
         out["cpu_ms_per_job"] = spread([r.cpu_ms_per_job.get("total", 0.0) for r in self.runs])
         out["success_rate_min"] = min(r.success_rate for r in self.runs)
         staged = [r.stages_ms for r in self.runs if r.stages_ms]
-        out["stages_ms"] = {name: {q: statistics.median(r[name][q] for r in staged) for q in ("p50", "p95")}
+        out["stages_ms"] = {name: {q: _median([r[name][q] for r in staged]) for q in ("p50", "p95")}
                             for name in staged[0]} if staged else {}
         return out
 
