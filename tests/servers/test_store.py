@@ -282,17 +282,38 @@ def test_changed_between_gives_each_job_changed_in_the_window_as_it_is_now(store
     assert len(store.changed_between(since, until + dt.timedelta(seconds=5), 1)) == 1
 
 
-def test_a_change_rolled_back_is_never_built_on(store):
-    # This replica derives a change in a transaction that then fails; another replica (a second
-    # store on the same database) makes the change; this one's next event must carry what is stored.
+def test_a_change_rolled_back_is_never_built_on(store, monkeypatch):
+    # This replica derives a change in a transaction that then fails (here: reading back a job it does
+    # not hold); another replica (a second store on the same database) makes the change; this one's
+    # next event must carry what is stored, not what it derived and rolled back.
     other = JobStore(store.engine, max_attempts=2)
     (ids,), _, _ = store.create_jobs([submission(models=["vae_timeseries"])])
+    (theirs_only,), _, _ = other.create_jobs([submission(models=["vae_timeseries"])])
     mine, theirs = (dt.datetime(y, 1, 1, tzinfo=dt.timezone.utc) for y in (2030, 2031))
-    with pytest.raises(RuntimeError):
-        with store.transaction() as conn:
-            store.mark_queued_in(conn, ids, mine)
-            raise RuntimeError("the commit failed")
+
+    def lost(*_):
+        raise RuntimeError("the connection went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "_read_back", lost)
+        with pytest.raises(RuntimeError):
+            store.mark_queued([*ids, *theirs_only], mine)
     other.mark_queued(ids, theirs)
     _, (started,) = store.start_jobs(ids, "w")
     assert started.queue_time.ToDatetime(dt.timezone.utc) == theirs
     assert started == store.get(ids[0], with_series=False)
+
+
+def test_a_failed_group_is_never_built_on(store, monkeypatch):
+    from orchestrator_svc.writer import QUEUED, START, Op, apply_group
+
+    other = JobStore(store.engine, max_attempts=2)
+    (ids,), _, _ = store.create_jobs([submission(models=["vae_timeseries"])])
+    mine, theirs = (dt.datetime(y, 1, 1, tzinfo=dt.timezone.utc) for y in (2030, 2031))
+    with monkeypatch.context() as m:  # the group's queued mark derives, then its start fails
+        m.setattr(store.hot, "start", lambda *_: (_ for _ in ()).throw(RuntimeError("no")))
+        with pytest.raises(RuntimeError):
+            apply_group(store, [Op(QUEUED, (ids, mine), None), Op(START, (["x"], "w"), None)])
+    other.mark_queued(ids, theirs)
+    _, (started,) = store.start_jobs(ids, "w")
+    assert started.queue_time.ToDatetime(dt.timezone.utc) == theirs
