@@ -29,11 +29,12 @@ def build_request(model: ModelInfo, values, request_id: str = "") -> tpb.ModelIn
 
 def build_batch_request(model: ModelInfo, series: list, request_id: str = "") -> tpb.ModelInferRequest:
     """One request for ``series`` (all of one length, each checked with check_length) as the rows of [k, n]."""
-    if len(set(map(len, series))) > 1:  # as np.asarray refused them: rows of one length only
-        raise ValueError(f"series of lengths {sorted(set(map(len, series)))} cannot be the rows of one request")
+    lengths = {len(s) for s in series}
+    if len(lengths) > 1:  # as np.asarray refused them: rows of one length only
+        raise ValueError(f"series of lengths {sorted(lengths)} cannot be the rows of one request")
     # fromiter over the rows chained: np.asarray on a list of protobuf containers takes twice as long.
     array = np.fromiter(itertools.chain.from_iterable(series), dtype=NUMPY.get(model.input_datatype, np.float32),
-                        count=sum(map(len, series))).reshape(len(series), -1)
+                        count=len(series) * lengths.pop()).reshape(len(series), -1)
     return tpb.ModelInferRequest(
         model_name=model.name,
         id=request_id,
@@ -64,15 +65,15 @@ def parse_batch_response(model: ModelInfo, response: tpb.ModelInferResponse, len
             _quantiles(results, levels, rows)
             continue
         for result, values in zip(results, rows.tolist() if isinstance(rows, np.ndarray) else rows):
-            _fill(result, role, tensor.name, values if isinstance(values, list) else values.tolist(), levels)
+            _fill(result, role, tensor.name, values, levels)
     return results
 
 
-def _rows(model: ModelInfo, block: np.ndarray, lengths: list[int]) -> np.ndarray | list[np.ndarray]:
-    """Each series' part of an output [k, m]. Per-point outputs (as long as the model's window) are
-    right-aligned: only their last min(n, window) entries belong to a series of n points."""
+def _rows(model: ModelInfo, block: np.ndarray, lengths: list[int]) -> np.ndarray | list[list[float]]:
+    """Each series' part of an output [k, m]: the block itself, or where a series is shorter than a
+    per-point output (as long as the model's window, right-aligned) each one's last n, as a list."""
     if model.window and block.shape[1] == model.window and min(lengths) < model.window:
-        return [row[-n:] if n < model.window else row for row, n in zip(block, lengths)]
+        return [(row[-n:] if n < model.window else row).tolist() for row, n in zip(block, lengths)]
     return block
 
 

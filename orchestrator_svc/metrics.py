@@ -4,6 +4,7 @@ from the database when scraped (the same whole-mesh figure on every replica: tak
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -61,22 +62,19 @@ def _child(metric, *labels):
 
 
 def observe(jobs: list[job_pb2.Job]) -> None:
-    counts: dict[tuple, int] = {}  # one inc per counter and label set of the batch
+    counts: collections.Counter[tuple] = collections.Counter()  # one inc per counter and label set
     for job in jobs:
         if job.state == js.JOB_STATE_PENDING and job.version == 1:
-            key = (SUBMITTED, job.model_name)
+            counts[(SUBMITTED, job.model_name)] += 1
         elif job.state in TERMINAL_STATES:
-            key = (FINISHED, job.model_name, state_label(job.state))
+            counts[(FINISHED, job.model_name, state_label(job.state))] += 1
             if job.state == js.JOB_STATE_FAILED and job.error.startswith(POISON_ERROR):
-                counts[(POISONED, job.model_name)] = counts.get((POISONED, job.model_name), 0) + 1
+                counts[(POISONED, job.model_name)] += 1
             if job.state == js.JOB_STATE_SUCCEEDED:
                 t = job.timings
                 _child(DURATION, job.model_name, "queue").observe(t.queue_seconds)
                 _child(DURATION, job.model_name, "inference").observe(t.inference_seconds)
                 _child(DURATION, job.model_name, "total").observe(t.total_seconds)
-        else:
-            continue
-        counts[key] = counts.get(key, 0) + 1
     for (metric, *labels), n in counts.items():
         _child(metric, *labels).inc(n)
 

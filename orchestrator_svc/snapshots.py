@@ -10,7 +10,9 @@ is never papered over: the caller reads those rows instead.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 
 from satlas.v1 import job_pb2
 
@@ -21,12 +23,36 @@ class Snapshots:
     def __init__(self, limit: int = 100_000):
         self.limit = limit  # active jobs held; past it the oldest go (a miss costs one read)
         self._jobs: dict[str, job_pb2.Job] = {}
+        self._local = threading.local()  # per thread: the ids noted in the transaction it is in
 
     def __len__(self) -> int:
         return len(self._jobs)
 
+    @contextmanager
+    def undone_on_failure(self):
+        """Around a transaction: if it fails, what was noted or derived in it is dropped again, since it
+        was rolled back and must not be built on (another replica may commit that version meanwhile);
+        the next change of each of those jobs reads its row. Costs an id a change, not a copy."""
+        if getattr(self._local, "journal", None) is not None:  # nested: the outer one undoes
+            yield
+            return
+        self._local.journal = journal = []
+        try:
+            yield
+        except BaseException:
+            self.forget(journal)
+            raise
+        finally:
+            self._local.journal = None
+
+    def _record(self, job_ids: Iterable[str]) -> None:
+        journal = getattr(self._local, "journal", None)
+        if journal is not None:
+            journal.extend(job_ids)
+
     def note(self, jobs: Iterable[job_pb2.Job]) -> None:
         """Hold the newest snapshots of active jobs; forget finished ones."""
+        self._record(job.job_id for job in jobs)
         for job in jobs:
             if job.state in TERMINAL_STATES:
                 self._jobs.pop(job.job_id, None)
@@ -52,11 +78,10 @@ class Snapshots:
         job.version = version
         if job.state not in TERMINAL_STATES:
             self._jobs[job_id] = job  # re-inserted: the dict stays oldest first
+        self._record((job_id,))
         return job
 
     def forget(self, job_ids: Iterable[str]) -> None:
-        """Drop what is held of these jobs: a transaction that changed them failed, so what it derived
-        was rolled back and must not be built on (another replica may commit that version meanwhile);
-        the next change of each reads its row."""
+        """Drop what is held of these jobs (their next change reads the row)."""
         for job_id in job_ids:
             self._jobs.pop(job_id, None)

@@ -59,30 +59,26 @@ class JobStore:
         """One write transaction (SQLite: one writer at a time). ``durable=False`` (PostgreSQL):
         the commit does not wait for the WAL to reach the disk; for changes a crash may lose
         because they are made again (queued marks, starts: the reconciler runs such jobs again),
-        never for what a caller or a watcher was told is stored (new jobs, cancels, results)."""
+        never for what a caller or a watcher was told is stored (new jobs, cancels, results). The
+        snapshots a failed one noted are dropped again (Snapshots.undone_on_failure)."""
         if self._write_lock is None:
-            with self.engine.begin() as conn:
+            with self.snapshots.undone_on_failure(), self.engine.begin() as conn:
                 if not durable:
                     conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
         else:
-            with self._write_lock, self.engine.begin() as conn:
+            with self.snapshots.undone_on_failure(), self._write_lock, self.engine.begin() as conn:
                 yield conn
 
     def group_transaction(self, durable: bool = True):
         """``transaction`` for the group writer's thread only: on PostgreSQL on connections it holds
         (orchestrator_svc.held), which spares every group the pool's round trips."""
-        return self.transaction(durable) if self._held is None else self._held.transaction(durable)
+        return self.transaction(durable) if self._held is None else self._held_transaction(durable)
 
     @contextmanager
-    def forgetting(self, job_ids):
-        """Around a transaction that changes ``job_ids``: if it fails, the snapshots it derived are
-        dropped (Snapshots.forget). Only on failure: nothing per change on the way."""
-        try:
-            yield
-        except BaseException:
-            self.snapshots.forget(job_ids)
-            raise
+    def _held_transaction(self, durable: bool):
+        with self.snapshots.undone_on_failure(), self._held.transaction(durable) as conn:
+            yield conn
 
     def release(self) -> None:
         """Closes what ``group_transaction`` holds (from the writer's thread)."""
@@ -179,7 +175,7 @@ class JobStore:
     def mark_queued(self, job_ids: Sequence[str], at: dt.datetime | None = None) -> list[job_pb2.Job]:
         """PENDING -> QUEUED once the dispatch is on the broker (``at``: when it got there). Jobs
         already further along are left alone (a fast worker may have started them)."""
-        with self.forgetting(job_ids), self.transaction() as conn:
+        with self.transaction() as conn:
             return self.mark_queued_in(conn, job_ids, at)
 
     def mark_queued_in(self, conn, job_ids: Sequence[str], at: dt.datetime | None = None) -> list[job_pb2.Job]:
@@ -197,7 +193,7 @@ class JobStore:
     def start_jobs(self, job_ids: Sequence[str], worker: str) -> tuple[list[str], list[job_pb2.Job]]:
         """Mark jobs RUNNING for ``worker``; returns the ids to run and the snapshots. A job
         started ``max_attempts`` times already fails here (it keeps killing or failing workers)."""
-        with self.forgetting(job_ids), self.transaction() as conn:
+        with self.transaction() as conn:
             return self.start_jobs_in(conn, job_ids, worker)
 
     def start_jobs_in(self, conn, job_ids: Sequence[str], worker: str) -> tuple[list[str], list[job_pb2.Job]]:
@@ -220,7 +216,7 @@ class JobStore:
 
     def report_results(self, outcomes: Sequence[jc.JobOutcome]) -> tuple[int, list[job_pb2.Job]]:
         """Apply outcomes; one that finds its job already terminal changes nothing."""
-        with self.forgetting([o.job_id for o in outcomes]), self.transaction() as conn:
+        with self.transaction() as conn:
             snaps = self.report_results_in(conn, outcomes)
         return len(snaps), snaps
 
@@ -260,7 +256,7 @@ class JobStore:
 
     def cancel(self, job_id: str) -> tuple[job_pb2.Job | None, list[job_pb2.Job]]:
         """(the job now, or None if unknown; the changes to publish)."""
-        with self.forgetting([job_id]), self.transaction() as conn:
+        with self.transaction() as conn:
             return self.cancel_in(conn, job_id)
 
     def cancel_in(self, conn, job_id: str) -> tuple[job_pb2.Job | None, list[job_pb2.Job]]:

@@ -59,24 +59,11 @@ class Applied:
 
 def apply_group(store: JobStore, ops: Sequence[Op]) -> Applied:
     """Every op in one transaction (runs in the writer's thread)."""
-    with store.forgetting(_job_ids(ops)):  # a failed group's derived snapshots were rolled back
-        try:
-            return _apply_group(store, ops)
-        except ConnectionLost as exc:  # nothing of it applied: once more, on a new connection
-            log.warning("the database connection was lost (%s); applying the group again", exc)
-            store.snapshots.forget(_job_ids(ops))
-            return _apply_group(store, ops)
-
-
-def _job_ids(ops: Sequence[Op]):
-    """The existing jobs a group changes, read only if it fails (new jobs are never built on)."""
-    for op in ops:
-        if op.kind in (QUEUED, START):
-            yield from op.args[0]
-        elif op.kind == REPORT:
-            yield from (o.job_id for o in op.args[0])
-        elif op.kind == CANCEL:
-            yield op.args[0]
+    try:
+        return _apply_group(store, ops)
+    except ConnectionLost as exc:  # nothing of it applied: once more, on a new connection
+        log.warning("the database connection was lost (%s); applying the group again", exc)
+        return _apply_group(store, ops)
 
 
 def _apply_group(store: JobStore, ops: Sequence[Op]) -> Applied:
